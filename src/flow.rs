@@ -1,0 +1,75 @@
+//! Where a message came from and where it goes: the vocabulary shared by
+//! the sans-IO core and the socket layer.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Transport protocols sipwarden speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// The token used in Via headers and `transport=` parameters.
+    pub fn via_token(self) -> &'static [u8] {
+        match self {
+            Transport::Udp => b"UDP",
+            Transport::Tcp => b"TCP",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+
+    /// From a Via transport or URI `transport=` value.
+    pub fn from_token(t: &[u8]) -> Option<Transport> {
+        if t.eq_ignore_ascii_case(b"udp") {
+            Some(Transport::Udp)
+        } else if t.eq_ignore_ascii_case(b"tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which trust zone a socket belongs to (DESIGN.md section 2): everything
+/// on `Public` is untrusted, everything on `Internal` comes from Asterisk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Public,
+    Internal,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Public => "public",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// The flow a message arrived on: enough to send an answer back the same
+/// way (same socket, same TCP connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub side: Side,
+    pub transport: Transport,
+    /// Index of the listener in its side's configured list.
+    pub listener: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}

@@ -1,0 +1,316 @@
+//! Counters of every decision, kept in fixed arrays of atomics so that
+//! counting costs no allocation and no lock on the drop path. Rendering as
+//! Prometheus text is pure; serving it over HTTP lives in `transport`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::flow::{Side, Transport};
+use crate::policy::{Disposition, Reason};
+
+const SIDES: usize = 2;
+const TRANSPORTS: usize = 2;
+const REASONS: usize = Reason::ALL.len();
+const DISPOSITIONS: usize = Disposition::ALL.len();
+const SLOTS: usize = SIDES * TRANSPORTS * REASONS * DISPOSITIONS;
+
+/// Upper bounds (seconds) of the processing-time histogram buckets.
+const BUCKETS: [f64; 10] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 1e-1,
+];
+
+/// Events counted outside the per-message matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Event {
+    DropLogsSuppressed,
+    SendErrors,
+    DnsFailures,
+    TcpRefused,
+    ReloadOk,
+    ReloadFailed,
+    DialogsRefused,
+    RegistrationsRefused,
+    Bans,
+    Unbans,
+    KeepalivesSent,
+    StateWrites,
+    StateErrors,
+}
+
+const EVENTS: [(Event, &str, &str); 13] = [
+    (
+        Event::DropLogsSuppressed,
+        "sipwarden_drop_logs_suppressed_total",
+        "Drop log lines not written because of the log rate limit",
+    ),
+    (
+        Event::SendErrors,
+        "sipwarden_send_errors_total",
+        "Messages that could not be sent (socket error, connection gone)",
+    ),
+    (
+        Event::DnsFailures,
+        "sipwarden_dns_failures_total",
+        "Next hops that did not resolve",
+    ),
+    (
+        Event::TcpRefused,
+        "sipwarden_tcp_refused_total",
+        "TCP connections refused at tcp.max_connections",
+    ),
+    (
+        Event::ReloadOk,
+        "sipwarden_reloads_total{result=\"ok\"}",
+        "Config reloads",
+    ),
+    (
+        Event::ReloadFailed,
+        "sipwarden_reloads_total{result=\"refused\"}",
+        "",
+    ),
+    (
+        Event::DialogsRefused,
+        "sipwarden_table_refused_total{table=\"dialogs\"}",
+        "Entries a full table refused",
+    ),
+    (
+        Event::RegistrationsRefused,
+        "sipwarden_table_refused_total{table=\"registrations\"}",
+        "",
+    ),
+    (Event::Bans, "sipwarden_bans_total", "Sources banned"),
+    (Event::Unbans, "sipwarden_unbans_total", "Bans that expired"),
+    (
+        Event::KeepalivesSent,
+        "sipwarden_keepalives_sent_total",
+        "CRLF keepalives sent to registered trunks",
+    ),
+    (
+        Event::StateWrites,
+        "sipwarden_state_writes_total",
+        "State file writes",
+    ),
+    (
+        Event::StateErrors,
+        "sipwarden_state_errors_total",
+        "State file write or load failures",
+    ),
+];
+
+/// All counters of one process. Shared by reference; never locked.
+pub struct Metrics {
+    messages: Box<[AtomicU64]>,
+    events: [AtomicU64; EVENTS.len()],
+    hist: [AtomicU64; BUCKETS.len() + 1],
+    hist_sum_ns: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            messages: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            hist: std::array::from_fn(|_| AtomicU64::new(0)),
+            hist_sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+fn slot(side: Side, t: Transport, r: Reason, d: Disposition) -> usize {
+    let s = match side {
+        Side::Public => 0,
+        Side::Internal => 1,
+    };
+    let t = match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    };
+    ((s * TRANSPORTS + t) * REASONS + r.index()) * DISPOSITIONS + d as usize
+}
+
+/// A gauge value supplied at render time (table sizes, connections).
+pub struct Gauge<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub value: u64,
+}
+
+impl Metrics {
+    pub fn count(&self, side: Side, t: Transport, r: Reason, d: Disposition) {
+        self.messages[slot(side, t, r, d)].fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self, side: Side, t: Transport, r: Reason, d: Disposition) -> u64 {
+        self.messages[slot(side, t, r, d)].load(Relaxed)
+    }
+
+    /// Sum over sides and transports, for tests and the log summary.
+    pub fn total(&self, r: Reason, d: Disposition) -> u64 {
+        let mut n = 0;
+        for side in [Side::Public, Side::Internal] {
+            for t in [Transport::Udp, Transport::Tcp] {
+                n += self.get(side, t, r, d);
+            }
+        }
+        n
+    }
+
+    /// Sum over every reason with this disposition.
+    pub fn total_by(&self, d: Disposition) -> u64 {
+        Reason::ALL.iter().map(|r| self.total(*r, d)).sum()
+    }
+
+    pub fn event(&self, e: Event) {
+        self.events[e as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn events(&self, e: Event) -> u64 {
+        self.events[e as usize].load(Relaxed)
+    }
+
+    /// Records the time one message took to process.
+    pub fn observe_ns(&self, ns: u64) {
+        let s = ns as f64 * 1e-9;
+        let i = BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.hist[i].fetch_add(1, Relaxed);
+        self.hist_sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// The one-line summary written to the log periodically.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for d in Disposition::ALL {
+            let _ = write!(s, "{}={} ", d.as_str(), self.total_by(d));
+        }
+        let mut top: Vec<(Reason, u64)> = Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    self.total(*r, Disposition::Dropped) + self.total(*r, Disposition::WouldDrop),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1));
+        if !top.is_empty() {
+            s.push_str("drops:");
+            for (r, n) in top.iter().take(5) {
+                let _ = write!(s, " {}={}", r.as_str(), n);
+            }
+        }
+        s.trim_end().to_string()
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
+        let mut o = String::with_capacity(8192);
+        o.push_str("# HELP sipwarden_messages_total SIP messages by side, transport, reason and what was done with them\n");
+        o.push_str("# TYPE sipwarden_messages_total counter\n");
+        for side in [Side::Public, Side::Internal] {
+            for t in [Transport::Udp, Transport::Tcp] {
+                for r in Reason::ALL {
+                    for d in Disposition::ALL {
+                        let v = self.get(side, t, r, d);
+                        if v > 0 {
+                            let _ = writeln!(
+                                o,
+                                "sipwarden_messages_total{{side=\"{}\",transport=\"{}\",reason=\"{}\",disposition=\"{}\"}} {v}",
+                                side.as_str(),
+                                t.as_str(),
+                                r.as_str(),
+                                d.as_str()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let mut last_family = "";
+        for (e, name, help) in EVENTS {
+            let family = name.split('{').next().unwrap_or(name);
+            if family != last_family {
+                let _ = writeln!(o, "# HELP {family} {help}\n# TYPE {family} counter");
+                last_family = family;
+            }
+            let _ = writeln!(o, "{name} {}", self.events(e));
+        }
+        for g in gauges {
+            let _ = writeln!(
+                o,
+                "# HELP {} {}\n# TYPE {} gauge\n{} {}",
+                g.name, g.help, g.name, g.name, g.value
+            );
+        }
+        o.push_str(
+            "# HELP sipwarden_processing_seconds Time to decide on and rewrite one message\n",
+        );
+        o.push_str("# TYPE sipwarden_processing_seconds histogram\n");
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.hist[i].load(Relaxed);
+            let _ = writeln!(
+                o,
+                "sipwarden_processing_seconds_bucket{{le=\"{b:e}\"}} {cum}"
+            );
+        }
+        cum += self.hist[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            o,
+            "sipwarden_processing_seconds_bucket{{le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            o,
+            "sipwarden_processing_seconds_sum {}",
+            self.hist_sum_ns.load(Relaxed) as f64 * 1e-9
+        );
+        let _ = writeln!(o, "sipwarden_processing_seconds_count {cum}");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let m = Metrics::default();
+        m.count(
+            Side::Public,
+            Transport::Udp,
+            Reason::NoDomain,
+            Disposition::Dropped,
+        );
+        m.count(
+            Side::Public,
+            Transport::Udp,
+            Reason::NoDomain,
+            Disposition::Dropped,
+        );
+        m.count(
+            Side::Internal,
+            Transport::Tcp,
+            Reason::Outbound,
+            Disposition::Forwarded,
+        );
+        m.event(Event::ReloadOk);
+        m.observe_ns(3000);
+        assert_eq!(m.total(Reason::NoDomain, Disposition::Dropped), 2);
+        let t = m.render(&[Gauge {
+            name: "sipwarden_dialogs",
+            help: "Live dialogs",
+            value: 4,
+        }]);
+        assert!(t.contains("sipwarden_messages_total{side=\"public\",transport=\"udp\",reason=\"no-domain\",disposition=\"dropped\"} 2"));
+        assert!(t.contains("sipwarden_messages_total{side=\"internal\",transport=\"tcp\",reason=\"outbound\",disposition=\"forwarded\"} 1"));
+        assert!(t.contains("sipwarden_reloads_total{result=\"ok\"} 1"));
+        assert!(t.contains("sipwarden_dialogs 4"));
+        assert!(t.contains("sipwarden_processing_seconds_count 1"));
+        assert!(m.summary().contains("no-domain=2"), "{}", m.summary());
+    }
+}

@@ -1,0 +1,63 @@
+//! What the core asks the socket layer to do.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::flow::{Side, Transport};
+use crate::policy::Verdict;
+
+/// Where a message goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    Addr(SocketAddr),
+    /// A host name to resolve (RFC 3263): SRV first when `port` is `None`,
+    /// then A/AAAA. The socket layer resolves it off the receive path.
+    Name {
+        host: Box<str>,
+        port: Option<u16>,
+    },
+}
+
+/// Send `data` from a socket of `side` over `transport`. For TCP the
+/// connection to the destination is reused if one exists (an inbound one
+/// included: responses go back over the connection the request came on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Send {
+    pub side: Side,
+    pub transport: Transport,
+    /// Which listener of the side to send from (UDP); `None` picks one of
+    /// the destination's address family.
+    pub listener: Option<u8>,
+    pub dest: Dest,
+    pub data: Bytes,
+    /// Answer to send back on the original flow if `dest` does not resolve
+    /// (a 503 for requests Asterisk sent to an unknown host).
+    pub on_fail: Option<Box<Send>>,
+}
+
+/// The result of handling one message.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub sends: SmallVec<[Send; 1]>,
+    pub verdict: Option<Verdict>,
+}
+
+impl Output {
+    pub fn verdict(v: Verdict) -> Output {
+        Output {
+            sends: SmallVec::new(),
+            verdict: Some(v),
+        }
+    }
+
+    pub fn send(v: Verdict, s: Send) -> Output {
+        let mut sends = SmallVec::new();
+        sends.push(s);
+        Output {
+            sends,
+            verdict: Some(v),
+        }
+    }
+}

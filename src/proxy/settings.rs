@@ -1,0 +1,175 @@
+//! The running configuration in the form the core uses: parsed once per
+//! (re)load, then read without locks through an `ArcSwap`.
+
+use crate::config::{Config, HostPort, MatchField, Mode, OnReject, SocketSpec};
+use crate::flow::Transport;
+use crate::policy::domain::DomainSet;
+use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
+use crate::sip::Limits;
+
+/// Derived, ready-to-use settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub config: Config,
+    pub limits: Limits,
+    pub domains: DomainSet,
+    pub match_ruri: bool,
+    pub match_to: bool,
+    pub match_from: bool,
+    pub monitor: bool,
+    pub reject_403: bool,
+    pub public: Vec<SocketSpec>,
+    pub internal: Vec<SocketSpec>,
+    pub backend: SocketSpec,
+    /// Index into `internal` of the socket that talks to the backend.
+    pub backend_listener: u8,
+    /// `udp:127.0.0.1:5080`: hashed into branches of inbound requests.
+    pub backend_target: String,
+    pub advertise: HostPort,
+    /// `host:port` for Via and Record-Route on the public side.
+    pub advertise_text: String,
+    /// `ip:port` of each internal socket, for Via and Record-Route.
+    pub internal_text: Vec<String>,
+    /// Lower-cased User-Agent substrings to drop.
+    pub user_agents: Vec<Box<[u8]>>,
+}
+
+fn sockaddr_text(a: &std::net::SocketAddr) -> String {
+    match a {
+        std::net::SocketAddr::V4(v4) => v4.to_string(),
+        std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+impl Settings {
+    /// Derives settings from a config that `config::parse` accepted.
+    pub fn new(config: Config) -> Settings {
+        let internal = config.internal();
+        let backend = config.backend.address;
+        let backend_listener = internal
+            .iter()
+            .position(|s| s.transport == backend.transport)
+            .unwrap_or(0) as u8;
+        let domains = DomainSet::new(&config.filter.domains).unwrap_or_default();
+        let m = &config.filter.match_;
+        Settings {
+            limits: Limits {
+                max_message: config.limits.max_message,
+                max_headers: config.limits.max_headers,
+                max_line: config.limits.max_line,
+            },
+            domains,
+            match_ruri: m.contains(&MatchField::RequestUri),
+            match_to: m.contains(&MatchField::To),
+            match_from: m.contains(&MatchField::From),
+            monitor: config.filter.mode == Mode::Monitor,
+            reject_403: config.filter.on_reject == OnReject::Forbidden,
+            public: config.listen.public.clone(),
+            internal_text: internal.iter().map(|s| sockaddr_text(&s.addr)).collect(),
+            internal,
+            backend,
+            backend_listener,
+            backend_target: backend.to_string(),
+            advertise_text: config.listen.advertise.to_string(),
+            advertise: config.listen.advertise.clone(),
+            user_agents: config
+                .filter
+                .user_agents
+                .iter()
+                .map(|u| u.to_ascii_lowercase().into_bytes().into())
+                .collect(),
+            config,
+        }
+    }
+
+    /// The internal socket of a transport, for sending to Asterisk.
+    pub fn internal_for(&self, t: Transport) -> Option<u8> {
+        self.internal
+            .iter()
+            .position(|s| s.transport == t)
+            .map(|i| i as u8)
+    }
+
+    /// The first public socket of a transport.
+    pub fn public_for(&self, t: Transport) -> Option<u8> {
+        self.public
+            .iter()
+            .position(|s| s.transport == t)
+            .map(|i| i as u8)
+    }
+
+    /// True when a URI names sipwarden's public side: the advertised
+    /// address, a public socket, or (for an outbound-proxy Route a phone
+    /// preloads) one of the secret domains.
+    pub fn is_public_self(&self, u: &Uri<'_>) -> bool {
+        if !matches!(u.scheme, Scheme::Sip | Scheme::Sips) {
+            return false;
+        }
+        let port = u.port.unwrap_or(5060);
+        if host_eq(u.host, self.advertise.host.as_bytes()) && port == self.advertise.port {
+            return true;
+        }
+        let ip = parse_host_ip(u.host);
+        let on_listener = self.public.iter().any(|s| {
+            s.addr.port() == port
+                && ip.is_some_and(|ip| !s.addr.ip().is_unspecified() && s.addr.ip() == ip)
+        });
+        if on_listener {
+            return true;
+        }
+        let our_port =
+            port == self.advertise.port || self.public.iter().any(|s| s.addr.port() == port);
+        our_port && self.domains.matches(u.host)
+    }
+
+    /// True when a URI names one of the internal sockets.
+    pub fn is_internal_self(&self, u: &Uri<'_>) -> bool {
+        if !matches!(u.scheme, Scheme::Sip | Scheme::Sips) {
+            return false;
+        }
+        let Some(ip) = parse_host_ip(u.host) else {
+            return false;
+        };
+        let port = u.port.unwrap_or(5060);
+        self.internal
+            .iter()
+            .any(|s| s.addr.ip() == ip && s.addr.port() == port)
+    }
+
+    pub fn is_self(&self, u: &Uri<'_>) -> bool {
+        self.is_internal_self(u) || self.is_public_self(u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        let c = crate::config::parse(
+            "[listen]\npublic = [\"udp:0.0.0.0:5060\", \"udp:192.0.2.5:5062\"]\n\
+             advertise = \"pbx.example.com:5060\"\n[filter]\ndomains = [\"sip-7f3k.example.com\"]\n",
+            "t",
+        )
+        .unwrap();
+        Settings::new(c)
+    }
+
+    #[test]
+    fn recognises_itself() {
+        let s = settings();
+        let yes = |u: &str| s.is_self(&Uri::parse(u.as_bytes()).unwrap());
+        assert!(yes("sip:pbx.example.com;lr"));
+        assert!(yes("sip:PBX.example.com:5060;lr"));
+        assert!(!yes("sip:pbx.example.com:5070;lr"));
+        assert!(yes("sip:192.0.2.5:5062;lr"));
+        assert!(!yes("sip:192.0.2.5;lr"));
+        assert!(!yes("sip:0.0.0.0:5060"));
+        assert!(yes("sip:127.0.0.1:5070;lr"));
+        assert!(yes("sip:ftoken@127.0.0.1:5070;lr"));
+        assert!(!yes("sip:127.0.0.1:5080"));
+        assert!(yes("sip:sip-7f3k.example.com;lr"));
+        assert!(!yes("sip:provider.example.net"));
+        assert!(!yes("tel:+123"));
+    }
+}

@@ -1,0 +1,376 @@
+//! Signed values sipwarden writes into messages and later trusts again
+//! without keeping state: Via branches, Record-Route tokens and flow
+//! tokens. All are keyed BLAKE3 MACs over the secret key file, so they
+//! verify after a restart as long as the key file is kept.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::flow::Transport;
+
+/// RFC 3261 magic cookie plus our own marker.
+pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKsw";
+/// Prefix + direction + listener + 16 + 8 + 16 hex digits.
+pub const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 2 + 40;
+/// Length of a Record-Route token (`swr=` parameter).
+pub const ROUTE_TOKEN_LEN: usize = 16;
+
+/// Which way a request we forwarded was going; responses must come back
+/// from the opposite side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// From the public side to the backend.
+    Inbound,
+    /// From Asterisk to the outside.
+    Outbound,
+}
+
+impl Dir {
+    fn byte(self) -> u8 {
+        match self {
+            Dir::Inbound => b'i',
+            Dir::Outbound => b'o',
+        }
+    }
+}
+
+/// What a verified branch of ours says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BranchInfo {
+    pub dir: Dir,
+    /// Index of the listener the request arrived on.
+    pub listener: u8,
+    /// Loop-detection digest of the request that carried this branch.
+    pub loop_key: [u8; 4],
+}
+
+/// Where a phone or trunk can be reached again: the transport, the public
+/// listener and the remote address its message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowRef {
+    pub transport: Transport,
+    pub listener: u8,
+    pub remote: SocketAddr,
+}
+
+/// The secret key and the MACs made with it.
+#[derive(Clone)]
+pub struct Keys {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+}
+
+fn unhex(s: &[u8], out: &mut [u8]) -> Option<()> {
+    if s.len() != out.len() * 2 {
+        return None;
+    }
+    let val = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (val(s[2 * i])? << 4) | val(s[2 * i + 1])?;
+    }
+    Some(())
+}
+
+/// Constant-time comparison, so a forger learns nothing from timing.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn listener_char(l: u8) -> u8 {
+    if l < 10 {
+        b'0' + l
+    } else {
+        b'a' + (l - 10).min(25)
+    }
+}
+
+fn char_listener(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'z' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl Keys {
+    pub fn new(key: [u8; 32]) -> Keys {
+        Keys { key }
+    }
+
+    /// MAC over length-prefixed parts under a domain label, so values of
+    /// one kind can never be replayed as another.
+    fn mac(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(label);
+        for p in parts {
+            h.update(&(p.len() as u32).to_le_bytes());
+            h.update(p);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// Digest of what makes a request the same request when it comes back
+    /// (RFC 3261 16.3 item 4): Request-URI, Call-ID, From tag, CSeq number.
+    pub fn loop_key(&self, ruri: &[u8], call_id: &[u8], from_tag: &[u8], cseq: u32) -> [u8; 4] {
+        let m = self.mac(b"loop", &[ruri, call_id, from_tag, &cseq.to_le_bytes()]);
+        [m[0], m[1], m[2], m[3]]
+    }
+
+    /// The branch for a request we forward. `prev` identifies the incoming
+    /// transaction (its top branch), `target` the next hop: a CANCEL or a
+    /// non-2xx ACK has both equal to its INVITE's and gets the same branch
+    /// (RFC 3261 16.11). `call_id` binds the MAC to the dialog.
+    pub fn branch(
+        &self,
+        dir: Dir,
+        listener: u8,
+        prev: &[u8],
+        target: &[u8],
+        call_id: &[u8],
+        loop_key: [u8; 4],
+    ) -> [u8; BRANCH_LEN] {
+        let mut out = [0u8; BRANCH_LEN];
+        let p = BRANCH_PREFIX.len();
+        out[..p].copy_from_slice(BRANCH_PREFIX);
+        out[p] = dir.byte();
+        out[p + 1] = listener_char(listener);
+        let h1 = self.mac(b"branch", &[prev, target]);
+        hex_into(&mut out[p + 2..p + 18], &h1[..8]);
+        hex_into(&mut out[p + 18..p + 26], &loop_key);
+        let tag = self.branch_mac(&out[p..p + 26], prev, call_id);
+        hex_into(&mut out[p + 26..], &tag[..8]);
+        out
+    }
+
+    fn branch_mac(&self, head: &[u8], prev: &[u8], call_id: &[u8]) -> [u8; 32] {
+        self.mac(b"branch-mac", &[head, prev, call_id])
+    }
+
+    /// Checks that `branch` is one we made for a request whose previous
+    /// hop's branch was `prev`, in the dialog `call_id`.
+    pub fn verify_branch(&self, branch: &[u8], prev: &[u8], call_id: &[u8]) -> Option<BranchInfo> {
+        if branch.len() != BRANCH_LEN || !branch.starts_with(BRANCH_PREFIX) {
+            return None;
+        }
+        let p = BRANCH_PREFIX.len();
+        let dir = match branch[p] {
+            b'i' => Dir::Inbound,
+            b'o' => Dir::Outbound,
+            _ => return None,
+        };
+        let listener = char_listener(branch[p + 1])?;
+        let mut given = [0u8; 8];
+        unhex(&branch[p + 26..], &mut given)?;
+        let tag = self.branch_mac(&branch[p..p + 26], prev, call_id);
+        if !ct_eq(&given, &tag[..8]) {
+            return None;
+        }
+        let mut loop_key = [0u8; 4];
+        unhex(&branch[p + 18..p + 26], &mut loop_key)?;
+        Some(BranchInfo {
+            dir,
+            listener,
+            loop_key,
+        })
+    }
+
+    /// Token for our Record-Route entries, bound to the Call-ID and to the
+    /// flow token in the entry's user part (empty if none).
+    pub fn route_token(&self, call_id: &[u8], user: &[u8]) -> [u8; ROUTE_TOKEN_LEN] {
+        let m = self.mac(b"route", &[call_id, user]);
+        let mut out = [0u8; ROUTE_TOKEN_LEN];
+        hex_into(&mut out, &m[..ROUTE_TOKEN_LEN / 2]);
+        out
+    }
+
+    pub fn verify_route_token(&self, token: &[u8], call_id: &[u8], user: &[u8]) -> bool {
+        ct_eq(token, &self.route_token(call_id, user))
+    }
+
+    /// Encodes a flow as a URI user part: `f` + hex(transport+listener,
+    /// ip, port) + hex(mac). Used in Path and Record-Route.
+    pub fn flow_token(&self, f: &FlowRef) -> String {
+        let mut raw = [0u8; 1 + 16 + 2];
+        let t = match f.transport {
+            Transport::Udp => 0u8,
+            Transport::Tcp => 1u8,
+        };
+        let v6 = f.remote.is_ipv6();
+        raw[0] = (t << 7) | (u8::from(v6) << 6) | (f.listener & 0x3f);
+        let n = match f.remote.ip() {
+            IpAddr::V4(a) => {
+                raw[1..5].copy_from_slice(&a.octets());
+                5
+            }
+            IpAddr::V6(a) => {
+                raw[1..17].copy_from_slice(&a.octets());
+                17
+            }
+        };
+        raw[n..n + 2].copy_from_slice(&f.remote.port().to_be_bytes());
+        let body = &raw[..n + 2];
+        let m = self.mac(b"flow", &[body]);
+        let mut out = vec![b'f'; 1 + 2 * (body.len() + 6)];
+        hex_into(&mut out[1..1 + 2 * body.len()], body);
+        hex_into(&mut out[1 + 2 * body.len()..], &m[..6]);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Decodes and verifies a flow token.
+    pub fn verify_flow_token(&self, tok: &[u8]) -> Option<FlowRef> {
+        let hex = tok.strip_prefix(b"f")?;
+        let body_len = match hex.len() {
+            26 => 7,  // (1 + 4 + 2 + 6) * 2
+            50 => 19, // (1 + 16 + 2 + 6) * 2
+            _ => return None,
+        };
+        let mut raw = [0u8; 25];
+        unhex(hex, &mut raw[..body_len + 6])?;
+        let m = self.mac(b"flow", &[&raw[..body_len]]);
+        if !ct_eq(&raw[body_len..body_len + 6], &m[..6]) {
+            return None;
+        }
+        let transport = if raw[0] & 0x80 != 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let v6 = raw[0] & 0x40 != 0;
+        if v6 != (body_len == 19) {
+            return None;
+        }
+        let ip = if v6 {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&raw[1..17]);
+            IpAddr::V6(Ipv6Addr::from(o))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(raw[1], raw[2], raw[3], raw[4]))
+        };
+        let pe = body_len - 2;
+        let port = u16::from_be_bytes([raw[pe], raw[pe + 1]]);
+        Some(FlowRef {
+            transport,
+            listener: raw[0] & 0x3f,
+            remote: SocketAddr::new(ip, port),
+        })
+    }
+
+    /// A stable To tag for replies sipwarden generates itself, so that a
+    /// retransmitted request gets the same answer.
+    pub fn reply_tag(&self, call_id: &[u8], from_tag: &[u8]) -> [u8; 16] {
+        let m = self.mac(b"reply-tag", &[call_id, from_tag]);
+        let mut out = [0u8; 16];
+        hex_into(&mut out, &m[..8]);
+        out
+    }
+
+    /// A keyed digest for other modules (trunk Contact tokens).
+    pub fn digest(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        self.mac(label, parts)
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Parses lower- or upper-case hex into `out`.
+pub fn from_hex(s: &[u8], out: &mut [u8]) -> Option<()> {
+    unhex(s, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new([7; 32])
+    }
+
+    #[test]
+    fn branch_roundtrip_and_binding() {
+        let k = keys();
+        let lk = k.loop_key(b"sip:a@b", b"cid", b"ft", 1);
+        let b = k.branch(Dir::Outbound, 3, b"z9hG4bKprev", b"sip:x:5060", b"cid", lk);
+        assert!(b.starts_with(BRANCH_PREFIX));
+        let info = k.verify_branch(&b, b"z9hG4bKprev", b"cid").unwrap();
+        assert_eq!(info.dir, Dir::Outbound);
+        assert_eq!(info.listener, 3);
+        assert_eq!(info.loop_key, lk);
+        // Same inputs, same branch (CANCEL / non-2xx ACK).
+        assert_eq!(
+            b,
+            k.branch(Dir::Outbound, 3, b"z9hG4bKprev", b"sip:x:5060", b"cid", lk)
+        );
+        // Different target, different branch.
+        assert_ne!(
+            b,
+            k.branch(Dir::Outbound, 3, b"z9hG4bKprev", b"sip:y:5060", b"cid", lk)
+        );
+        // Bound to the previous branch, the Call-ID and the key.
+        assert!(k.verify_branch(&b, b"z9hG4bKother", b"cid").is_none());
+        assert!(k.verify_branch(&b, b"z9hG4bKprev", b"cid2").is_none());
+        assert!(Keys::new([8; 32])
+            .verify_branch(&b, b"z9hG4bKprev", b"cid")
+            .is_none());
+        let mut forged = b;
+        forged[BRANCH_PREFIX.len()] = b'i';
+        assert!(k.verify_branch(&forged, b"z9hG4bKprev", b"cid").is_none());
+        assert!(k.verify_branch(b"z9hG4bKsw", b"", b"").is_none());
+    }
+
+    #[test]
+    fn flow_tokens() {
+        let k = keys();
+        for (t, addr) in [
+            (Transport::Udp, "192.0.2.10:5062"),
+            (Transport::Tcp, "[2001:db8::7]:40000"),
+        ] {
+            let f = FlowRef {
+                transport: t,
+                listener: 2,
+                remote: addr.parse().unwrap(),
+            };
+            let tok = k.flow_token(&f);
+            assert_eq!(k.verify_flow_token(tok.as_bytes()), Some(f));
+            let mut bad = tok.clone().into_bytes();
+            let last = bad.len() - 1;
+            bad[last] = if bad[last] == b'0' { b'1' } else { b'0' };
+            assert_eq!(k.verify_flow_token(&bad), None);
+            assert_eq!(Keys::new([1; 32]).verify_flow_token(tok.as_bytes()), None);
+        }
+        assert_eq!(k.verify_flow_token(b"f00"), None);
+        assert_eq!(k.verify_flow_token(b""), None);
+    }
+
+    #[test]
+    fn route_tokens() {
+        let k = keys();
+        let t = k.route_token(b"cid", b"");
+        assert!(k.verify_route_token(&t, b"cid", b""));
+        assert!(!k.verify_route_token(&t, b"cid2", b""));
+        assert!(!k.verify_route_token(&t, b"cid", b"fabc"));
+        assert!(!k.verify_route_token(&t[..8], b"cid", b""));
+    }
+}

@@ -1,0 +1,17 @@
+//! Zero-copy SIP message scanning and byte-preserving editing.
+//!
+//! sipwarden never re-serializes a message: it indexes the received bytes,
+//! reads the dozen headers a proxy needs, and splices in the few lines it
+//! must change (DESIGN.md section 8 explains why no SIP crate is used).
+
+pub mod addr;
+pub mod edit;
+pub mod header;
+pub mod params;
+pub mod scan;
+pub mod uri;
+pub mod via;
+
+pub use edit::Editor;
+pub use header::HeaderName;
+pub use scan::{frame, scan, Frame, Framing, Header, Limits, Message, Method, ScanError, Span};

@@ -1,0 +1,213 @@
+//! Via values (RFC 3261 20.42): transport, sent-by and parameters, with
+//! absolute positions so the editor can add `received`/`rport`.
+
+use super::addr::split_list;
+use super::params::{self, Param};
+use super::scan::Span;
+
+/// One via-parm. Positions are absolute offsets in the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// `UDP`, `TCP`, `TLS`, ... as written.
+    pub transport: &'a [u8],
+    /// Host as written (IPv6 with brackets).
+    pub host: &'a [u8],
+    pub port: Option<u16>,
+    /// Parameters including the leading `;`.
+    pub params: &'a [u8],
+    /// The whole via-parm.
+    pub span: Span,
+    /// Where `params` starts (= end of sent-by, plus whitespace).
+    pub params_start: usize,
+}
+
+fn skip_ws(b: &[u8], mut i: usize, end: usize) -> usize {
+    while i < end && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+fn token_end(b: &[u8], mut i: usize, end: usize) -> usize {
+    while i < end && super::header::is_token_char(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Parses one via-parm at `[s, e)` of `b`.
+pub fn parse_at(b: &[u8], s: usize, e: usize) -> Option<Via<'_>> {
+    // sent-protocol = name SLASH version SLASH transport, with SWS around
+    // the slashes.
+    let mut i = skip_ws(b, s, e);
+    let ne = token_end(b, i, e);
+    if !b[i..ne].eq_ignore_ascii_case(b"SIP") {
+        return None;
+    }
+    i = skip_ws(b, ne, e);
+    if b.get(i) != Some(&b'/') {
+        return None;
+    }
+    i = skip_ws(b, i + 1, e);
+    let ve = token_end(b, i, e);
+    if &b[i..ve] != b"2.0" {
+        return None;
+    }
+    i = skip_ws(b, ve, e);
+    if b.get(i) != Some(&b'/') {
+        return None;
+    }
+    i = skip_ws(b, i + 1, e);
+    let te = token_end(b, i, e);
+    if te == i {
+        return None;
+    }
+    let transport = &b[i..te];
+    let hs = skip_ws(b, te, e);
+    if hs == te || hs >= e {
+        return None;
+    }
+    let (host_end, after) = if b[hs] == b'[' {
+        let close = memchr::memchr(b']', &b[hs..e])? + hs;
+        (close + 1, close + 1)
+    } else {
+        let mut j = hs;
+        while j < e && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'.' | b'-' | b'_')) {
+            j += 1;
+        }
+        (j, j)
+    };
+    if host_end == hs || !(b[hs] == b'[' || b[hs].is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mut j = skip_ws(b, after, e);
+    let mut port = None;
+    if j < e && b[j] == b':' {
+        j = skip_ws(b, j + 1, e);
+        let ds = j;
+        while j < e && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if j == ds || j - ds > 5 {
+            return None;
+        }
+        let p: u32 = std::str::from_utf8(&b[ds..j]).ok()?.parse().ok()?;
+        port = Some(u16::try_from(p).ok()?);
+    }
+    let ps = skip_ws(b, j, e);
+    if ps < e && b[ps] != b';' && b[ps] != b'(' {
+        return None;
+    }
+    Some(Via {
+        transport,
+        host: &b[hs..host_end],
+        port,
+        params: &b[ps..e],
+        span: Span::new(s, e),
+        params_start: ps,
+    })
+}
+
+/// The first via-parm of a Via header value.
+pub fn first(b: &[u8], value: Span) -> Option<Via<'_>> {
+    all(b, value).next().flatten()
+}
+
+/// All via-parms of one Via header value, `None` for unreadable ones.
+pub fn all(b: &[u8], value: Span) -> impl Iterator<Item = Option<Via<'_>>> + '_ {
+    let base = value.start as usize;
+    split_list(&b[value.range()]).map(move |(s, e)| parse_at(b, base + s, base + e))
+}
+
+impl<'a> Via<'a> {
+    pub fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        params::find(self.params, name)
+    }
+
+    /// A parameter with absolute positions.
+    pub fn param_at(&self, name: &[u8]) -> Option<Param<'a>> {
+        params::find_param(self.params, name).map(|p| Param {
+            start: p.start + self.params_start,
+            end: p.end + self.params_start,
+            ..p
+        })
+    }
+
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.param(b"branch").flatten()
+    }
+
+    pub fn received(&self) -> Option<&'a [u8]> {
+        self.param(b"received").flatten()
+    }
+
+    /// `Some(None)` for a bare `;rport` (RFC 3581 request), `Some(Some(p))`
+    /// once filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.param(b"rport").map(|v| {
+            v.and_then(|p| std::str::from_utf8(p).ok())
+                .and_then(|p| p.parse().ok())
+        })
+    }
+
+    pub fn is_tcp(&self) -> bool {
+        self.transport.eq_ignore_ascii_case(b"TCP")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vias(v: &str) -> Vec<Option<Via<'_>>> {
+        all(v.as_bytes(), Span::new(0, v.len())).collect()
+    }
+
+    #[test]
+    fn parses_vias() {
+        let v = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport, SIP / 2.0 / TCP [2001:db8::9] ; received=1.2.3.4";
+        let all = vias(v);
+        assert_eq!(all.len(), 2);
+        let a = all[0].unwrap();
+        assert_eq!(a.transport, b"UDP");
+        assert_eq!(a.host, b"10.0.0.1");
+        assert_eq!(a.port, Some(5060));
+        assert_eq!(a.branch(), Some(&b"z9hG4bK1"[..]));
+        assert_eq!(a.rport(), Some(None));
+        assert_eq!(
+            &v.as_bytes()[a.params_start..a.span.end as usize],
+            b";branch=z9hG4bK1;rport"
+        );
+        let b = all[1].unwrap();
+        assert!(b.is_tcp());
+        assert_eq!(b.host, b"[2001:db8::9]");
+        assert_eq!(b.port, None);
+        assert_eq!(b.received(), Some(&b"1.2.3.4"[..]));
+        let p = b.param_at(b"received").unwrap();
+        assert_eq!(&v.as_bytes()[p.start..p.end], b"received=1.2.3.4");
+    }
+
+    #[test]
+    fn rejects_bad_vias() {
+        for v in [
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP ",
+            "SIP/3.0/UDP h",
+            "HTTP/2.0/UDP h",
+            "SIP/2.0 UDP h",
+            "SIP/2.0/UDP h:",
+            "SIP/2.0/UDP h:70000",
+            "SIP/2.0/UDP h junk",
+            "SIP/2.0/UDP [::1",
+        ] {
+            assert_eq!(vias(v), vec![None], "{v}");
+        }
+    }
+
+    #[test]
+    fn filled_rport() {
+        let v = "SIP/2.0/UDP h;rport=5062;received=192.0.2.1";
+        let a = vias(v)[0].unwrap();
+        assert_eq!(a.rport(), Some(Some(5062)));
+    }
+}
