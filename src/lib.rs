@@ -9,4 +9,6 @@ pub mod flow;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod secret;
 pub mod sip;
+pub mod transport;

@@ -1,1 +1,225 @@
-fn main() {}
+//! CLI, logging, signals and wiring. `sipwarden --config F` runs the proxy;
+//! `sipwarden check --config F` validates a config and exits 0 or 1.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::{reload, EnvFilter};
+
+use sipwarden::config::{self, LogFormat};
+use sipwarden::metrics::{Event, Metrics};
+use sipwarden::proxy::{Core, Keys, Settings};
+use sipwarden::secret;
+use sipwarden::transport::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "sipwarden",
+    version,
+    about = "SIP edge proxy that keeps scanners away from an Asterisk PBX"
+)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/sipwarden/sipwarden.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate the config file and exit 0 (valid) or 1 (with the reason).
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Check) => check(&cli.config),
+        None => run(&cli.config),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: OK: {} public socket(s), {} domain(s), {} trunk(s), mode {:?}",
+                path.display(),
+                c.listen.public.len(),
+                c.filter.domains.len(),
+                c.trunks.len(),
+                c.filter.mode
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("config error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Installs the log subscriber. `RUST_LOG`, when set, overrides
+/// `log.level`.
+fn init_logging(cfg: &config::Config) -> FilterHandle {
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match cfg.log.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false),
+            )
+            .init(),
+        LogFormat::Human => registry.with(tracing_subscriber::fmt::layer()).init(),
+    }
+    handle
+}
+
+fn run(path: &Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = init_logging(&cfg);
+    let key = match secret::load_or_create(&cfg.secret.key_file) {
+        Ok((key, created)) => {
+            if created {
+                tracing::info!(
+                    path = %cfg.secret.key_file.display(),
+                    "generated a new secret key; keep this file: it signs the tokens of live dialogs and registrations"
+                );
+            }
+            key
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(path, cfg, key, log))
+}
+
+async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandle) -> ExitCode {
+    let key_file = cfg.secret.key_file.clone();
+    let metrics = Arc::new(Metrics::default());
+    let core = Arc::new(Core::new(
+        Settings::new(cfg),
+        Keys::new(key),
+        metrics.clone(),
+    ));
+    let server = match Server::start(core.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "sipwarden running");
+    let mut summary_every = core.settings().config.metrics.summary_interval.0;
+    let mut summary = new_ticker(summary_every);
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match config::load(path) {
+                    Ok(c) => {
+                        if c.secret.key_file != key_file {
+                            tracing::warn!("secret.key_file changed: the new file is used after a restart only");
+                        }
+                        if std::env::var_os("RUST_LOG").is_none() {
+                            let _ = log.reload(EnvFilter::new(&c.log.level));
+                        }
+                        let every = c.metrics.summary_interval.0;
+                        match server.reload(Settings::new(c)) {
+                            Ok(()) => {
+                                metrics.event(Event::ReloadOk);
+                                if every != summary_every {
+                                    summary_every = every;
+                                    summary = new_ticker(every);
+                                }
+                                tracing::info!(config = %path.display(), "config reloaded");
+                            }
+                            Err(e) => {
+                                metrics.event(Event::ReloadFailed);
+                                tracing::error!(error = %e, "reload refused; the running config stays");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        metrics.event(Event::ReloadFailed);
+                        tracing::error!(error = %e, "reload refused; the running config stays");
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick(&mut summary) => {
+                tracing::info!(tcp = server.egress().tcp.len(), "summary: {}", metrics.summary());
+            }
+        }
+    }
+    tracing::info!("stopping: no longer receiving");
+    server.shutdown();
+    // Queued TCP writes and pending lookups get a moment to finish.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracing::info!("summary: {}", metrics.summary());
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn new_ticker(every: Duration) -> Option<tokio::time::Interval> {
+    if every.is_zero() {
+        return None;
+    }
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Some(i)
+}
+
+async fn tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -196,7 +196,7 @@ impl Metrics {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         if !top.is_empty() {
             s.push_str("drops:");
             for (r, n) in top.iter().take(5) {

@@ -45,7 +45,7 @@ pub fn check_route(msg: &Message, keys: &Keys) -> RouteCheck {
     }
 }
 
-fn header_host<'m>(msg: &'m Message, name: HeaderName) -> Option<&'m [u8]> {
+fn header_host(msg: &Message, name: HeaderName) -> Option<&[u8]> {
     let v = msg.first_value(name)?;
     let na = NameAddr::parse(v)?;
     Some(Uri::parse(na.uri)?.host)

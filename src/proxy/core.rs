@@ -136,8 +136,8 @@ impl Core {
         let s = self.settings.load();
         let raw = data.clone();
         let out = match flow.side {
-            Side::Public => self.from_public(&s, flow, data),
-            Side::Internal => self.from_internal(&s, flow, data),
+            Side::Public => self.on_public(&s, flow, data),
+            Side::Internal => self.on_internal(&s, flow, data),
         };
         if let Some(v) = out.verdict {
             self.metrics
@@ -173,7 +173,7 @@ impl Core {
         );
     }
 
-    fn from_public(&self, s: &Settings, flow: &Flow, data: Bytes) -> Output {
+    fn on_public(&self, s: &Settings, flow: &Flow, data: Bytes) -> Output {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
@@ -199,7 +199,7 @@ impl Core {
         }
     }
 
-    fn from_internal(&self, s: &Settings, flow: &Flow, data: Bytes) -> Output {
+    fn on_internal(&self, s: &Settings, flow: &Flow, data: Bytes) -> Output {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
@@ -257,10 +257,16 @@ impl Core {
 
     /// Max-Forwards 0 and loops end here (RFC 3261 16.3): 483 / 482, or a
     /// silent drop for ACK, which is never answered.
-    fn hop_checks(&self, flow: &Flow, msg: &Message, loop_key: [u8; 4]) -> Option<Output> {
+    fn hop_checks(
+        &self,
+        flow: &Flow,
+        msg: &Message,
+        dir: Dir,
+        loop_key: [u8; 4],
+    ) -> Option<Output> {
         let (code, phrase, reason) = if msg.max_forwards == Some(0) {
             (483, "Too Many Hops", Reason::TooManyHops)
-        } else if self.looped(msg, loop_key) {
+        } else if self.looped(msg, dir, loop_key) {
             (482, "Loop Detected", Reason::Loop)
         } else {
             return None;
@@ -280,9 +286,11 @@ impl Core {
         )
     }
 
-    /// A Via of ours further down whose request had the same loop digest
-    /// means the request came back unchanged.
-    fn looped(&self, msg: &Message, loop_key: [u8; 4]) -> bool {
+    /// A Via of ours further down, written for the same direction, whose
+    /// request had the same loop digest means the request came back
+    /// unchanged. The other direction is no loop: a backend that proxies
+    /// (rather than a B2BUA like Asterisk) sends requests back out.
+    fn looped(&self, msg: &Message, dir: Dir, loop_key: [u8; 4]) -> bool {
         let vias: SmallVec<[Via<'_>; 8]> = msg.vias().map_while(|v| v).collect();
         vias.iter().enumerate().any(|(i, v)| {
             let Some(b) = v.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
@@ -294,7 +302,7 @@ impl Core {
                 .unwrap_or_default();
             self.keys
                 .verify_branch(b, &prev, msg.call_id())
-                .is_some_and(|info| info.loop_key == loop_key)
+                .is_some_and(|info| info.dir == dir && info.loop_key == loop_key)
         })
     }
 
@@ -377,7 +385,7 @@ impl Core {
         verdict: Verdict,
     ) -> Output {
         let loop_key = self.loop_key(msg);
-        if let Some(out) = self.hop_checks(flow, msg, loop_key) {
+        if let Some(out) = self.hop_checks(flow, msg, Dir::Inbound, loop_key) {
             return out;
         }
         let Some(top) = msg.top_via() else {
@@ -472,7 +480,7 @@ impl Core {
     /// Request-URI.
     fn forward_outbound(&self, s: &Settings, flow: &Flow, msg: &Message) -> Output {
         let loop_key = self.loop_key(msg);
-        if let Some(out) = self.hop_checks(flow, msg, loop_key) {
+        if let Some(out) = self.hop_checks(flow, msg, Dir::Outbound, loop_key) {
             return out;
         }
         let Some(top) = msg.top_via() else {

@@ -8,7 +8,7 @@ use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
 use crate::sip::Limits;
 
 /// Derived, ready-to-use settings.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub config: Config,
     pub limits: Limits,

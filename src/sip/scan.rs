@@ -626,14 +626,14 @@ impl Message {
     /// `tag` parameter of the From header.
     pub fn from_tag(&self) -> Option<&[u8]> {
         self.first_value(HeaderName::From)
-            .and_then(|v| super::addr::NameAddr::parse(v))
+            .and_then(super::addr::NameAddr::parse)
             .and_then(|na| super::params::find(na.params, b"tag").flatten())
     }
 
     /// `tag` parameter of the To header: present on in-dialog requests.
     pub fn to_tag(&self) -> Option<&[u8]> {
         self.first_value(HeaderName::To)
-            .and_then(|v| super::addr::NameAddr::parse(v))
+            .and_then(super::addr::NameAddr::parse)
             .and_then(|na| super::params::find(na.params, b"tag").flatten())
     }
 
@@ -817,7 +817,7 @@ mod tests {
         assert_eq!(frame(b"\r\n\r\n", &l), Frame::Ping(4));
         assert_eq!(frame(b"\r\n", &l), Frame::Incomplete);
         assert_eq!(frame(b"\r\nOPT", &l), Frame::Skip(2));
-        assert_eq!(frame(OPTS[..40].as_bytes(), &l), Frame::Incomplete);
+        assert_eq!(frame(&OPTS.as_bytes()[..40], &l), Frame::Incomplete);
         let two = format!("{OPTS}{OPTS}");
         assert_eq!(frame(two.as_bytes(), &l), Frame::Message(OPTS.len()));
         let body = OPTS.replace("Content-Length: 0\r\n\r\n", "Content-Length: 3\r\n\r\nabc");

@@ -1,0 +1,132 @@
+//! Carries out the core's sends: picks the UDP socket or TCP connection,
+//! resolves names off the receive path, and counts what could not be sent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::UdpSocket;
+
+use crate::config::SocketSpec;
+use crate::flow::{Side, Transport};
+use crate::metrics::Event;
+use crate::proxy::{Core, Dest, Output, Send};
+
+use super::dns::{Dns, Key};
+use super::tcp::TcpConns;
+
+/// A bound UDP socket and what it was configured as.
+#[derive(Clone)]
+pub struct UdpEntry {
+    pub side: Side,
+    pub spec: SocketSpec,
+    pub socket: Arc<UdpSocket>,
+}
+
+/// Shared by every receive task.
+pub struct Egress {
+    pub core: Arc<Core>,
+    pub udp: ArcSwap<Vec<UdpEntry>>,
+    pub tcp: Arc<TcpConns>,
+    pub dns: Arc<Dns>,
+}
+
+/// IPv6 sockets are bound v6-only (list `0.0.0.0` and `[::]` both for
+/// dual stack), so a socket only reaches its own family.
+fn family_fits(local: &SocketAddr, dest: &SocketAddr) -> bool {
+    local.is_ipv4() == dest.is_ipv4()
+}
+
+impl Egress {
+    /// Executes every send of an output. Never waits: UDP uses
+    /// `try_send_to`, TCP queues to the connection's writer, names are
+    /// resolved in a task.
+    pub fn execute(self: &Arc<Self>, out: Output) {
+        for send in out.sends {
+            self.send(send);
+        }
+    }
+
+    pub fn send(self: &Arc<Self>, send: Send) {
+        match &send.dest {
+            Dest::Addr(a) => {
+                let a = *a;
+                self.send_to(send, a);
+            }
+            Dest::Name { host, port } => {
+                let key = Key {
+                    host: host.clone(),
+                    port: *port,
+                    transport: send.transport,
+                };
+                match self.dns.cached(&key) {
+                    Some(Ok(a)) => self.send_to(send, a),
+                    Some(Err(())) => self.unreachable(send, "cached DNS failure"),
+                    None => {
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            match me.dns.resolve(&key).await {
+                                Ok(a) => me.send_to(send, a),
+                                Err(e) => me.unreachable(send, &e),
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn unreachable(self: &Arc<Self>, send: Send, why: &str) {
+        self.core.metrics().event(Event::DnsFailures);
+        tracing::warn!(dest = ?send.dest, error = why, "next hop does not resolve");
+        if let Some(fail) = send.on_fail {
+            self.send(*fail);
+        }
+    }
+
+    fn send_to(self: &Arc<Self>, send: Send, dest: SocketAddr) {
+        match send.transport {
+            Transport::Udp => self.send_udp(&send, dest),
+            Transport::Tcp => {
+                if !self.tcp.send(self, send.side, dest, send.data) {
+                    self.core.metrics().event(Event::SendErrors);
+                }
+            }
+        }
+    }
+
+    fn pick_udp(&self, side: Side, listener: Option<u8>, dest: &SocketAddr) -> Option<UdpEntry> {
+        let socks = self.udp.load();
+        if let Some(i) = listener {
+            let settings = self.core.settings();
+            let list = match side {
+                Side::Public => &settings.public,
+                Side::Internal => &settings.internal,
+            };
+            if let Some(spec) = list.get(usize::from(i)) {
+                if let Some(e) = socks.iter().find(|e| e.side == side && e.spec == *spec) {
+                    if family_fits(&e.spec.addr, dest) {
+                        return Some(e.clone());
+                    }
+                }
+            }
+        }
+        socks
+            .iter()
+            .find(|e| e.side == side && family_fits(&e.spec.addr, dest))
+            .cloned()
+    }
+
+    fn send_udp(&self, send: &Send, dest: SocketAddr) {
+        let Some(e) = self.pick_udp(send.side, send.listener, &dest) else {
+            self.core.metrics().event(Event::SendErrors);
+            tracing::warn!(side = send.side.as_str(), %dest, "no UDP socket to send from");
+            return;
+        };
+        let to = dest;
+        if let Err(err) = e.socket.try_send_to(&send.data, to) {
+            self.core.metrics().event(Event::SendErrors);
+            tracing::debug!(%to, error = %err, "UDP send failed");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Sockets: UDP and TCP listeners, outgoing TCP connections, DNS, the
+//! metrics endpoint. Everything here moves bytes; decisions are the core's.
+
+pub mod dns;
+pub mod egress;
+pub mod http;
+pub mod server;
+pub mod tcp;
+pub mod udp;
+
+pub use server::Server;
+
+/// Wall-clock milliseconds since the Unix epoch: the core's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,268 @@
+//! The running listeners and their (re)binding. A reload binds what is new
+//! first, swaps the settings, then closes what is gone: a failed bind
+//! refuses the whole reload and leaves everything as it was.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::SocketSpec;
+use crate::flow::{Side, Transport};
+use crate::proxy::{Core, Settings};
+
+use super::dns::Dns;
+use super::egress::{Egress, UdpEntry};
+use super::tcp::{accept_loop, TcpConns};
+use super::{http, udp};
+
+struct Running {
+    side: Side,
+    spec: SocketSpec,
+    listener: Arc<AtomicU8>,
+    task: JoinHandle<()>,
+}
+
+enum Bound {
+    Udp(Arc<tokio::net::UdpSocket>),
+    Tcp(TcpListener),
+}
+
+/// Owns the listener tasks.
+pub struct Server {
+    eg: Arc<Egress>,
+    running: Mutex<Vec<Running>>,
+    metrics: Mutex<Option<(SocketAddr, JoinHandle<()>)>>,
+}
+
+fn wanted(s: &Settings) -> Vec<(Side, SocketSpec, u8)> {
+    let mut v: Vec<(Side, SocketSpec, u8)> = s
+        .public
+        .iter()
+        .enumerate()
+        .map(|(i, sp)| (Side::Public, *sp, i as u8))
+        .collect();
+    v.extend(
+        s.internal
+            .iter()
+            .enumerate()
+            .map(|(i, sp)| (Side::Internal, *sp, i as u8)),
+    );
+    v
+}
+
+fn bind(spec: &SocketSpec) -> std::io::Result<Bound> {
+    match spec.transport {
+        Transport::Udp => Ok(Bound::Udp(Arc::new(udp::bind(spec.addr)?))),
+        Transport::Tcp => {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(spec.addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            if spec.addr.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&spec.addr.into())?;
+            s.listen(1024)?;
+            TcpListener::from_std(s.into()).map(Bound::Tcp)
+        }
+    }
+}
+
+impl Server {
+    /// Binds every listener of the core's settings and starts serving.
+    pub fn start(core: Arc<Core>) -> Result<Arc<Server>, String> {
+        let eg = Arc::new(Egress {
+            core: core.clone(),
+            udp: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            tcp: Arc::new(TcpConns::default()),
+            dns: Arc::new(Dns::system()),
+        });
+        let server = Arc::new(Server {
+            eg,
+            running: Mutex::new(Vec::new()),
+            metrics: Mutex::new(None),
+        });
+        let settings = core.settings();
+        let metrics = server.prepare_metrics(&settings)?;
+        server.rebind(&settings, false)?;
+        server.install_metrics(metrics);
+        Ok(server)
+    }
+
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.eg
+    }
+
+    /// Local addresses of the listeners, as bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<(Side, Transport, SocketAddr)> {
+        let udp = self.eg.udp.load();
+        let mut out: Vec<(Side, Transport, SocketAddr)> = udp
+            .iter()
+            .map(|e| {
+                (
+                    e.side,
+                    Transport::Udp,
+                    e.socket.local_addr().unwrap_or(e.spec.addr),
+                )
+            })
+            .collect();
+        for r in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if r.spec.transport == Transport::Tcp {
+                out.push((r.side, Transport::Tcp, r.spec.addr));
+            }
+        }
+        out
+    }
+
+    /// Applies new settings: bind what is new (a failure refuses the
+    /// reload and changes nothing), swap the settings, close what is gone.
+    pub fn reload(&self, settings: Settings) -> Result<(), String> {
+        let metrics = self.prepare_metrics(&settings)?;
+        self.rebind(&settings, true)?;
+        self.install_metrics(metrics);
+        Ok(())
+    }
+
+    /// Binds missing listeners; on success swaps the settings into the
+    /// core (if `swap`) and retires listeners that are no longer wanted.
+    fn rebind(&self, s: &Settings, swap: bool) -> Result<(), String> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let want = wanted(s);
+        let mut fresh = Vec::new();
+        for (side, spec, idx) in &want {
+            if running.iter().any(|r| r.side == *side && r.spec == *spec) {
+                continue;
+            }
+            let b = bind(spec)
+                .map_err(|e| format!("cannot bind {} socket {spec}: {e}", side.as_str()))?;
+            fresh.push((*side, *spec, *idx, b));
+        }
+        if swap {
+            self.eg.core.reload(s.clone());
+        }
+        // Existing listeners keep running with their new index.
+        for r in running.iter() {
+            if let Some((_, _, idx)) = want
+                .iter()
+                .find(|(sd, sp, _)| *sd == r.side && *sp == r.spec)
+            {
+                r.listener.store(*idx, Relaxed);
+            }
+        }
+        let mut udp_list: Vec<UdpEntry> = self
+            .eg
+            .udp
+            .load()
+            .iter()
+            .filter(|e| {
+                want.iter()
+                    .any(|(sd, sp, _)| *sd == e.side && *sp == e.spec)
+            })
+            .cloned()
+            .collect();
+        for (side, spec, idx, b) in fresh {
+            let listener = Arc::new(AtomicU8::new(idx));
+            let task = match b {
+                Bound::Udp(sock) => {
+                    let entry = UdpEntry {
+                        side,
+                        spec,
+                        socket: sock,
+                    };
+                    udp_list.push(entry.clone());
+                    tokio::spawn(udp::recv_loop(self.eg.clone(), entry, listener.clone()))
+                }
+                Bound::Tcp(l) => {
+                    tokio::spawn(accept_loop(self.eg.clone(), l, side, listener.clone()))
+                }
+            };
+            tracing::info!(side = side.as_str(), socket = %spec, "listening");
+            running.push(Running {
+                side,
+                spec,
+                listener,
+                task,
+            });
+        }
+        self.eg.udp.store(Arc::new(udp_list));
+        running.retain(|r| {
+            let keep = want
+                .iter()
+                .any(|(sd, sp, _)| *sd == r.side && *sp == r.spec);
+            if !keep {
+                tracing::info!(side = r.side.as_str(), socket = %r.spec, "closing listener");
+                r.task.abort();
+            }
+            keep
+        });
+        Ok(())
+    }
+
+    /// Binds the metrics listener when its address changes. `Ok(None)`:
+    /// nothing to change.
+    fn prepare_metrics(
+        &self,
+        s: &Settings,
+    ) -> Result<Option<Option<(SocketAddr, TcpListener)>>, String> {
+        let want = s.config.metrics.listen;
+        let cur = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().map(|(a, _)| *a) == want {
+            return Ok(None);
+        }
+        drop(cur);
+        let Some(addr) = want else {
+            return Ok(Some(None));
+        };
+        let std = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot bind metrics.listen {addr}: {e}"))?;
+        std.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let l = TcpListener::from_std(std).map_err(|e| e.to_string())?;
+        Ok(Some(Some((addr, l))))
+    }
+
+    fn install_metrics(&self, m: Option<Option<(SocketAddr, TcpListener)>>) {
+        let Some(m) = m else {
+            return;
+        };
+        let mut cur = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, task)) = cur.take() {
+            task.abort();
+        }
+        if let Some((addr, l)) = m {
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+            *cur = Some((addr, tokio::spawn(http::serve(l, self.eg.clone()))));
+        }
+    }
+
+    /// Stops receiving: every listener task ends.
+    pub fn shutdown(&self) {
+        for r in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            r.task.abort();
+        }
+        if let Some((_, t)) = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            t.abort();
+        }
+    }
+}

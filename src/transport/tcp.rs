@@ -1,0 +1,249 @@
+//! TCP: Content-Length framing, CRLF keepalive pongs (RFC 5626 4.4.1), a
+//! table of live connections keyed by remote address so that responses go
+//! back over the connection their request came on and outgoing connections
+//! are reused, a connection cap and an idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::flow::{Flow, Side, Transport};
+use crate::metrics::Event;
+use crate::policy::{Disposition, Reason};
+use crate::sip::{frame, Frame};
+
+use super::egress::Egress;
+use super::now_ms;
+
+/// Messages queued per connection before sends are refused.
+const QUEUE: usize = 512;
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// Live connections of both sides.
+#[derive(Default)]
+pub struct TcpConns {
+    map: DashMap<(Side, SocketAddr), Conn>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl TcpConns {
+    pub fn len(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `data` on the connection to `dest`, opening one when there
+    /// is none. False when it cannot be queued.
+    pub fn send(&self, eg: &Arc<Egress>, side: Side, dest: SocketAddr, data: Bytes) -> bool {
+        if let Some(c) = self.map.get(&(side, dest)) {
+            match c.tx.try_send(data) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    drop(c);
+                    self.map.remove(&(side, dest));
+                    return self.connect(eg, side, dest, d);
+                }
+            }
+        }
+        self.connect(eg, side, dest, data)
+    }
+
+    fn reserve(&self, eg: &Egress) -> bool {
+        let max = eg.core.settings().config.tcp.max_connections;
+        let n = self.count.fetch_add(1, Relaxed);
+        if n >= max {
+            self.count.fetch_sub(1, Relaxed);
+            eg.core.metrics().event(Event::TcpRefused);
+            return false;
+        }
+        true
+    }
+
+    /// Registers a connection and returns its id and receiver.
+    fn register(
+        &self,
+        side: Side,
+        remote: SocketAddr,
+    ) -> (u64, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let id = self.next_id.fetch_add(1, Relaxed);
+        self.map.insert((side, remote), Conn { id, tx: tx.clone() });
+        (id, tx, rx)
+    }
+
+    fn unregister(&self, side: Side, remote: SocketAddr, id: u64) {
+        self.map.remove_if(&(side, remote), |_, c| c.id == id);
+        self.count.fetch_sub(1, Relaxed);
+    }
+
+    fn connect(&self, eg: &Arc<Egress>, side: Side, dest: SocketAddr, first: Bytes) -> bool {
+        if !self.reserve(eg) {
+            return false;
+        }
+        let (id, tx, rx) = self.register(side, dest);
+        // Queued before the connection exists: sent once it is up.
+        let _ = tx.try_send(first);
+        let eg = eg.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_millis(eg.core.settings().config.tcp.connect_timeout.ms());
+            match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => {
+                    let local = stream.local_addr().unwrap_or(dest);
+                    let listener = {
+                        let s = eg.core.settings();
+                        match side {
+                            Side::Public => s.public_for(Transport::Tcp),
+                            Side::Internal => s.internal_for(Transport::Tcp),
+                        }
+                        .unwrap_or(0)
+                    };
+                    let flow = Flow {
+                        side,
+                        transport: Transport::Tcp,
+                        listener,
+                        local,
+                        remote: dest,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    run(eg.clone(), stream, flow, id, tx, rx).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%dest, error = %e, "TCP connect failed");
+                    eg.core.metrics().event(Event::SendErrors);
+                    eg.tcp.unregister(side, dest, id);
+                }
+                Err(_) => {
+                    tracing::warn!(%dest, "TCP connect timed out");
+                    eg.core.metrics().event(Event::SendErrors);
+                    eg.tcp.unregister(side, dest, id);
+                }
+            }
+        });
+        true
+    }
+}
+
+/// Accepts connections on a listener until the task is aborted.
+pub async fn accept_loop(
+    eg: Arc<Egress>,
+    listener: TcpListener,
+    side: Side,
+    listener_idx: Arc<std::sync::atomic::AtomicU8>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !eg.tcp.reserve(&eg) {
+            tracing::debug!(%remote, "TCP connection refused: tcp.max_connections reached");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(remote);
+        let flow = Flow {
+            side,
+            transport: Transport::Tcp,
+            listener: listener_idx.load(Relaxed),
+            local,
+            remote,
+        };
+        let (id, tx, rx) = eg.tcp.register(side, remote);
+        tokio::spawn(run(eg.clone(), stream, flow, id, tx, rx));
+    }
+}
+
+/// Serves one connection: a writer draining the queue and a reader that
+/// frames messages and hands them to the core.
+async fn run(
+    eg: Arc<Egress>,
+    stream: TcpStream,
+    flow: Flow,
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf = BytesMut::with_capacity(8192);
+    let idle = Duration::from_millis(eg.core.settings().config.tcp.idle_timeout.ms());
+    'conn: loop {
+        match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+            Err(_) => {
+                tracing::debug!(remote = %flow.remote, "TCP connection idle, closing");
+                break;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            let limits = eg.core.settings().limits;
+            match frame(&buf, &limits) {
+                Frame::Incomplete => break,
+                Frame::Ping(n) => {
+                    buf.advance(n);
+                    let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                    eg.core.metrics().count(
+                        flow.side,
+                        Transport::Tcp,
+                        Reason::Keepalive,
+                        Disposition::Replied,
+                    );
+                }
+                Frame::Skip(n) => buf.advance(n),
+                Frame::Message(n) => {
+                    let data = buf.split_to(n).freeze();
+                    let out = eg.core.handle(now_ms(), &flow, data);
+                    eg.execute(out);
+                }
+                Frame::Error(e) => {
+                    let reason = if e == crate::sip::ScanError::TooLarge {
+                        Reason::TooLarge
+                    } else {
+                        Reason::Malformed
+                    };
+                    eg.core.metrics().count(
+                        flow.side,
+                        Transport::Tcp,
+                        reason,
+                        Disposition::Dropped,
+                    );
+                    tracing::debug!(remote = %flow.remote, error = e.as_str(), "TCP framing error, closing");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    // Unregistered first, so no new sends queue; the writer drains what
+    // is queued and closes.
+    eg.tcp.unregister(flow.side, flow.remote, id);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
