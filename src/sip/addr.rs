@@ -47,11 +47,12 @@ impl<'a> NameAddr<'a> {
         // params start; a plain addr-spec has no display name.
         let s = v.len() - v.trim_ascii_start().len();
         let e = memchr::memchr(b';', v).unwrap_or(v.len());
-        if s >= e || v[s..e].iter().any(|c| c.is_ascii_whitespace()) {
+        let ue = s + v[s..e].trim_ascii_end().len();
+        if s >= ue || v[s..ue].iter().any(|c| c.is_ascii_whitespace()) {
             return None;
         }
         Some(NameAddr {
-            uri: &v[s..e],
+            uri: &v[s..ue],
             params: &v[e..],
             uri_start: s,
             params_start: e,

@@ -317,12 +317,13 @@ fn scan_head(b: &[u8], limits: &Limits) -> Result<Head, ScanError> {
 }
 
 /// Parses a decimal header value such as Content-Length or Max-Forwards.
-/// At most 9 digits, so no overflow and no absurd values.
-fn parse_decimal(v: &[u8]) -> Option<u32> {
-    if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
+/// At most 10 digits (a CSeq may be near 2**31), so no overflow; callers
+/// check the range they allow.
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(v.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The single Content-Length of a header set, if any. Several that agree
@@ -333,7 +334,9 @@ fn content_length(b: &[u8], headers: &[Header]) -> Result<Option<usize>, ScanErr
         .iter()
         .filter(|h| h.name == HeaderName::ContentLength)
     {
-        let v = parse_decimal(&b[h.value.range()]).ok_or(ScanError::BadContentLength)? as usize;
+        let v = parse_decimal(&b[h.value.range()])
+            .filter(|&n| n <= u64::from(u32::MAX))
+            .ok_or(ScanError::BadContentLength)? as usize;
         match cl {
             Some(prev) if prev != v => return Err(ScanError::BadContentLength),
             _ => cl = Some(v),
@@ -411,8 +414,14 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
         let v = &b[h.value.range()];
         match h.name {
             HeaderName::Via => have[0] = true,
-            HeaderName::From => have[1] = true,
-            HeaderName::To => have[2] = true,
+            // From and To must at least be name-addr or addr-spec:
+            // unbalanced quotes or brackets (RFC 4475 quotbal) are refused.
+            HeaderName::From | HeaderName::To => {
+                if super::addr::NameAddr::parse(v).is_none() {
+                    return Err(ScanError::BadHeader);
+                }
+                have[if h.name == HeaderName::From { 1 } else { 2 }] = true;
+            }
             HeaderName::CallId => {
                 if v.is_empty() {
                     return Err(ScanError::BadHeader);
@@ -428,7 +437,7 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
                 if n > 255 {
                     return Err(ScanError::BadMaxForwards);
                 }
-                max_forwards = Some(n);
+                max_forwards = Some(n as u32);
             }
             _ => {}
         }
@@ -478,11 +487,18 @@ fn parse_cseq(b: &[u8], v: Span) -> Result<(u32, Span), ScanError> {
     }
     // RFC 3261 8.1.1.5: the number is less than 2**31.
     let num = parse_decimal(&b[s..i]).ok_or(ScanError::BadCSeq)?;
-    let ms = trim_start(b, i, e);
+    if num >= 1 << 31 {
+        return Err(ScanError::BadCSeq);
+    }
+    // The value may be folded between number and method (RFC 4475 wsinv).
+    let mut ms = i;
+    while ms < e && b[ms].is_ascii_whitespace() {
+        ms += 1;
+    }
     if ms == i || ms == e || !b[ms..e].iter().all(|&c| is_token_char(c)) {
         return Err(ScanError::BadCSeq);
     }
-    Ok((num, Span::new(ms, e)))
+    Ok((num as u32, Span::new(ms, e)))
 }
 
 fn parse_start_line(b: &[u8], line: Span) -> Result<StartLine, ScanError> {
