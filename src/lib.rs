@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod flow;
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -1,0 +1,414 @@
+//! The proxy with real sockets, in-process: UDP and TCP in both directions,
+//! responses over the request's TCP connection, CRLF keepalive, outgoing
+//! TCP, reload and the metrics endpoint. Each test uses its own loopback
+//! addresses (127.0.N.x), so tests run in parallel without colliding.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sipwarden::metrics::Metrics;
+use sipwarden::policy::{Disposition, Reason};
+use sipwarden::proxy::{Core, Keys, Settings};
+use sipwarden::transport::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Net {
+    n: u8,
+}
+
+impl Net {
+    fn ip(&self, host: u8) -> String {
+        format!("127.0.{}.{host}", self.n)
+    }
+    fn config(&self, extra: &str) -> String {
+        format!(
+            r#"
+[listen]
+public = ["udp:{p}:5060", "tcp:{p}:5060"]
+internal = ["udp:{p}:5070", "tcp:{p}:5070"]
+advertise = "{p}:5060"
+[backend]
+address = "udp:{b}:5080"
+[filter]
+domains = ["pbx.secret.example"]
+[metrics]
+summary_interval = "0s"
+{extra}"#,
+            p = self.ip(1),
+            b = self.ip(2)
+        )
+    }
+}
+
+fn start(net: &Net, extra: &str) -> (Arc<Server>, Arc<Core>) {
+    let cfg = sipwarden::config::parse(&net.config(extra), "test").expect("config");
+    let core = Arc::new(Core::new(
+        Settings::new(cfg),
+        Keys::new([9; 32]),
+        Arc::new(Metrics::default()),
+    ));
+    let server = Server::start(core.clone()).expect("bind");
+    (server, core)
+}
+
+async fn udp(addr: String) -> UdpSocket {
+    UdpSocket::bind(addr).await.expect("bind test socket")
+}
+
+async fn recv(s: &UdpSocket) -> (String, SocketAddr) {
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = timeout(WAIT, s.recv_from(&mut buf))
+        .await
+        .expect("timed out")
+        .expect("recv");
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+}
+
+fn request(method: &str, ruri: &str, via: &str, call_id: &str) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: {via};branch=z9hG4bK-{call_id};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:1001@pbx.secret.example>;tag=f-{call_id}\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\nContact: <sip:1001@127.0.0.1:1>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A UAS answer: Vias and Record-Routes copied, To tag added.
+fn answer(req: &str, code: u16) -> String {
+    let mut out = format!("SIP/2.0 {code} OK\r\n");
+    for line in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let n = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if ["via", "record-route", "from", "call-id", "cseq"].contains(&n.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if n == "to" {
+            out.push_str(line);
+            out.push_str(";tag=uas\r\n");
+        }
+    }
+    out + "Content-Length: 0\r\n\r\n"
+}
+
+fn first_line(m: &str) -> &str {
+    m.split("\r\n").next().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_both_ways_and_scanners_never_reach_the_backend() {
+    let net = Net { n: 31 };
+    let backend = udp(format!("{}:5080", net.ip(2))).await;
+    let (_server, core) = start(&net, "");
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let scanner = udp(format!("{}:5062", net.ip(4))).await;
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+
+    // The scanner first, then the phone: the backend's first message must
+    // be the phone's, so the scanner's was dropped.
+    let scan = request(
+        "OPTIONS",
+        &format!("sip:100@{}", net.ip(1)),
+        "SIP/2.0/UDP 10.9.9.9:5060",
+        "scan-1",
+    )
+    .replace("pbx.secret.example", "1.1.1.1");
+    scanner.send_to(scan.as_bytes(), public).await.unwrap();
+    let inv = request(
+        "INVITE",
+        "sip:1002@pbx.secret.example",
+        "SIP/2.0/UDP 192.168.1.5:5062",
+        "call-1",
+    );
+    phone.send_to(inv.as_bytes(), public).await.unwrap();
+    let (got, from) = recv(&backend).await;
+    assert_eq!(
+        first_line(&got),
+        "INVITE sip:1002@pbx.secret.example SIP/2.0"
+    );
+    assert_eq!(
+        from,
+        format!("{}:5070", net.ip(1)).parse().unwrap(),
+        "sent from the internal socket"
+    );
+    assert!(got.contains(&format!("X-Sipwarden-Source: {}:5062", net.ip(3))));
+    assert!(got.contains(&format!("received={}", net.ip(3))));
+
+    // The backend answers; the phone gets it from the public socket.
+    backend
+        .send_to(answer(&got, 200).as_bytes(), from)
+        .await
+        .unwrap();
+    let (resp, from) = recv(&phone).await;
+    assert_eq!(first_line(&resp), "SIP/2.0 200 OK");
+    assert_eq!(from, public);
+    assert!(
+        !resp.contains("branch=z9hG4bKsw"),
+        "our Via is gone: {resp}"
+    );
+    assert_eq!(
+        core.metrics().total(Reason::NoDomain, Disposition::Dropped),
+        1
+    );
+    let mut buf = [0u8; 100];
+    assert!(
+        timeout(Duration::from_millis(300), scanner.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "the scanner hears nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_responses_use_the_request_connection_and_keepalives_pong() {
+    let net = Net { n: 32 };
+    let backend = udp(format!("{}:5080", net.ip(2))).await;
+    let (_server, core) = start(&net, "");
+    let mut phone = TcpStream::connect(format!("{}:5060", net.ip(1)))
+        .await
+        .unwrap();
+    // RFC 5626 keepalive: ping, pong.
+    phone.write_all(b"\r\n\r\n").await.unwrap();
+    let mut pong = [0u8; 2];
+    timeout(WAIT, phone.read_exact(&mut pong))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&pong, b"\r\n");
+    // Two requests in one write, the second split across writes.
+    let reg = request(
+        "REGISTER",
+        "sip:pbx.secret.example",
+        "SIP/2.0/TCP 192.168.1.5:5062",
+        "reg-1",
+    );
+    let opt = request(
+        "OPTIONS",
+        "sip:1002@pbx.secret.example",
+        "SIP/2.0/TCP 192.168.1.5:5062",
+        "opt-1",
+    );
+    let both = format!("{reg}{}", &opt[..40]);
+    phone.write_all(both.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    phone.write_all(opt[40..].as_bytes()).await.unwrap();
+    let (m1, from) = recv(&backend).await;
+    let (m2, _) = recv(&backend).await;
+    let mut got = [first_line(&m1).to_string(), first_line(&m2).to_string()];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "OPTIONS sip:1002@pbx.secret.example SIP/2.0",
+            "REGISTER sip:pbx.secret.example SIP/2.0"
+        ]
+    );
+    // The answer to the REGISTER comes back over the phone's connection.
+    let reg_fwd = if m1.starts_with("REGISTER") { &m1 } else { &m2 };
+    backend
+        .send_to(answer(reg_fwd, 200).as_bytes(), from)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = timeout(WAIT, phone.read(&mut buf)).await.unwrap().unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    assert!(resp.contains("Call-ID: reg-1"));
+    assert_eq!(
+        core.metrics()
+            .total(Reason::Keepalive, Disposition::Replied),
+        1
+    );
+    // A delimited but unreadable message is dropped, the stream goes on.
+    phone.write_all(b"NOT SIP AT ALL\r\n\r\n").await.unwrap();
+    let ping = request(
+        "OPTIONS",
+        "sip:1002@pbx.secret.example",
+        "SIP/2.0/TCP 192.168.1.5:5062",
+        "opt-2",
+    );
+    phone.write_all(ping.as_bytes()).await.unwrap();
+    let (m3, _) = recv(&backend).await;
+    assert!(m3.contains("Call-ID: opt-2"));
+    assert_eq!(
+        core.metrics()
+            .total(Reason::Malformed, Disposition::Dropped),
+        1
+    );
+    // A broken Content-Length breaks the framing: the connection closes.
+    phone
+        .write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: many\r\n\r\n")
+        .await
+        .unwrap();
+    let closed = timeout(WAIT, phone.read(&mut buf)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "connection closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_requests_go_out_over_udp_and_tcp() {
+    let net = Net { n: 33 };
+    let asterisk = udp(format!("{}:5080", net.ip(2))).await;
+    let (_server, _core) = start(&net, "");
+    let internal: SocketAddr = format!("{}:5070", net.ip(1)).parse().unwrap();
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    let via = format!("SIP/2.0/UDP {}:5080", net.ip(2));
+
+    // UDP: an OPTIONS to a phone, outbound proxy Route on top.
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let opt = request(
+        "OPTIONS",
+        &format!("sip:1001@{}:5062", net.ip(3)),
+        &via,
+        "q-1",
+    )
+    .replace(
+        "Max-Forwards",
+        &format!("Route: <sip:{internal};lr>\r\nMax-Forwards"),
+    );
+    asterisk.send_to(opt.as_bytes(), internal).await.unwrap();
+    let (got, from) = recv(&phone).await;
+    assert_eq!(from, public, "leaves from the public socket");
+    assert!(!got.contains("Route:"), "our Route is popped: {got}");
+    phone
+        .send_to(answer(&got, 200).as_bytes(), from)
+        .await
+        .unwrap();
+    let (resp, _) = recv(&asterisk).await;
+    assert!(
+        resp.starts_with("SIP/2.0 200 OK\r\n") && resp.contains("Call-ID: q-1"),
+        "{resp}"
+    );
+
+    // TCP: a Request-URI with transport=tcp opens a connection; the answer
+    // comes back over it and reaches Asterisk.
+    let provider = TcpListener::bind(format!("{}:5090", net.ip(5)))
+        .await
+        .unwrap();
+    let inv = request(
+        "INVITE",
+        &format!("sip:555@{}:5090;transport=tcp", net.ip(5)),
+        &via,
+        "t-1",
+    );
+    asterisk.send_to(inv.as_bytes(), internal).await.unwrap();
+    let (mut conn, _) = timeout(WAIT, provider.accept()).await.unwrap().unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = timeout(WAIT, conn.read(&mut buf)).await.unwrap().unwrap();
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(got.starts_with("INVITE sip:555@"), "{got}");
+    assert!(
+        got.contains(&format!("Via: SIP/2.0/TCP {public};branch=z9hG4bKswo")),
+        "{got}"
+    );
+    assert!(
+        got.contains(";transport=tcp;lr;swr="),
+        "Record-Route for TCP: {got}"
+    );
+    conn.write_all(answer(&got, 180).as_bytes()).await.unwrap();
+    let (resp, _) = recv(&asterisk).await;
+    assert!(
+        resp.starts_with("SIP/2.0 180 OK\r\n") && resp.contains("Call-ID: t-1"),
+        "{resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_new_domains_and_refuses_bad_binds() {
+    let net = Net { n: 34 };
+    let backend = udp(format!("{}:5080", net.ip(2))).await;
+    let (server, core) = start(&net, "");
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    let new_domain = request(
+        "OPTIONS",
+        "sip:1@new.secret.example",
+        "SIP/2.0/UDP 10.0.0.1:5062",
+        "n-1",
+    );
+    phone.send_to(new_domain.as_bytes(), public).await.unwrap();
+
+    // A config whose new listener cannot bind is refused as a whole.
+    let clash = net
+        .config("")
+        .replace(
+            "domains = [\"pbx.secret.example\"]",
+            "domains = [\"pbx.secret.example\", \"new.secret.example\"]",
+        )
+        .replace(
+            "public = [",
+            &format!("public = [\"tcp:{}:1\", ", "192.0.2.1"),
+        );
+    let err = server
+        .reload(Settings::new(
+            sipwarden::config::parse(&clash, "t").unwrap(),
+        ))
+        .unwrap_err();
+    assert!(err.contains("cannot bind"), "{err}");
+    assert!(
+        !core.settings().domains.matches(b"new.secret.example"),
+        "old config stays"
+    );
+
+    // A good one applies.
+    let good = net.config("").replace(
+        "domains = [\"pbx.secret.example\"]",
+        "domains = [\"pbx.secret.example\", \"new.secret.example\"]",
+    );
+    server
+        .reload(Settings::new(sipwarden::config::parse(&good, "t").unwrap()))
+        .unwrap();
+    let again = new_domain.replace("n-1", "n-2");
+    phone.send_to(again.as_bytes(), public).await.unwrap();
+    let (got, _) = recv(&backend).await;
+    assert!(
+        got.contains("Call-ID: n-2"),
+        "the first send was dropped, the second admitted: {got}"
+    );
+    assert_eq!(
+        core.metrics().total(Reason::NoDomain, Disposition::Dropped),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_over_http() {
+    let net = Net { n: 35 };
+    let (_server, _core) = start(&net, &format!("listen = \"{}:9099\"\n", net.ip(1)));
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let scan = request(
+        "OPTIONS",
+        "sip:100@1.2.3.4",
+        "SIP/2.0/UDP 10.0.0.1:5062",
+        "m-1",
+    );
+    phone
+        .send_to(scan.as_bytes(), format!("{}:5060", net.ip(1)))
+        .await
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(format!("{}:9099", net.ip(1)))
+            .await
+            .unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        body.clear();
+        timeout(WAIT, c.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        if body.contains("reason=\"no-domain\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+    assert!(
+        body.contains("sipwarden_messages_total{side=\"public\",transport=\"udp\",reason=\"no-domain\",disposition=\"dropped\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("sipwarden_tcp_connections"));
+}
