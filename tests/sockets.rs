@@ -193,7 +193,7 @@ async fn tcp_responses_use_the_request_connection_and_keepalives_pong() {
     let both = format!("{reg}{}", &opt[..40]);
     phone.write_all(both.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    phone.write_all(opt[40..].as_bytes()).await.unwrap();
+    phone.write_all(&opt.as_bytes()[40..]).await.unwrap();
     let (m1, from) = recv(&backend).await;
     let (m2, _) = recv(&backend).await;
     let mut got = [first_line(&m1).to_string(), first_line(&m2).to_string()];
