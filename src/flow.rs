@@ -5,7 +5,10 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Transport protocols sipwarden speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
     Tcp,

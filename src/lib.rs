@@ -12,4 +12,5 @@ pub mod policy;
 pub mod proxy;
 pub mod secret;
 pub mod sip;
+pub mod state;
 pub mod transport;

@@ -14,7 +14,7 @@ use sipwarden::config::{self, LogFormat};
 use sipwarden::metrics::{Event, Metrics};
 use sipwarden::proxy::{Core, Keys, Settings};
 use sipwarden::secret;
-use sipwarden::transport::Server;
+use sipwarden::transport::{background, Server};
 
 #[derive(Parser)]
 #[command(
@@ -134,11 +134,17 @@ fn run(path: &Path) -> ExitCode {
 async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandle) -> ExitCode {
     let key_file = cfg.secret.key_file.clone();
     let metrics = Arc::new(Metrics::default());
+    let state_path = cfg.state.path.clone();
     let core = Arc::new(Core::new(
         Settings::new(cfg),
         Keys::new(key),
         metrics.clone(),
     ));
+    // Tables first, sockets second: a provider's INVITE arriving right
+    // after a restart finds its registration.
+    if let Some(p) = &state_path {
+        background::load_state(&core, p);
+    }
     let server = match Server::start(core.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -154,6 +160,12 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
+    let eg = server.egress().clone();
+    let tasks = [
+        tokio::spawn(background::ticker(eg.clone())),
+        tokio::spawn(background::registrar_dns(eg)),
+        tokio::spawn(background::state_writer(core.clone())),
+    ];
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "sipwarden running");
     let mut summary_every = core.settings().config.metrics.summary_interval.0;
     let mut summary = new_ticker(summary_every);
@@ -199,6 +211,13 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
     }
     tracing::info!("stopping: no longer receiving");
     server.shutdown();
+    for t in tasks {
+        t.abort();
+    }
+    if let Some(p) = core.settings().config.state.path.clone() {
+        let c = core.clone();
+        let _ = tokio::task::spawn_blocking(move || background::save_state(&c, &p)).await;
+    }
     // Queued TCP writes and pending lookups get a moment to finish.
     tokio::time::sleep(Duration::from_millis(200)).await;
     tracing::info!("summary: {}", metrics.summary());

@@ -1,11 +1,16 @@
 //! Admission of requests from the public side, in the order of DESIGN.md
 //! section 4: the first rule that holds decides.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use crate::proxy::settings::Settings;
 use crate::proxy::token::Keys;
 use crate::sip::addr::{split_list, NameAddr};
 use crate::sip::uri::Uri;
-use crate::sip::{HeaderName, Message};
+use crate::sip::{HeaderName, Message, Method};
+use crate::state::dialogs::InDialog;
+use crate::state::Tables;
 
 use super::Reason;
 
@@ -93,21 +98,116 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     })
 }
 
-/// Decides on a request from the public side. `Ok` names the rule that
-/// admitted it, `Err` why it is rejected.
-pub fn admit_request(msg: &Message, s: &Settings, keys: &Keys) -> Result<Reason, Reason> {
+/// Why a request from the public side was admitted, and what the
+/// forwarding must add for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub reason: Reason,
+    /// The trunk it came from (steps 6 and 7): `X-Sipwarden-Trunk`.
+    pub trunk: Option<Arc<str>>,
+    /// Step 6: the Contact Asterisk registered, to restore as Request-URI.
+    pub contact: Option<String>,
+}
+
+impl Admission {
+    fn plain(reason: Reason) -> Admission {
+        Admission {
+            reason,
+            trunk: None,
+            contact: None,
+        }
+    }
+}
+
+/// What admission reads besides the message.
+pub struct Ctx<'a> {
+    pub settings: &'a Settings,
+    pub keys: &'a Keys,
+    pub tables: &'a Tables,
+    pub now: u64,
+    pub source: IpAddr,
+}
+
+/// The `sw` token of the Request-URI (admission step 6).
+pub fn contact_token(msg: &Message) -> Option<&[u8]> {
+    let u = Uri::parse(msg.request_uri()?)?;
+    u.param(b"sw").flatten()
+}
+
+/// Decides on a request from the public side, steps 5 to 10 of DESIGN.md
+/// section 4 (steps 1 to 4 are the caller's). `Ok` names the rule that
+/// admitted it, `Err` why it is rejected. A token that does not verify
+/// admits nothing but does not stop later rules; if nothing admits, the
+/// reason is `ForgedToken`.
+pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
+    let s = c.settings;
     if blocked_user_agent(msg, s) {
         return Err(Reason::UserAgent);
     }
-    match check_route(msg, keys) {
-        RouteCheck::Valid => return Ok(Reason::DialogRoute),
-        RouteCheck::Forged => return Err(Reason::ForgedToken),
+    let mut forged = false;
+    match check_route(msg, c.keys) {
+        RouteCheck::Valid => return Ok(Admission::plain(Reason::DialogRoute)),
+        RouteCheck::Forged => forged = true,
         RouteCheck::None => {}
     }
-    if domain_matches(msg, s) {
-        return Ok(Reason::Domain);
+    let grace = s.config.registration.grace.ms();
+    if let Some(tok) = contact_token(msg) {
+        let live = std::str::from_utf8(tok)
+            .ok()
+            .and_then(|t| c.tables.regs.by_token(t, c.now, grace));
+        match live {
+            Some(a) => {
+                return Ok(Admission {
+                    reason: Reason::TrunkContact,
+                    trunk: Some(a.trunk),
+                    contact: a.contact,
+                })
+            }
+            None => forged = true,
+        }
     }
-    Err(Reason::NoDomain)
+    if let Some(trunk) = s.trunk_by_source(c.source) {
+        return Ok(Admission {
+            reason: Reason::Trunk,
+            trunk: Some(trunk),
+            contact: None,
+        });
+    }
+    if let Some(trunk) = c.tables.regs.by_source(c.source, c.now, grace) {
+        return Ok(Admission {
+            reason: Reason::Trunk,
+            trunk: Some(trunk),
+            contact: None,
+        });
+    }
+    if domain_matches(msg, s) {
+        return Ok(Admission::plain(Reason::Domain));
+    }
+    if let Some(d) = in_dialog(msg, c.keys) {
+        if c.tables.dialogs.matches(&d, c.now, &s.lifetimes).is_some() {
+            return Ok(Admission::plain(Reason::Dialog));
+        }
+    }
+    Err(if forged {
+        Reason::ForgedToken
+    } else {
+        Reason::NoDomain
+    })
+}
+
+/// Step 9's view of a request: keyed hashes of its Call-ID and tags.
+pub fn in_dialog(msg: &Message, keys: &Keys) -> Option<InDialog> {
+    let call_id = msg.call_id();
+    let from_tag = msg.from_tag()?;
+    let to_tag = msg.to_tag();
+    Some(InDialog {
+        by_from: keys.dialog_key(call_id, from_tag),
+        by_to: to_tag.map(|t| keys.dialog_key(call_id, t)),
+        from_tag: keys.tag_hash(from_tag),
+        to_tag: to_tag.map(|t| keys.tag_hash(t)),
+        is_cancel: msg.method() == Some(Method::Cancel),
+        cseq: msg.cseq_num,
+    })
 }
 
 #[cfg(test)]
@@ -139,24 +239,36 @@ mod tests {
     const SECRET: &str = "sip:100@sip-7f3k.example.com";
     const BY_IP: &str = "sip:100@203.0.113.9";
 
+    fn admit(m: &Message, s: &Settings, keys: &Keys) -> Result<Reason, Reason> {
+        let tables = Tables::new(&s.config);
+        let c = Ctx {
+            settings: s,
+            keys,
+            tables: &tables,
+            now: 0,
+            source: "198.51.100.7".parse().unwrap(),
+        };
+        admit_request(m, &c).map(|a| a.reason)
+    }
+
     #[test]
     fn domain_rule_follows_match_setting() {
         let keys = Keys::new([1; 32]);
         let s = settings("");
         assert_eq!(
-            admit_request(&req(SECRET, BY_IP, BY_IP, ""), &s, &keys),
+            admit(&req(SECRET, BY_IP, BY_IP, ""), &s, &keys),
             Ok(Reason::Domain)
         );
         assert_eq!(
-            admit_request(&req(BY_IP, SECRET, BY_IP, ""), &s, &keys),
+            admit(&req(BY_IP, SECRET, BY_IP, ""), &s, &keys),
             Ok(Reason::Domain)
         );
         assert_eq!(
-            admit_request(&req(BY_IP, BY_IP, SECRET, ""), &s, &keys),
+            admit(&req(BY_IP, BY_IP, SECRET, ""), &s, &keys),
             Err(Reason::NoDomain)
         );
         assert_eq!(
-            admit_request(
+            admit(
                 &req("sip:1@a.tenants.example.org:5060", BY_IP, BY_IP, ""),
                 &s,
                 &keys
@@ -164,22 +276,22 @@ mod tests {
             Ok(Reason::Domain)
         );
         assert_eq!(
-            admit_request(&req("tel:+1555", BY_IP, BY_IP, ""), &s, &keys),
+            admit(&req("tel:+1555", BY_IP, BY_IP, ""), &s, &keys),
             Err(Reason::NoDomain)
         );
 
         let from_only = settings("match = [\"from\"]\n");
         assert_eq!(
-            admit_request(&req(SECRET, SECRET, BY_IP, ""), &from_only, &keys),
+            admit(&req(SECRET, SECRET, BY_IP, ""), &from_only, &keys),
             Err(Reason::NoDomain)
         );
         assert_eq!(
-            admit_request(&req(BY_IP, BY_IP, SECRET, ""), &from_only, &keys),
+            admit(&req(BY_IP, BY_IP, SECRET, ""), &from_only, &keys),
             Ok(Reason::Domain)
         );
         let ruri_only = settings("match = [\"request-uri\"]\n");
         assert_eq!(
-            admit_request(&req(BY_IP, SECRET, BY_IP, ""), &ruri_only, &keys),
+            admit(&req(BY_IP, SECRET, BY_IP, ""), &ruri_only, &keys),
             Err(Reason::NoDomain)
         );
     }
@@ -195,7 +307,7 @@ mod tests {
             BY_IP,
             "Contact: <sip:x@sip-7f3k.example.com>\r\nSubject: sip-7f3k.example.com\r\n",
         );
-        assert_eq!(admit_request(&m, &s, &keys), Err(Reason::NoDomain));
+        assert_eq!(admit(&m, &s, &keys), Err(Reason::NoDomain));
     }
 
     #[test]
@@ -208,9 +320,9 @@ mod tests {
             SECRET,
             "User-Agent: Friendly-Scanner 1.0\r\n",
         );
-        assert_eq!(admit_request(&m, &s, &keys), Err(Reason::UserAgent));
+        assert_eq!(admit(&m, &s, &keys), Err(Reason::UserAgent));
         let m = req(SECRET, SECRET, SECRET, "User-Agent: Yealink SIP-T46S\r\n");
-        assert_eq!(admit_request(&m, &s, &keys), Ok(Reason::Domain));
+        assert_eq!(admit(&m, &s, &keys), Ok(Reason::Domain));
     }
 
     #[test]
@@ -223,7 +335,7 @@ mod tests {
             std::str::from_utf8(&tok).unwrap()
         );
         assert_eq!(
-            admit_request(&req(BY_IP, BY_IP, BY_IP, &good), &s, &keys),
+            admit(&req(BY_IP, BY_IP, BY_IP, &good), &s, &keys),
             Ok(Reason::DialogRoute)
         );
         let other = keys.route_token(b"cid-2", b"");
@@ -232,19 +344,69 @@ mod tests {
             std::str::from_utf8(&other).unwrap()
         );
         assert_eq!(
-            admit_request(&req(BY_IP, BY_IP, BY_IP, &wrong_call), &s, &keys),
+            admit(&req(BY_IP, BY_IP, BY_IP, &wrong_call), &s, &keys),
             Err(Reason::ForgedToken)
         );
+        // A bad token admits nothing, but the secret domain still does.
         let junk = "Route: <sip:pbx.example.com;lr;swr=0123456789abcdef>\r\n";
         assert_eq!(
-            admit_request(&req(SECRET, SECRET, SECRET, junk), &s, &keys),
-            Err(Reason::ForgedToken)
+            admit(&req(SECRET, SECRET, SECRET, junk), &s, &keys),
+            Ok(Reason::Domain)
         );
         // A plain preloaded Route (outbound proxy) is not a token.
         let preloaded = "Route: <sip:sip-7f3k.example.com;lr>\r\n";
         assert_eq!(
-            admit_request(&req(SECRET, SECRET, SECRET, preloaded), &s, &keys),
+            admit(&req(SECRET, SECRET, SECRET, preloaded), &s, &keys),
             Ok(Reason::Domain)
+        );
+        // An unknown sw= Contact token is forged; line= alone is nothing.
+        assert_eq!(
+            admit(
+                &req(
+                    "sip:acct@pbx.example.com;line=abc;sw=0011",
+                    BY_IP,
+                    BY_IP,
+                    ""
+                ),
+                &s,
+                &keys
+            ),
+            Err(Reason::ForgedToken)
+        );
+        assert_eq!(
+            admit(
+                &req("sip:acct@pbx.example.com;line=abc", BY_IP, BY_IP, ""),
+                &s,
+                &keys
+            ),
+            Err(Reason::NoDomain)
+        );
+    }
+
+    #[test]
+    fn configured_trunk_ranges_admit_any_request_uri() {
+        let keys = Keys::new([1; 32]);
+        let s = settings("[[trunk]]\nname = \"prov\"\nregistrar = \"sip.provider.example\"\nallow = [\"198.51.100.0/24\"]\n");
+        let tables = Tables::new(&s.config);
+        let c = Ctx {
+            settings: &s,
+            keys: &keys,
+            tables: &tables,
+            now: 0,
+            source: "198.51.100.7".parse().unwrap(),
+        };
+        let a = admit_request(&req("sip:+4930123@203.0.113.9", BY_IP, BY_IP, ""), &c).unwrap();
+        assert_eq!(
+            (a.reason, a.trunk.as_deref()),
+            (Reason::Trunk, Some("prov"))
+        );
+        let other = Ctx {
+            source: "198.51.101.7".parse().unwrap(),
+            ..c
+        };
+        assert_eq!(
+            admit_request(&req(BY_IP, BY_IP, BY_IP, ""), &other).unwrap_err(),
+            Reason::NoDomain
         );
     }
 }

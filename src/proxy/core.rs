@@ -1,9 +1,10 @@
-//! The sans-IO proxy: `handle(now, flow, bytes) -> Output`. It reads no
-//! clock and touches no socket; the caller passes the time in and carries
-//! out the sends it returns (the shape of quinn-proto's `Endpoint`).
+//! The sans-IO proxy: `handle(now, flow, bytes) -> Output` and
+//! `tick(now) -> sends`. It reads no clock and touches no socket; the
+//! caller passes the time in and carries out the sends it returns (the
+//! shape of quinn-proto's `Endpoint`).
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,25 +12,31 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::flow::{Flow, Side, Transport};
-use crate::metrics::{Event, Metrics};
+use crate::metrics::{Event, Gauge, Metrics};
 use crate::policy::{admission, Disposition, Reason, Verdict};
-use crate::sip::addr::split_list;
-use crate::sip::uri::{parse_host_ip, Uri};
 use crate::sip::via::Via;
-use crate::sip::{scan, Editor, Framing, HeaderName, Message, Method, ScanError, Span};
+use crate::sip::{scan, Framing, Message, Method, ScanError};
+use crate::state::persist::{SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION};
+use crate::state::Tables;
 
 use super::action::{Dest, Output, Send};
 use super::reply;
-use super::route::{next_hop, pop_own_routes};
 use super::settings::Settings;
-use super::token::{BranchInfo, Dir, FlowRef, Keys, BRANCH_PREFIX};
+use super::token::{from_hex, to_hex, BranchInfo, Dir, Keys, BRANCH_PREFIX};
+
+pub use super::rewrite::canonical_ip;
 
 /// The proxy core. Shared by all socket tasks; every method takes `&self`.
 pub struct Core {
-    settings: ArcSwap<Settings>,
-    keys: Keys,
-    metrics: Arc<Metrics>,
+    pub(super) settings: ArcSwap<Settings>,
+    pub(super) keys: Keys,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) tables: Tables,
     droplog: DropLog,
+    /// Set when a table changed in a way the state file should keep.
+    dirty: AtomicBool,
+    /// Last keepalive per trunk registration token (ms), for `tick`.
+    keepalives: dashmap::DashMap<Arc<str>, u64>,
 }
 
 /// At most `rate` drop log lines per second, without a lock: an attack
@@ -56,25 +63,6 @@ fn is_keepalive(data: &[u8]) -> bool {
     !data.is_empty() && data.iter().all(|&c| c == b'\r' || c == b'\n')
 }
 
-/// IPv4-mapped IPv6 addresses are IPv4 for comparisons and headers.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn ip_text(ip: IpAddr) -> String {
-    canonical_ip(ip).to_string()
-}
-
-fn sockaddr_text(a: SocketAddr) -> String {
-    match canonical_ip(a.ip()) {
-        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
-        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
-    }
-}
-
 /// The first line of a message for logs, at most 96 bytes, lossy.
 fn first_line(data: &[u8]) -> String {
     let end = data
@@ -85,26 +73,30 @@ fn first_line(data: &[u8]) -> String {
     String::from_utf8_lossy(&data[..end]).into_owned()
 }
 
-/// Dialog-creating requests get Record-Route (DESIGN.md section 3).
-fn creates_dialog(msg: &Message) -> bool {
-    matches!(
-        msg.method(),
-        Some(Method::Invite | Method::Subscribe | Method::Refer)
-    ) && msg.to_tag().is_none()
+/// What was restored from a state file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub registrations: usize,
+    pub dialogs: usize,
+    pub expired: usize,
 }
 
 impl Core {
     pub fn new(settings: Settings, keys: Keys, metrics: Arc<Metrics>) -> Core {
         let rate = settings.config.log.drop_rate;
+        let tables = Tables::new(&settings.config);
         Core {
             settings: ArcSwap::from_pointee(settings),
             keys,
             metrics,
+            tables,
             droplog: DropLog {
                 rate: AtomicU32::new(rate),
                 second: AtomicU64::new(0),
                 used: AtomicU32::new(0),
             },
+            dirty: AtomicBool::new(false),
+            keepalives: dashmap::DashMap::new(),
         }
     }
 
@@ -114,11 +106,12 @@ impl Core {
     }
 
     /// Swaps in new settings atomically: a message being handled finishes
-    /// with the old ones, the next one sees the new ones.
+    /// with the old ones, the next one sees the new ones. Tables are kept.
     pub fn reload(&self, settings: Settings) {
         self.droplog
             .rate
             .store(settings.config.log.drop_rate, Relaxed);
+        self.tables.resize(&settings.config);
         self.settings.store(Arc::new(settings));
     }
 
@@ -130,14 +123,45 @@ impl Core {
         &self.keys
     }
 
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    pub(super) fn mark_dirty(&self) {
+        self.dirty.store(true, Relaxed);
+    }
+
+    /// True once since the last call when the state file should be
+    /// written.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Relaxed)
+    }
+
+    /// Table sizes, for the metrics endpoint.
+    pub fn gauges(&self) -> [Gauge<'static>; 2] {
+        [
+            Gauge {
+                name: "sipwarden_dialogs",
+                help: "Dialogs in the dialog table",
+                value: self.tables.dialogs.len() as u64,
+            },
+            Gauge {
+                name: "sipwarden_registrations",
+                help: "Trunk registrations in force",
+                value: self.tables.regs.len() as u64,
+            },
+        ]
+    }
+
     /// Handles one message (a datagram, or one frame of a TCP stream)
-    /// that arrived on `flow` at `now_ms` (milliseconds, any epoch).
+    /// that arrived on `flow` at `now_ms` (milliseconds since the epoch:
+    /// the state file keeps absolute times).
     pub fn handle(&self, now_ms: u64, flow: &Flow, data: Bytes) -> Output {
         let s = self.settings.load();
         let raw = data.clone();
         let out = match flow.side {
-            Side::Public => self.on_public(&s, flow, data),
-            Side::Internal => self.on_internal(&s, flow, data),
+            Side::Public => self.on_public(&s, now_ms, flow, data),
+            Side::Internal => self.on_internal(&s, now_ms, flow, data),
         };
         if let Some(v) = out.verdict {
             self.metrics
@@ -173,7 +197,7 @@ impl Core {
         );
     }
 
-    fn on_public(&self, s: &Settings, flow: &Flow, data: Bytes) -> Output {
+    fn on_public(&self, s: &Settings, now: u64, flow: &Flow, data: Bytes) -> Output {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
@@ -182,24 +206,37 @@ impl Core {
             Err(v) => return Output::verdict(v),
         };
         if !msg.is_request() {
-            return self.relay_response(s, &msg, Dir::Outbound);
+            return self.relay_response(s, now, flow, &msg, Dir::Outbound);
         }
-        match admission::admit_request(&msg, s, &self.keys) {
-            Ok(reason) => self.forward_inbound(s, flow, &msg, Verdict::forward(reason)),
-            Err(reason) if s.monitor => self.forward_inbound(
-                s,
-                flow,
-                &msg,
-                Verdict {
+        let ctx = admission::Ctx {
+            settings: s,
+            keys: &self.keys,
+            tables: &self.tables,
+            now,
+            source: canonical_ip(flow.remote.ip()),
+        };
+        match admission::admit_request(&msg, &ctx) {
+            Ok(a) => {
+                let v = Verdict::forward(a.reason);
+                self.forward_inbound(s, now, flow, &msg, v, &a)
+            }
+            Err(reason) if s.monitor => {
+                let v = Verdict {
                     reason,
                     disposition: Disposition::WouldDrop,
-                },
-            ),
+                };
+                let a = admission::Admission {
+                    reason,
+                    trunk: None,
+                    contact: None,
+                };
+                self.forward_inbound(s, now, flow, &msg, v, &a)
+            }
             Err(reason) => self.reject(s, flow, &msg, reason),
         }
     }
 
-    fn on_internal(&self, s: &Settings, flow: &Flow, data: Bytes) -> Output {
+    fn on_internal(&self, s: &Settings, now: u64, flow: &Flow, data: Bytes) -> Output {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
@@ -208,9 +245,9 @@ impl Core {
             Err(v) => return Output::verdict(v),
         };
         if msg.is_request() {
-            self.forward_outbound(s, flow, &msg)
+            self.forward_outbound(s, now, flow, &msg)
         } else {
-            self.relay_response(s, &msg, Dir::Inbound)
+            self.relay_response(s, now, flow, &msg, Dir::Inbound)
         }
     }
 
@@ -237,27 +274,37 @@ impl Core {
     }
 
     /// A response generated here, sent back on the flow the request came on.
-    fn reply(&self, flow: &Flow, msg: &Message, code: u16, phrase: &str, reason: Reason) -> Output {
+    pub(super) fn reply(
+        &self,
+        flow: &Flow,
+        msg: &Message,
+        code: u16,
+        phrase: &str,
+        reason: Reason,
+    ) -> Output {
+        Output::send(
+            Verdict::replied(reason),
+            self.reply_send(flow, msg, code, phrase),
+        )
+    }
+
+    pub(super) fn reply_send(&self, flow: &Flow, msg: &Message, code: u16, phrase: &str) -> Send {
         let tag = self
             .keys
             .reply_tag(msg.call_id(), msg.from_tag().unwrap_or_default());
-        let data = reply::build(msg, code, phrase, &tag);
-        Output::send(
-            Verdict::replied(reason),
-            Send {
-                side: flow.side,
-                transport: flow.transport,
-                listener: Some(flow.listener),
-                dest: Dest::Addr(flow.remote),
-                data,
-                on_fail: None,
-            },
-        )
+        Send {
+            side: flow.side,
+            transport: flow.transport,
+            listener: Some(flow.listener),
+            dest: Dest::Addr(flow.remote),
+            data: reply::build(msg, code, phrase, &tag),
+            on_fail: None,
+        }
     }
 
     /// Max-Forwards 0 and loops end here (RFC 3261 16.3): 483 / 482, or a
     /// silent drop for ACK, which is never answered.
-    fn hop_checks(
+    pub(super) fn hop_checks(
         &self,
         flow: &Flow,
         msg: &Message,
@@ -277,7 +324,7 @@ impl Core {
         Some(self.reply(flow, msg, code, phrase, reason))
     }
 
-    fn loop_key(&self, msg: &Message) -> [u8; 4] {
+    pub(super) fn loop_key(&self, msg: &Message) -> [u8; 4] {
         self.keys.loop_key(
             msg.request_uri().unwrap_or_default(),
             msg.call_id(),
@@ -309,7 +356,7 @@ impl Core {
     /// What identifies the previous hop's transaction: its branch when it
     /// has the RFC 3261 magic cookie, else a digest of the fields RFC 2543
     /// matched on.
-    fn prev_key(&self, via: &Via<'_>, msg: &Message) -> SmallVec<[u8; 64]> {
+    pub(super) fn prev_key(&self, via: &Via<'_>, msg: &Message) -> SmallVec<[u8; 64]> {
         match via.branch() {
             Some(b) if b.starts_with(b"z9hG4bK") => SmallVec::from_slice(b),
             other => {
@@ -331,7 +378,7 @@ impl Core {
     }
 
     /// The top Via is ours and verifies against the Via below it.
-    fn verify_top_via<'m>(&self, msg: &'m Message) -> Option<(BranchInfo, Via<'m>)> {
+    pub(super) fn verify_top_via<'m>(&self, msg: &'m Message) -> Option<(BranchInfo, Via<'m>)> {
         let mut vias = msg.vias();
         let top = vias.next()??;
         let next = vias.next()??;
@@ -344,361 +391,149 @@ impl Core {
         Some((info, next))
     }
 
-    /// Responses: accepted only when the top Via is ours, verifies, and
-    /// was written for a request going the other way (`expect`). Our Via
-    /// is popped and the response goes to the next one.
-    fn relay_response(&self, s: &Settings, msg: &Message, expect: Dir) -> Output {
-        let Some((info, next)) = self.verify_top_via(msg).filter(|(i, _)| i.dir == expect) else {
-            return Output::verdict(Verdict::drop(Reason::StrayResponse));
-        };
-        let Some((dest, transport)) = via_dest(&next) else {
-            return Output::verdict(Verdict::drop(Reason::Unroutable));
-        };
-        let mut ed = Editor::new(msg);
-        pop_top_via(&mut ed, msg);
-        strip_owned(&mut ed, msg);
-        let (side, count) = match expect {
-            Dir::Outbound => (Side::Internal, s.internal.len()),
-            Dir::Inbound => (Side::Public, s.public.len()),
-        };
-        let listener = (usize::from(info.listener) < count).then_some(info.listener);
-        Output::send(
-            Verdict::forward(Reason::Response),
-            Send {
-                side,
-                transport,
-                listener,
-                dest,
-                data: ed.finish(),
-                on_fail: None,
-            },
-        )
-    }
-
-    /// A request from the public side, admitted: to the backend, always.
-    /// Nothing from outside is ever relayed anywhere else.
-    fn forward_inbound(
-        &self,
-        s: &Settings,
-        flow: &Flow,
-        msg: &Message,
-        verdict: Verdict,
-    ) -> Output {
-        let loop_key = self.loop_key(msg);
-        if let Some(out) = self.hop_checks(flow, msg, Dir::Inbound, loop_key) {
-            return out;
+    /// Periodic work: sweeps the tables and sends CRLF keepalives to
+    /// registered trunks that asked for them. Call it every second or so.
+    pub fn tick(&self, now: u64) -> Vec<Send> {
+        let s = self.settings.load();
+        let grace = s.config.registration.grace.ms();
+        let gone_d = self.tables.dialogs.sweep(now);
+        let gone_r = self.tables.regs.sweep(now, grace);
+        if gone_r > 0 {
+            self.mark_dirty();
+            tracing::info!(expired = gone_r, "trunk registrations expired");
         }
-        let Some(top) = msg.top_via() else {
-            return Output::verdict(Verdict::drop(Reason::Malformed));
-        };
-        let call_id = msg.call_id();
-        let il = usize::from(s.backend_listener);
-        let prev = self.prev_key(&top, msg);
-        let branch = self.keys.branch(
-            Dir::Inbound,
-            flow.listener,
-            &prev,
-            s.backend_target.as_bytes(),
-            call_id,
-            loop_key,
-        );
-        let mut ed = Editor::new(msg);
-        let Some(first_via) = msg.first(HeaderName::Via) else {
-            return Output::verdict(Verdict::drop(Reason::Malformed));
-        };
-        ed.insert_header_before(
-            first_via,
-            b"Via",
-            &[
-                b"SIP/2.0/",
-                s.backend.transport.via_token(),
-                b" ",
-                s.internal_text[il].as_bytes(),
-                b";branch=",
-                &branch,
-            ],
-        );
-        if creates_dialog(msg) {
-            // Double Record-Route (RFC 5658): the top entry faces Asterisk
-            // and names the caller's flow; the second faces the caller.
-            let ftok = self.keys.flow_token(&FlowRef {
-                transport: flow.transport,
-                listener: flow.listener,
-                remote: flow.remote,
-            });
-            let itok = self.keys.route_token(call_id, ftok.as_bytes());
-            let ptok = self.keys.route_token(call_id, b"");
-            let at = rr_insert_point(msg);
-            ed.insert_header_at(
-                at,
-                b"Record-Route",
-                &[
-                    b"<sip:",
-                    ftok.as_bytes(),
-                    b"@",
-                    s.internal_text[il].as_bytes(),
-                    tcp_param(s.backend.transport),
-                    b";lr;swr=",
-                    &itok,
-                    b">",
-                ],
-            );
-            ed.insert_header_at(
-                at,
-                b"Record-Route",
-                &[
-                    b"<sip:",
-                    s.advertise_text.as_bytes(),
-                    tcp_param(flow.transport),
-                    b";lr;swr=",
-                    &ptok,
-                    b">",
-                ],
-            );
+        if gone_d > 0 {
+            self.mark_dirty();
         }
-        rfc3581(&mut ed, &top, flow.remote);
-        max_forwards(&mut ed, msg);
-        strip_owned(&mut ed, msg);
-        pop_own_routes(&mut ed, msg, s, &self.keys);
-        let source = sockaddr_text(flow.remote);
-        ed.append_header(b"X-Sipwarden-Source", &[source.as_bytes()]);
-        Output::send(
-            verdict,
-            Send {
-                side: Side::Internal,
-                transport: s.backend.transport,
-                listener: Some(s.backend_listener),
-                dest: Dest::Addr(s.backend.addr),
-                data: ed.finish(),
-                on_fail: None,
-            },
-        )
-    }
-
-    /// A request from Asterisk: pop our Route entries, then send it down
-    /// the flow a token names, or to the next Route, or to the
-    /// Request-URI.
-    fn forward_outbound(&self, s: &Settings, flow: &Flow, msg: &Message) -> Output {
-        let loop_key = self.loop_key(msg);
-        if let Some(out) = self.hop_checks(flow, msg, Dir::Outbound, loop_key) {
-            return out;
-        }
-        let Some(top) = msg.top_via() else {
-            return Output::verdict(Verdict::drop(Reason::Malformed));
-        };
-        let Some(first_via) = msg.first(HeaderName::Via) else {
-            return Output::verdict(Verdict::drop(Reason::Malformed));
-        };
-        let call_id = msg.call_id();
-        let mut ed = Editor::new(msg);
-        let popped = pop_own_routes(&mut ed, msg, s, &self.keys);
-        let flow_target;
-        let (dest, transport, listener, target): (Dest, Transport, Option<u8>, &[u8]) =
-            match popped.flow {
-                Some(f) => {
-                    flow_target = sockaddr_text(f.remote);
-                    let l = (usize::from(f.listener) < s.public.len()).then_some(f.listener);
-                    (Dest::Addr(f.remote), f.transport, l, flow_target.as_bytes())
-                }
-                None => {
-                    let uri_bytes = popped
-                        .next
-                        .unwrap_or_else(|| msg.request_uri().unwrap_or_default());
-                    let hop = Uri::parse(uri_bytes).and_then(|u| next_hop(&u));
-                    let Some((dest, transport)) = hop else {
-                        if msg.method() == Some(Method::Ack) {
-                            return Output::verdict(Verdict::drop(Reason::Unroutable));
-                        }
-                        return self.reply(
-                            flow,
-                            msg,
-                            416,
-                            "Unsupported URI Scheme",
-                            Reason::Unroutable,
-                        );
-                    };
-                    (dest, transport, None, uri_bytes)
-                }
+        let mut sends = Vec::new();
+        let live = self.tables.regs.live_regs(now, grace);
+        self.keepalives
+            .retain(|tok, _| live.iter().any(|(t, _)| t == tok));
+        for (token, reg) in live {
+            let Some(every) = s.keepalive(&reg.trunk) else {
+                continue;
             };
-        let prev = self.prev_key(&top, msg);
-        let branch = self.keys.branch(
-            Dir::Outbound,
-            flow.listener,
-            &prev,
-            target,
-            call_id,
-            loop_key,
-        );
-        ed.insert_header_before(
-            first_via,
-            b"Via",
-            &[
-                b"SIP/2.0/",
-                transport.via_token(),
-                b" ",
-                s.advertise_text.as_bytes(),
-                b";branch=",
-                &branch,
-                b";rport",
-            ],
-        );
-        if creates_dialog(msg) {
-            let ftok = popped
-                .flow
-                .map(|f| self.keys.flow_token(&f))
-                .unwrap_or_default();
-            let itok = self.keys.route_token(call_id, ftok.as_bytes());
-            let ptok = self.keys.route_token(call_id, b"");
-            let at = rr_insert_point(msg);
-            ed.insert_header_at(
-                at,
-                b"Record-Route",
-                &[
-                    b"<sip:",
-                    s.advertise_text.as_bytes(),
-                    tcp_param(transport),
-                    b";lr;swr=",
-                    &ptok,
-                    b">",
-                ],
-            );
-            let user_sep: &[u8] = if ftok.is_empty() { b"" } else { b"@" };
-            let il = usize::from(flow.listener).min(s.internal_text.len().saturating_sub(1));
-            ed.insert_header_at(
-                at,
-                b"Record-Route",
-                &[
-                    b"<sip:",
-                    ftok.as_bytes(),
-                    user_sep,
-                    s.internal_text[il].as_bytes(),
-                    tcp_param(flow.transport),
-                    b";lr;swr=",
-                    &itok,
-                    b">",
-                ],
-            );
-        }
-        rfc3581(&mut ed, &top, flow.remote);
-        max_forwards(&mut ed, msg);
-        strip_owned(&mut ed, msg);
-        let on_fail = match (&dest, msg.method()) {
-            (Dest::Name { .. }, m) if m != Some(Method::Ack) => {
-                let tag = self
-                    .keys
-                    .reply_tag(call_id, msg.from_tag().unwrap_or_default());
-                Some(Box::new(Send {
-                    side: flow.side,
-                    transport: flow.transport,
-                    listener: Some(flow.listener),
-                    dest: Dest::Addr(flow.remote),
-                    data: reply::build(msg, 503, "Service Unavailable", &tag),
-                    on_fail: None,
-                }))
+            let last = self.keepalives.get(&token).map(|l| *l);
+            if last.is_some_and(|l| now < l + every) {
+                continue;
             }
-            _ => None,
-        };
-        Output::send(
-            Verdict::forward(Reason::Outbound),
-            Send {
+            self.keepalives.insert(token, now);
+            if last.is_none() {
+                // Start the period now; the REGISTER itself opened the path.
+                continue;
+            }
+            self.metrics.event(Event::KeepalivesSent);
+            sends.push(Send {
                 side: Side::Public,
-                transport,
-                listener,
-                dest,
-                data: ed.finish(),
-                on_fail,
-            },
-        )
-    }
-}
-
-fn tcp_param(t: Transport) -> &'static [u8] {
-    match t {
-        Transport::Udp => b"",
-        Transport::Tcp => b";transport=tcp",
-    }
-}
-
-/// New Record-Route lines go above the existing ones, or above the Vias.
-fn rr_insert_point(msg: &Message) -> usize {
-    msg.first(HeaderName::RecordRoute)
-        .or_else(|| msg.first(HeaderName::Via))
-        .map_or(msg.headers_end, |h| h.line.start as usize)
-}
-
-/// Where a response goes (RFC 3261 18.2.2, RFC 3581 4): `received` and
-/// `rport` if present, else the sent-by.
-fn via_dest(v: &Via<'_>) -> Option<(Dest, Transport)> {
-    let transport = Transport::from_token(v.transport)?;
-    let port = match v.rport() {
-        Some(Some(p)) if p != 0 => p,
-        _ => v.port.unwrap_or(5060),
-    };
-    let host = v.received().unwrap_or(v.host);
-    let dest = match parse_host_ip(host) {
-        Some(ip) => Dest::Addr(SocketAddr::new(ip, port)),
-        None => Dest::Name {
-            host: String::from_utf8_lossy(host).to_ascii_lowercase().into(),
-            port: Some(port),
-        },
-    };
-    Some((dest, transport))
-}
-
-/// Removes the first Via value (ours).
-fn pop_top_via(ed: &mut Editor<'_>, msg: &Message) {
-    let Some(h) = msg.first(HeaderName::Via) else {
-        return;
-    };
-    let v = msg.value(h);
-    let mut entries = split_list(v);
-    let _first = entries.next();
-    match entries.next() {
-        Some((second, _)) => ed.delete(Span::new(
-            h.value.start as usize,
-            h.value.start as usize + second,
-        )),
-        None => ed.remove_header(h),
-    }
-}
-
-/// RFC 3581: `received` when the source differs from sent-by or `rport`
-/// was asked for; `rport` filled in. A `received` the client wrote itself
-/// is overwritten with the truth.
-fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
-    let ip = canonical_ip(src.ip());
-    let rport = via.param_at(b"rport");
-    let received = via.param_at(b"received");
-    let sent_by_differs = parse_host_ip(via.host).map(canonical_ip) != Some(ip);
-    let ip_s = ip_text(ip);
-    match received {
-        Some(p) => ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]),
-        None if sent_by_differs || rport.is_some() => {
-            ed.insert(via.span.end as usize, &[b";received=", ip_s.as_bytes()])
+                transport: reg.transport,
+                listener: reg.listener,
+                dest: Dest::Addr(reg.registrar_addr),
+                data: Bytes::from_static(b"\r\n\r\n"),
+                on_fail: None,
+            });
         }
-        None => {}
+        sends
     }
-    if let Some(p) = rport {
-        let port = src.port().to_string();
-        ed.replace(Span::new(p.start, p.end), &[b"rport=", port.as_bytes()]);
-    }
-}
 
-/// Decrements Max-Forwards, or inserts 70 when absent (checked for 0
-/// before).
-fn max_forwards(ed: &mut Editor<'_>, msg: &Message) {
-    match (msg.first(HeaderName::MaxForwards), msg.max_forwards) {
-        (Some(h), Some(n)) => {
-            let v = (n.saturating_sub(1)).to_string();
-            ed.replace(h.value, &[v.as_bytes()]);
+    /// Registrar hosts to resolve (RFC 3263) so that a provider's other
+    /// addresses are admitted too: configured trunks and live
+    /// registrations. `(trunk, host)`.
+    pub fn registrars(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        let s = self.settings.load();
+        let mut v = self.tables.regs.registrars();
+        for t in &s.config.trunks {
+            let host = t
+                .registrar
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(t.registrar.as_str(), |(h, _)| h);
+            v.push((t.name.as_str().into(), host.to_ascii_lowercase().into()));
         }
-        _ => ed.append_header(b"Max-Forwards", &[b"70"]),
+        v.sort();
+        v.dedup();
+        v
     }
-}
 
-/// Removes every `X-Sipwarden-*` header: only sipwarden may set them.
-fn strip_owned(ed: &mut Editor<'_>, msg: &Message) {
-    for h in msg.all(HeaderName::XSipwarden) {
-        ed.remove_header(h);
+    /// DNS answers for a registrar host, valid until `until` (ms).
+    pub fn learn_trunk_addresses(&self, trunk: &str, addrs: &[IpAddr], until: u64) {
+        let addrs: Vec<IpAddr> = addrs.iter().map(|a| canonical_ip(*a)).collect();
+        self.tables.regs.learn_addresses(trunk, &addrs, until);
+    }
+
+    /// What the state file keeps: live registrations, their addresses and
+    /// confirmed dialogs.
+    pub fn snapshot(&self, now: u64) -> Snapshot {
+        let grace = self.settings.load().config.registration.grace.ms();
+        Snapshot {
+            format: FORMAT.into(),
+            version: VERSION,
+            key_id: self.keys.key_id(),
+            saved_at: now,
+            registrations: self
+                .tables
+                .regs
+                .live_regs(now, grace)
+                .into_iter()
+                .map(|(token, reg)| SavedReg {
+                    token: token.to_string(),
+                    reg,
+                })
+                .collect(),
+            sources: self
+                .tables
+                .regs
+                .sources(now)
+                .into_iter()
+                .map(|(ip, trunk, until)| SavedSource {
+                    ip,
+                    trunk: trunk.to_string(),
+                    until,
+                })
+                .collect(),
+            dialogs: self
+                .tables
+                .dialogs
+                .confirmed()
+                .into_iter()
+                .map(|(k, d)| SavedDialog {
+                    key: to_hex(&k.to_le_bytes()),
+                    dialog: d,
+                })
+                .collect(),
+        }
+    }
+
+    /// Loads a snapshot, dropping what expired meanwhile.
+    pub fn restore(&self, snap: Snapshot, now: u64) -> Restored {
+        let grace = self.settings.load().config.registration.grace.ms();
+        let mut r = Restored::default();
+        for s in snap.registrations {
+            if self.tables.regs.restore(&s.token, s.reg, now, grace) {
+                r.registrations += 1;
+            } else {
+                r.expired += 1;
+            }
+        }
+        for s in snap.sources {
+            self.tables
+                .regs
+                .restore_source(s.ip, &s.trunk, s.until, now);
+        }
+        for d in snap.dialogs {
+            let mut k = [0u8; 16];
+            if from_hex(d.key.as_bytes(), &mut k).is_none() {
+                continue;
+            }
+            if self
+                .tables
+                .dialogs
+                .restore(u128::from_le_bytes(k), d.dialog, now)
+            {
+                r.dialogs += 1;
+            } else {
+                r.expired += 1;
+            }
+        }
+        r
     }
 }

@@ -1,11 +1,17 @@
 //! The running configuration in the form the core uses: parsed once per
 //! (re)load, then read without locks through an `ArcSwap`.
 
-use crate::config::{Config, HostPort, MatchField, Mode, OnReject, SocketSpec};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::{
+    cidrs_contain, Cidr, Config, HostPort, MatchField, Mode, OnReject, SocketSpec,
+};
 use crate::flow::Transport;
 use crate::policy::domain::DomainSet;
 use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
 use crate::sip::Limits;
+use crate::state::Lifetimes;
 
 /// Derived, ready-to-use settings.
 #[derive(Clone, Debug)]
@@ -32,6 +38,9 @@ pub struct Settings {
     pub internal_text: Vec<String>,
     /// Lower-cased User-Agent substrings to drop.
     pub user_agents: Vec<Box<[u8]>>,
+    pub lifetimes: Lifetimes,
+    /// `(name, allow CIDRs)` per configured trunk.
+    pub trunk_ranges: Vec<(Arc<str>, Vec<Cidr>)>,
 }
 
 fn sockaddr_text(a: &std::net::SocketAddr) -> String {
@@ -77,6 +86,17 @@ impl Settings {
                 .user_agents
                 .iter()
                 .map(|u| u.to_ascii_lowercase().into_bytes().into())
+                .collect(),
+            lifetimes: Lifetimes {
+                early: config.dialog.early_timeout.ms(),
+                confirmed_idle: config.dialog.max_lifetime.ms(),
+                linger: config.dialog.linger.ms(),
+            },
+            trunk_ranges: config
+                .trunks
+                .iter()
+                .filter(|t| !t.allow.is_empty())
+                .map(|t| (Arc::from(t.name.as_str()), t.allow.clone()))
                 .collect(),
             config,
         }
@@ -138,6 +158,42 @@ impl Settings {
 
     pub fn is_self(&self, u: &Uri<'_>) -> bool {
         self.is_internal_self(u) || self.is_public_self(u)
+    }
+
+    /// Step 7, configured part: a source inside a trunk's `allow` ranges.
+    pub fn trunk_by_source(&self, ip: IpAddr) -> Option<Arc<str>> {
+        self.trunk_ranges
+            .iter()
+            .find(|(_, cidrs)| cidrs_contain(cidrs, ip))
+            .map(|(n, _)| n.clone())
+    }
+
+    /// The trunk a REGISTER to `host` belongs to: the configured trunk
+    /// whose registrar is that host, else the host itself.
+    pub fn trunk_for_registrar(&self, host: &[u8]) -> String {
+        let h = String::from_utf8_lossy(host).to_ascii_lowercase();
+        self.config
+            .trunks
+            .iter()
+            .find(|t| {
+                let r = t.registrar.to_ascii_lowercase();
+                let rh = r
+                    .rsplit_once(':')
+                    .filter(|(_, p)| p.parse::<u16>().is_ok())
+                    .map_or(r.as_str(), |(h, _)| h);
+                rh == h
+            })
+            .map_or(h, |t| t.name.clone())
+    }
+
+    /// Keepalive interval of a trunk, if configured.
+    pub fn keepalive(&self, trunk: &str) -> Option<u64> {
+        self.config
+            .trunks
+            .iter()
+            .find(|t| t.name == trunk)
+            .and_then(|t| t.keepalive)
+            .map(|k| k.ms())
     }
 }
 

@@ -282,7 +282,38 @@ impl Keys {
         out
     }
 
-    /// A keyed digest for other modules (trunk Contact tokens).
+    /// Dialog table key: Call-ID and a tag, keyed so an attacker cannot
+    /// pick colliding keys.
+    pub fn dialog_key(&self, call_id: &[u8], tag: &[u8]) -> u128 {
+        let m = self.mac(b"dialog", &[call_id, tag]);
+        u128::from_le_bytes(m[..16].try_into().unwrap_or([0; 16]))
+    }
+
+    /// A tag, hashed for the dialog table (never 0: 0 means no tag yet).
+    pub fn tag_hash(&self, tag: &[u8]) -> u64 {
+        let m = self.mac(b"tag", &[tag]);
+        u64::from_le_bytes(m[..8].try_into().unwrap_or([0; 8])).max(1)
+    }
+
+    /// Hash of a REGISTER's Call-ID, keying pending registrations.
+    pub fn call_key(&self, call_id: &[u8]) -> u128 {
+        let m = self.mac(b"call", &[call_id]);
+        u128::from_le_bytes(m[..16].try_into().unwrap_or([0; 16]))
+    }
+
+    /// The `sw=` token of a trunk Contact: unguessable, stable per trunk
+    /// and account, so re-registrations and restarts keep it.
+    pub fn contact_token(&self, trunk: &[u8], user: &[u8]) -> String {
+        let m = self.mac(b"trunk-contact", &[trunk, user]);
+        to_hex(&m[..10])
+    }
+
+    /// Fingerprint of the key, stored in the state file.
+    pub fn key_id(&self) -> String {
+        to_hex(&self.mac(b"key-id", &[])[..8])
+    }
+
+    /// A keyed digest for other modules.
     pub fn digest(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         self.mac(label, parts)
     }

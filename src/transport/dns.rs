@@ -132,6 +132,27 @@ impl Dns {
     }
 }
 
+impl Dns {
+    /// Every address of a host (SRV targets included), with the time the
+    /// answer is valid for: how a trunk's registrar addresses are learned.
+    pub async fn resolve_all(
+        &self,
+        host: &str,
+        transport: Transport,
+    ) -> Result<(Vec<SocketAddr>, Duration), String> {
+        let Some(r) = &self.resolver else {
+            return Err("no DNS resolver configured".into());
+        };
+        let key = Key {
+            host: host.into(),
+            port: None,
+            transport,
+        };
+        let (addrs, until) = lookup(r, &key).await?;
+        Ok((addrs, until.saturating_duration_since(Instant::now())))
+    }
+}
+
 /// RFC 3263 4.2 and 4.4 without NAPTR: SRV for a name without a port,
 /// ordered by priority then weight, else A/AAAA on 5060.
 async fn lookup(r: &TokioResolver, key: &Key) -> Result<(Vec<SocketAddr>, Instant), String> {

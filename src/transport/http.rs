@@ -51,10 +51,11 @@ pub async fn serve(listener: TcpListener, eg: Arc<Egress>) {
 
 /// The metrics text with the gauges the transport knows.
 pub fn render(eg: &Egress) -> String {
-    let gauges = [Gauge {
+    let mut gauges = vec![Gauge {
         name: "sipwarden_tcp_connections",
         help: "Open TCP connections, both sides",
         value: eg.tcp.len() as u64,
     }];
+    gauges.extend(eg.core.gauges());
     eg.core.metrics().render(&gauges)
 }

@@ -1,6 +1,7 @@
 //! Sockets: UDP and TCP listeners, outgoing TCP connections, DNS, the
 //! metrics endpoint. Everything here moves bytes; decisions are the core's.
 
+pub mod background;
 pub mod dns;
 pub mod egress;
 pub mod http;

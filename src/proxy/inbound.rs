@@ -1,0 +1,203 @@
+//! Requests from the public side that admission let in: always to the
+//! backend, never anywhere else (sipwarden is no open relay), with our Via,
+//! Record-Route, Path or fixed Contact, and the headers Asterisk
+//! identifies sources and trunks by.
+
+use crate::flow::{Flow, Side};
+use crate::metrics::Event;
+use crate::policy::admission::Admission;
+use crate::policy::{Reason, Verdict};
+use crate::sip::{Editor, HeaderName, Message, Method};
+
+use super::action::{Dest, Output, Send};
+use super::core::Core;
+use super::response::fix_contacts;
+use super::rewrite::{
+    creates_dialog, max_forwards, rfc3581, rr_insert_point, sockaddr_text, strip_owned, tcp_param,
+};
+use super::route::pop_own_routes;
+use super::settings::Settings;
+use super::token::{Dir, FlowRef};
+
+impl Core {
+    pub(super) fn forward_inbound(
+        &self,
+        s: &Settings,
+        now: u64,
+        flow: &Flow,
+        msg: &Message,
+        verdict: Verdict,
+        adm: &Admission,
+    ) -> Output {
+        let loop_key = self.loop_key(msg);
+        if let Some(out) = self.hop_checks(flow, msg, Dir::Inbound, loop_key) {
+            return out;
+        }
+        let (Some(top), Some(first_via)) = (msg.top_via(), msg.first(HeaderName::Via)) else {
+            return Output::verdict(Verdict::drop(Reason::Malformed));
+        };
+        let call_id = msg.call_id();
+        let il = usize::from(s.backend_listener);
+        let internal = s.internal_text[il].as_bytes();
+        let prev = self.prev_key(&top, msg);
+        let branch = self.keys.branch(
+            Dir::Inbound,
+            flow.listener,
+            &prev,
+            s.backend_target.as_bytes(),
+            call_id,
+            loop_key,
+        );
+        let here = FlowRef {
+            transport: flow.transport,
+            listener: flow.listener,
+            remote: flow.remote,
+        };
+        let mut ed = Editor::new(msg);
+        // Step 6: the Request-URI goes back to the Contact Asterisk
+        // registered with the provider.
+        if let (Some(contact), Some(span)) = (&adm.contact, msg.request_uri_span()) {
+            ed.replace(span, &[contact.as_bytes()]);
+        }
+        ed.insert_header_before(
+            first_via,
+            b"Via",
+            &[
+                b"SIP/2.0/",
+                s.backend.transport.via_token(),
+                b" ",
+                internal,
+                b";branch=",
+                &branch,
+            ],
+        );
+        if creates_dialog(msg) {
+            // Double Record-Route (RFC 5658): the top entry faces Asterisk
+            // and names the caller's flow; the second faces the caller.
+            let ftok = self.keys.flow_token(&here);
+            let itok = self.keys.route_token(call_id, ftok.as_bytes());
+            let ptok = self.keys.route_token(call_id, b"");
+            let at = rr_insert_point(msg);
+            ed.insert_header_at(
+                at,
+                b"Record-Route",
+                &[
+                    b"<sip:",
+                    ftok.as_bytes(),
+                    b"@",
+                    internal,
+                    tcp_param(s.backend.transport),
+                    b";lr;swr=",
+                    &itok,
+                    b">",
+                ],
+            );
+            ed.insert_header_at(
+                at,
+                b"Record-Route",
+                &[
+                    b"<sip:",
+                    s.advertise_text.as_bytes(),
+                    tcp_param(flow.transport),
+                    b";lr;swr=",
+                    &ptok,
+                    b">",
+                ],
+            );
+        }
+        let method = msg.method();
+        if s.config.nat.fix_contact {
+            if matches!(
+                method,
+                Some(Method::Register | Method::Invite | Method::Subscribe)
+            ) {
+                fix_contacts(&mut ed, msg, flow);
+            }
+        } else if method == Some(Method::Register) {
+            add_path(&mut ed, msg, &self.keys.flow_token(&here), internal, s);
+        }
+        rfc3581(&mut ed, &top, flow.remote);
+        max_forwards(&mut ed, msg);
+        strip_owned(&mut ed, msg);
+        pop_own_routes(&mut ed, msg, s, &self.keys);
+        let source = sockaddr_text(flow.remote);
+        ed.append_header(b"X-Sipwarden-Source", &[source.as_bytes()]);
+        if let Some(trunk) = &adm.trunk {
+            ed.append_header(b"X-Sipwarden-Trunk", &[trunk.as_bytes()]);
+        }
+        self.track_dialog(s, now, msg);
+        Output::send(
+            verdict,
+            Send {
+                side: Side::Internal,
+                transport: s.backend.transport,
+                listener: Some(s.backend_listener),
+                dest: Dest::Addr(s.backend.addr),
+                data: ed.finish(),
+                on_fail: None,
+            },
+        )
+    }
+
+    /// The dialog table follows INVITEs and BYEs in either direction.
+    pub(super) fn track_dialog(&self, s: &Settings, now: u64, msg: &Message) {
+        let Some(ftag) = msg.from_tag() else {
+            return;
+        };
+        match msg.method() {
+            Some(Method::Invite) if msg.to_tag().is_none() => {
+                let key = self.keys.dialog_key(msg.call_id(), ftag);
+                let evicted = self
+                    .tables
+                    .dialogs
+                    .invite(key, msg.cseq_num, now, &s.lifetimes);
+                for _ in 0..evicted {
+                    self.metrics.event(Event::DialogsRefused);
+                }
+            }
+            Some(Method::Bye) => {
+                let cid = msg.call_id();
+                self.tables
+                    .dialogs
+                    .end(self.keys.dialog_key(cid, ftag), now, &s.lifetimes);
+                if let Some(t) = msg.to_tag() {
+                    self.tables
+                        .dialogs
+                        .end(self.keys.dialog_key(cid, t), now, &s.lifetimes);
+                }
+                self.mark_dirty();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// RFC 3327: our Path entry names the flow the REGISTER came in on, so
+/// Asterisk's later requests to the phone come back through that flow.
+/// Asterisk answers 420 to a Path without `Supported: path`.
+fn add_path(ed: &mut Editor<'_>, msg: &Message, ftok: &str, internal: &[u8], s: &Settings) {
+    let at = msg
+        .first(HeaderName::Path)
+        .or_else(|| msg.first(HeaderName::Via))
+        .map_or(msg.headers_end, |h| h.line.start as usize);
+    ed.insert_header_at(
+        at,
+        b"Path",
+        &[
+            b"<sip:",
+            ftok.as_bytes(),
+            b"@",
+            internal,
+            tcp_param(s.backend.transport),
+            b";lr>",
+        ],
+    );
+    let has_path = msg.all(HeaderName::Supported).any(|h| {
+        msg.value(h)
+            .split(|&c| c == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"path"))
+    });
+    if !has_path {
+        ed.append_header(b"Supported", &[b"path"]);
+    }
+}

@@ -1,0 +1,242 @@
+//! Requests from Asterisk (the internal socket): pop our Route entries,
+//! then send down the flow a token names, or to the next Route, or to the
+//! Request-URI. A REGISTER to a provider gets its Contact rewritten to our
+//! public address with a signed `sw=` token, and is remembered until its
+//! answer says how long the registration lives.
+
+use crate::flow::{Flow, Side, Transport};
+use crate::metrics::Event;
+use crate::policy::{Reason, Verdict};
+use crate::sip::addr::NameAddr;
+use crate::sip::params;
+use crate::sip::uri::Uri;
+use crate::sip::{Editor, HeaderName, Message, Method};
+
+use super::action::{Dest, Output, Send};
+use super::core::Core;
+use super::rewrite::{
+    contacts, creates_dialog, max_forwards, rewrite_contact, rfc3581, rr_insert_point,
+    sockaddr_text, strip_owned, tcp_param,
+};
+use super::route::{next_hop, pop_own_routes};
+use super::settings::Settings;
+use super::token::Dir;
+
+impl Core {
+    pub(super) fn forward_outbound(
+        &self,
+        s: &Settings,
+        now: u64,
+        flow: &Flow,
+        msg: &Message,
+    ) -> Output {
+        let loop_key = self.loop_key(msg);
+        if let Some(out) = self.hop_checks(flow, msg, Dir::Outbound, loop_key) {
+            return out;
+        }
+        let (Some(top), Some(first_via)) = (msg.top_via(), msg.first(HeaderName::Via)) else {
+            return Output::verdict(Verdict::drop(Reason::Malformed));
+        };
+        let call_id = msg.call_id();
+        let mut ed = Editor::new(msg);
+        let popped = pop_own_routes(&mut ed, msg, s, &self.keys);
+        let flow_target;
+        let (dest, transport, listener, target): (Dest, Transport, Option<u8>, &[u8]) =
+            match popped.flow {
+                Some(f) => {
+                    flow_target = sockaddr_text(f.remote);
+                    let l = (usize::from(f.listener) < s.public.len()).then_some(f.listener);
+                    (Dest::Addr(f.remote), f.transport, l, flow_target.as_bytes())
+                }
+                None => {
+                    let uri_bytes = popped
+                        .next
+                        .unwrap_or_else(|| msg.request_uri().unwrap_or_default());
+                    let hop = Uri::parse(uri_bytes).and_then(|u| next_hop(&u));
+                    let Some((dest, transport)) = hop else {
+                        if msg.method() == Some(Method::Ack) {
+                            return Output::verdict(Verdict::drop(Reason::Unroutable));
+                        }
+                        return self.reply(
+                            flow,
+                            msg,
+                            416,
+                            "Unsupported URI Scheme",
+                            Reason::Unroutable,
+                        );
+                    };
+                    (dest, transport, None, uri_bytes)
+                }
+            };
+        let prev = self.prev_key(&top, msg);
+        let branch = self.keys.branch(
+            Dir::Outbound,
+            flow.listener,
+            &prev,
+            target,
+            call_id,
+            loop_key,
+        );
+        ed.insert_header_before(
+            first_via,
+            b"Via",
+            &[
+                b"SIP/2.0/",
+                transport.via_token(),
+                b" ",
+                s.advertise_text.as_bytes(),
+                b";branch=",
+                &branch,
+                b";rport",
+            ],
+        );
+        if creates_dialog(msg) {
+            // Double Record-Route: the top entry faces the outside, the
+            // second faces Asterisk and names the flow it went down, if a
+            // Path token chose one (the phone's Contact may be private).
+            let ftok = popped
+                .flow
+                .map(|f| self.keys.flow_token(&f))
+                .unwrap_or_default();
+            let itok = self.keys.route_token(call_id, ftok.as_bytes());
+            let ptok = self.keys.route_token(call_id, b"");
+            let at = rr_insert_point(msg);
+            ed.insert_header_at(
+                at,
+                b"Record-Route",
+                &[
+                    b"<sip:",
+                    s.advertise_text.as_bytes(),
+                    tcp_param(transport),
+                    b";lr;swr=",
+                    &ptok,
+                    b">",
+                ],
+            );
+            let user_sep: &[u8] = if ftok.is_empty() { b"" } else { b"@" };
+            let il = usize::from(flow.listener).min(s.internal_text.len().saturating_sub(1));
+            ed.insert_header_at(
+                at,
+                b"Record-Route",
+                &[
+                    b"<sip:",
+                    ftok.as_bytes(),
+                    user_sep,
+                    s.internal_text[il].as_bytes(),
+                    tcp_param(flow.transport),
+                    b";lr;swr=",
+                    &itok,
+                    b">",
+                ],
+            );
+        }
+        if msg.method() == Some(Method::Register) {
+            self.trunk_register(s, now, msg, &mut ed, transport, listener);
+        }
+        rfc3581(&mut ed, &top, flow.remote);
+        max_forwards(&mut ed, msg);
+        strip_owned(&mut ed, msg);
+        self.track_dialog(s, now, msg);
+        let on_fail =
+            match (&dest, msg.method()) {
+                (Dest::Name { .. }, m) if m != Some(Method::Ack) => Some(Box::new(
+                    self.reply_send(flow, msg, 503, "Service Unavailable"),
+                )),
+                _ => None,
+            };
+        Output::send(
+            Verdict::forward(Reason::Outbound),
+            Send {
+                side: Side::Public,
+                transport,
+                listener,
+                dest,
+                data: ed.finish(),
+                on_fail,
+            },
+        )
+    }
+
+    /// Asterisk registers to a provider (DESIGN.md section 5): its
+    /// loopback Contact becomes our advertised address plus a `sw=` token
+    /// (user part and Asterisk's parameters such as `line=` kept), and the
+    /// REGISTER is remembered until its answer.
+    fn trunk_register(
+        &self,
+        s: &Settings,
+        now: u64,
+        msg: &Message,
+        ed: &mut Editor<'_>,
+        transport: Transport,
+        listener: Option<u8>,
+    ) {
+        let Some(registrar) = msg.request_uri().and_then(Uri::parse).map(|u| u.host) else {
+            return;
+        };
+        let trunk = s.trunk_for_registrar(registrar);
+        let registrar = String::from_utf8_lossy(registrar).to_ascii_lowercase();
+        let header_expires = msg.first_value(HeaderName::Expires).and_then(|v| {
+            std::str::from_utf8(v.trim_ascii())
+                .ok()?
+                .parse::<u64>()
+                .ok()
+        });
+        let list = contacts(msg);
+        let call = self.keys.call_key(msg.call_id());
+        let Some(c) = list.first() else {
+            // `Contact: *` (remove all) or a query: the account is in To.
+            let star = msg
+                .first_value(HeaderName::Contact)
+                .is_some_and(|v| v.trim_ascii() == b"*");
+            if star {
+                let user = msg
+                    .first_value(HeaderName::To)
+                    .and_then(NameAddr::parse)
+                    .and_then(|na| Uri::parse(na.uri))
+                    .and_then(|u| u.user)
+                    .unwrap_or_default();
+                let token = self.keys.contact_token(trunk.as_bytes(), user);
+                self.tables.regs.sent(
+                    call,
+                    &token,
+                    &trunk,
+                    &registrar,
+                    String::new(),
+                    0,
+                    transport,
+                    listener,
+                    now,
+                );
+            }
+            return;
+        };
+        let user = c.uri.user.unwrap_or_default();
+        let token = self.keys.contact_token(trunk.as_bytes(), user);
+        let original = String::from_utf8_lossy(&msg.bytes()[c.start..c.start + c.len]).into_owned();
+        let asked = params::find(c.params, b"expires")
+            .flatten()
+            .and_then(|v| {
+                std::str::from_utf8(v.trim_ascii())
+                    .ok()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .or(header_expires)
+            .unwrap_or(3600);
+        for c in &list {
+            let user = c.uri.user.unwrap_or_default();
+            let tok = self.keys.contact_token(trunk.as_bytes(), user);
+            rewrite_contact(
+                ed,
+                c,
+                s.advertise_text.as_bytes(),
+                &[b";sw=", tok.as_bytes()],
+            );
+        }
+        if !self.tables.regs.sent(
+            call, &token, &trunk, &registrar, original, asked, transport, listener, now,
+        ) {
+            self.metrics.event(Event::RegistrationsRefused);
+        }
+    }
+}

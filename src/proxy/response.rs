@@ -1,0 +1,157 @@
+//! Responses: accepted only when the top Via is ours, verifies, and was
+//! written for a request going the other way; our Via is popped and the
+//! response goes to the next Via. On the way, the tables learn from them:
+//! dialogs from INVITE answers, trunk registrations from REGISTER answers.
+
+use crate::flow::{Flow, Side};
+use crate::metrics::Event;
+use crate::policy::{Reason, Verdict};
+use crate::sip::params;
+use crate::sip::{Editor, HeaderName, Message, Method};
+
+use super::action::{Output, Send};
+use super::core::Core;
+use super::rewrite::{
+    contacts, pop_top_via, rewrite_contact, sockaddr_text, strip_owned, tcp_param, via_dest,
+};
+use super::settings::Settings;
+use super::token::Dir;
+
+impl Core {
+    pub(super) fn relay_response(
+        &self,
+        s: &Settings,
+        now: u64,
+        flow: &Flow,
+        msg: &Message,
+        expect: Dir,
+    ) -> Output {
+        let Some((info, next)) = self.verify_top_via(msg).filter(|(i, _)| i.dir == expect) else {
+            return Output::verdict(Verdict::drop(Reason::StrayResponse));
+        };
+        let Some((dest, transport)) = via_dest(&next) else {
+            return Output::verdict(Verdict::drop(Reason::Unroutable));
+        };
+        let code = msg.status().unwrap_or(0);
+        let mut ed = Editor::new(msg);
+        pop_top_via(&mut ed, msg);
+        strip_owned(&mut ed, msg);
+        let method = msg.cseq_method();
+        if method == Method::Invite {
+            self.learn_dialog(s, now, msg, code);
+        }
+        if expect == Dir::Outbound {
+            if method == Method::Register {
+                self.learn_registration(now, flow, msg, code);
+            }
+            // An answering phone behind NAT: its Contact becomes the
+            // address its answer came from.
+            if s.config.nat.fix_contact
+                && (200..300).contains(&code)
+                && matches!(method, Method::Invite | Method::Subscribe)
+            {
+                fix_contacts(&mut ed, msg, flow);
+            }
+        }
+        let (side, count) = match expect {
+            Dir::Outbound => (Side::Internal, s.internal.len()),
+            Dir::Inbound => (Side::Public, s.public.len()),
+        };
+        let listener = (usize::from(info.listener) < count).then_some(info.listener);
+        Output::send(
+            Verdict::forward(Reason::Response),
+            Send {
+                side,
+                transport,
+                listener,
+                dest,
+                data: ed.finish(),
+                on_fail: None,
+            },
+        )
+    }
+
+    fn learn_dialog(&self, s: &Settings, now: u64, msg: &Message, code: u16) {
+        let Some(ftag) = msg.from_tag() else {
+            return;
+        };
+        let key = self.keys.dialog_key(msg.call_id(), ftag);
+        let to_tag = msg.to_tag().map(|t| self.keys.tag_hash(t));
+        self.tables
+            .dialogs
+            .invite_response(key, code, to_tag, now, &s.lifetimes);
+        if code >= 200 {
+            self.mark_dirty();
+        }
+    }
+
+    /// A registrar answered a REGISTER Asterisk sent through us: store,
+    /// refresh or remove the trunk registration.
+    fn learn_registration(&self, now: u64, flow: &Flow, msg: &Message, code: u16) {
+        let call = self.keys.call_key(msg.call_id());
+        let token = self.tables.regs.pending_token(call);
+        // RFC 3261 10.2.4: the expiry granted to our Contact, else Expires.
+        let granted = token
+            .as_deref()
+            .and_then(|tok| {
+                contacts(msg).into_iter().find_map(|c| {
+                    let ours = c.uri.param(b"sw").flatten() == Some(tok.as_bytes());
+                    ours.then(|| {
+                        params::find(c.params, b"expires")
+                            .flatten()
+                            .and_then(parse_secs)
+                    })
+                    .flatten()
+                })
+            })
+            .or_else(|| msg.first_value(HeaderName::Expires).and_then(parse_secs));
+        match self
+            .tables
+            .regs
+            .answered(call, code, granted, flow.remote, now)
+        {
+            Ok(Some(reg)) => {
+                self.mark_dirty();
+                tracing::info!(
+                    trunk = %reg.trunk,
+                    registrar = %flow.remote,
+                    expires_in_s = (reg.expires.saturating_sub(now)) / 1000,
+                    "trunk registered"
+                );
+            }
+            Ok(None) if (200..300).contains(&code) && token.is_some() => {
+                self.mark_dirty();
+                tracing::info!(registrar = %flow.remote, "trunk unregistered");
+            }
+            Ok(None) => {}
+            Err(_) => {
+                self.metrics.event(Event::RegistrationsRefused);
+                tracing::warn!("registration table full (registration.max_entries): not stored");
+            }
+        }
+    }
+}
+
+fn parse_secs(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// `nat.fix_contact`: every Contact of a message from the public side
+/// names the address it really came from.
+pub(super) fn fix_contacts(ed: &mut Editor<'_>, msg: &Message, flow: &Flow) {
+    let hostport = sockaddr_text(flow.remote);
+    for c in contacts(msg) {
+        let has_transport = c.uri.transport().is_some();
+        let extra: &[&[u8]] = if has_transport {
+            &[]
+        } else {
+            &[tcp_param(flow.transport)]
+        };
+        let extra: Vec<&[u8]> = extra.iter().copied().filter(|p| !p.is_empty()).collect();
+        rewrite_contact(ed, &c, hostport.as_bytes(), &extra);
+    }
+}

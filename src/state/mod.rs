@@ -1,0 +1,31 @@
+//! The tables that replace conntrack (DESIGN.md section 5): dialogs, trunk
+//! registrations, bans and rate buckets. All are concurrent, bounded,
+//! expire by the clock passed in, and are swept by `Core::tick`.
+
+pub mod dialogs;
+pub mod persist;
+pub mod registrations;
+
+pub use dialogs::{Dialogs, Lifetimes};
+pub use registrations::Registrations;
+
+/// Every table of one process.
+pub struct Tables {
+    pub dialogs: Dialogs,
+    pub regs: Registrations,
+}
+
+impl Tables {
+    pub fn new(cfg: &crate::config::Config) -> Tables {
+        Tables {
+            dialogs: Dialogs::new(cfg.dialog.max_entries),
+            regs: Registrations::new(cfg.registration.max_entries),
+        }
+    }
+
+    /// Applies the caps of a reloaded config; entries are kept.
+    pub fn resize(&self, cfg: &crate::config::Config) {
+        self.dialogs.set_cap(cfg.dialog.max_entries);
+        self.regs.set_cap(cfg.registration.max_entries);
+    }
+}

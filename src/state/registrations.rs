@@ -1,0 +1,439 @@
+//! Trunk registrations: what Asterisk registered with which provider, until
+//! when. This is what the iptables trick loses when a conntrack entry
+//! expires: here an entry lives exactly as long as the registration the
+//! registrar granted (plus a grace period), and admits the provider's
+//! INVITEs by their Contact token (step 6) or source address (step 7).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::flow::Transport;
+
+/// One registration: a Contact sipwarden rewrote, keyed by its token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkReg {
+    pub trunk: Arc<str>,
+    /// Registrar host as Asterisk addressed it (Request-URI host).
+    pub registrar: Arc<str>,
+    /// Asterisk's own Contact URI, to restore on inbound INVITEs.
+    pub contact: String,
+    /// Granted expiry (ms), before grace.
+    pub expires: u64,
+    /// Where the registrar answered from: keepalives go there.
+    pub registrar_addr: SocketAddr,
+    pub transport: Transport,
+    /// Listener the REGISTER left from (UDP keepalives use it).
+    pub listener: Option<u8>,
+}
+
+/// A REGISTER sent, waiting for its final answer.
+#[derive(Clone, Debug)]
+struct Pending {
+    token: Arc<str>,
+    trunk: Arc<str>,
+    registrar: Arc<str>,
+    contact: String,
+    /// Expiry asked for (seconds), used when the 2xx names none.
+    asked: u64,
+    transport: Transport,
+    listener: Option<u8>,
+    until: u64,
+}
+
+/// Source addresses learned for a trunk (registrar answers, DNS).
+#[derive(Clone, Debug)]
+struct Source {
+    trunk: Arc<str>,
+    /// Until when the address itself is known (DNS TTL, or forever for
+    /// an address that answered a REGISTER).
+    until: u64,
+}
+
+/// What a live registration admits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admit {
+    pub trunk: Arc<str>,
+    pub contact: Option<String>,
+}
+
+/// The registration table is at `registration.max_entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// How long an unanswered REGISTER is remembered.
+const PENDING_MS: u64 = 64_000;
+
+/// The registration tables.
+pub struct Registrations {
+    by_token: DashMap<Arc<str>, TrunkReg>,
+    pending: DashMap<u128, Pending>,
+    sources: DashMap<IpAddr, Source>,
+    cap: AtomicUsize,
+}
+
+impl Registrations {
+    pub fn new(cap: usize) -> Registrations {
+        Registrations {
+            by_token: DashMap::new(),
+            pending: DashMap::new(),
+            sources: DashMap::new(),
+            cap: AtomicUsize::new(cap.max(1)),
+        }
+    }
+
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap.max(1), Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_token.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_token.is_empty()
+    }
+
+    /// Asterisk sent a REGISTER (keyed by a hash of its Call-ID). False
+    /// when the table is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sent(
+        &self,
+        call: u128,
+        token: &str,
+        trunk: &str,
+        registrar: &str,
+        contact: String,
+        asked: u64,
+        transport: Transport,
+        listener: Option<u8>,
+        now: u64,
+    ) -> bool {
+        let cap = self.cap.load(Relaxed);
+        if self.pending.len() >= cap {
+            self.pending.retain(|_, p| p.until > now);
+            if self.pending.len() >= cap {
+                return false;
+            }
+        }
+        self.pending.insert(
+            call,
+            Pending {
+                token: token.into(),
+                trunk: trunk.into(),
+                registrar: registrar.into(),
+                contact,
+                asked,
+                transport,
+                listener,
+                until: now + PENDING_MS,
+            },
+        );
+        true
+    }
+
+    /// The token a pending REGISTER used, to find our Contact in its 2xx.
+    pub fn pending_token(&self, call: u128) -> Option<Arc<str>> {
+        self.pending.get(&call).map(|p| p.token.clone())
+    }
+
+    /// A final answer to a pending REGISTER. `Err(Full)` when the table
+    /// has no room for a new registration. `granted`: the expiry (s) the
+    /// 2xx gave our Contact, if it named one. Returns the registration
+    /// stored, or `None` when it was removed or nothing was pending.
+    pub fn answered(
+        &self,
+        call: u128,
+        code: u16,
+        granted: Option<u64>,
+        from: SocketAddr,
+        now: u64,
+    ) -> Result<Option<TrunkReg>, Full> {
+        if !(200..=299).contains(&code) {
+            // A challenge: Asterisk answers it with the same Call-ID.
+            return Ok(None);
+        }
+        let Some((_, p)) = self.pending.remove(&call) else {
+            return Ok(None);
+        };
+        let secs = granted.unwrap_or(p.asked);
+        if secs == 0 {
+            self.by_token.remove(&p.token);
+            return Ok(None);
+        }
+        if !self.by_token.contains_key(&p.token) && self.by_token.len() >= self.cap.load(Relaxed) {
+            return Err(Full);
+        }
+        let reg = TrunkReg {
+            trunk: p.trunk.clone(),
+            registrar: p.registrar,
+            contact: p.contact,
+            expires: now + secs * 1000,
+            registrar_addr: from,
+            transport: p.transport,
+            listener: p.listener,
+        };
+        self.by_token.insert(p.token, reg.clone());
+        self.sources.insert(
+            from.ip(),
+            Source {
+                trunk: p.trunk,
+                until: u64::MAX,
+            },
+        );
+        Ok(Some(reg))
+    }
+
+    /// DNS results for a registrar host: more addresses of that trunk.
+    pub fn learn_addresses(&self, trunk: &str, addrs: &[IpAddr], until: u64) {
+        let trunk: Arc<str> = trunk.into();
+        for ip in addrs {
+            let keep_forever = self
+                .sources
+                .get(ip)
+                .is_some_and(|s| s.until == u64::MAX && *s.trunk == *trunk);
+            if !keep_forever {
+                self.sources.insert(
+                    *ip,
+                    Source {
+                        trunk: trunk.clone(),
+                        until,
+                    },
+                );
+            }
+        }
+    }
+
+    fn live(&self, trunk: &str, now: u64, grace: u64) -> bool {
+        self.by_token
+            .iter()
+            .any(|r| *r.trunk == *trunk && r.expires + grace > now)
+    }
+
+    /// Step 6: a Contact token of a live registration.
+    pub fn by_token(&self, token: &str, now: u64, grace: u64) -> Option<Admit> {
+        let r = self.by_token.get(token)?;
+        (r.expires + grace > now).then(|| Admit {
+            trunk: r.trunk.clone(),
+            contact: Some(r.contact.clone()),
+        })
+    }
+
+    /// Step 7: a source address of a trunk with a live registration.
+    pub fn by_source(&self, ip: IpAddr, now: u64, grace: u64) -> Option<Arc<str>> {
+        let s = self.sources.get(&ip)?;
+        if s.until <= now {
+            return None;
+        }
+        let trunk = s.trunk.clone();
+        drop(s);
+        self.live(&trunk, now, grace).then_some(trunk)
+    }
+
+    /// Registrar hosts of live registrations, for DNS refreshes.
+    pub fn registrars(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        let mut v: Vec<(Arc<str>, Arc<str>)> = self
+            .by_token
+            .iter()
+            .map(|r| (r.trunk.clone(), r.registrar.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Live registrations (for keepalives and the state file).
+    pub fn live_regs(&self, now: u64, grace: u64) -> Vec<(Arc<str>, TrunkReg)> {
+        self.by_token
+            .iter()
+            .filter(|r| r.expires + grace > now)
+            .map(|r| (r.key().clone(), r.value().clone()))
+            .collect()
+    }
+
+    /// Learned source addresses (for the state file).
+    pub fn sources(&self, now: u64) -> Vec<(IpAddr, Arc<str>, u64)> {
+        self.sources
+            .iter()
+            .filter(|s| s.until > now)
+            .map(|s| (*s.key(), s.trunk.clone(), s.until))
+            .collect()
+    }
+
+    /// Restores one registration from the state file unless it expired.
+    pub fn restore(&self, token: &str, reg: TrunkReg, now: u64, grace: u64) -> bool {
+        if reg.expires + grace <= now || self.by_token.len() >= self.cap.load(Relaxed) {
+            return false;
+        }
+        self.by_token.insert(token.into(), reg);
+        true
+    }
+
+    pub fn restore_source(&self, ip: IpAddr, trunk: &str, until: u64, now: u64) {
+        if until > now {
+            self.sources.insert(
+                ip,
+                Source {
+                    trunk: trunk.into(),
+                    until,
+                },
+            );
+        }
+    }
+
+    /// Drops what expired. Returns the number of registrations dropped.
+    pub fn sweep(&self, now: u64, grace: u64) -> usize {
+        let before = self.by_token.len();
+        self.by_token.retain(|_, r| r.expires + grace > now);
+        self.pending.retain(|_, p| p.until > now);
+        let live: std::collections::HashSet<Arc<str>> =
+            self.by_token.iter().map(|r| r.trunk.clone()).collect();
+        // Addresses of trunks without any registration left are forgotten
+        // once their DNS answer is stale too.
+        self.sources
+            .retain(|_, s| s.until > now && (s.until != u64::MAX || live.contains(&s.trunk)));
+        before.saturating_sub(self.by_token.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: u64 = 60_000;
+
+    fn send(r: &Registrations, call: u128, asked: u64, now: u64) {
+        assert!(r.sent(
+            call,
+            "tok1",
+            "provider1",
+            "sip.provider.example",
+            "sip:acct@127.0.0.1:5080;line=x".into(),
+            asked,
+            Transport::Udp,
+            Some(0),
+            now
+        ));
+    }
+
+    fn provider() -> SocketAddr {
+        "198.51.100.10:5060".parse().unwrap()
+    }
+
+    #[test]
+    fn registration_lives_until_expiry_plus_grace() {
+        let r = Registrations::new(100);
+        send(&r, 7, 3600, 0);
+        assert_eq!(r.by_token("tok1", 0, GRACE), None, "not before the 2xx");
+        // A challenge keeps it pending; the 2xx grants 600 s.
+        assert_eq!(r.answered(7, 401, None, provider(), 10), Ok(None));
+        let reg = r
+            .answered(7, 200, Some(600), provider(), 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(reg.expires, 20 + 600_000);
+        let ip = provider().ip();
+        assert_eq!(
+            r.by_source(ip, 600_000, GRACE).as_deref(),
+            Some("provider1")
+        );
+        assert_eq!(
+            r.by_token("tok1", 600_000, GRACE)
+                .unwrap()
+                .contact
+                .as_deref(),
+            Some("sip:acct@127.0.0.1:5080;line=x")
+        );
+        // An hour of conntrack-free life is not the question; the granted
+        // expiry is: valid through the grace period, gone after.
+        assert!(r.by_source(ip, 20 + 600_000 + GRACE - 1, GRACE).is_some());
+        assert!(r.by_source(ip, 20 + 600_000 + GRACE, GRACE).is_none());
+        assert!(r.by_token("tok1", 20 + 600_000 + GRACE, GRACE).is_none());
+        assert_eq!(r.sweep(20 + 600_000 + GRACE, GRACE), 1);
+        assert!(
+            r.by_source(ip, 0, GRACE).is_none(),
+            "source forgotten with it"
+        );
+    }
+
+    #[test]
+    fn refresh_and_unregister() {
+        let r = Registrations::new(100);
+        send(&r, 1, 120, 0);
+        r.answered(1, 200, None, provider(), 0).unwrap();
+        // Re-REGISTER before expiry extends it.
+        send(&r, 2, 120, 100_000);
+        r.answered(2, 200, Some(120), provider(), 100_000).unwrap();
+        assert!(r.by_token("tok1", 200_000, 0).is_some());
+        // Expires: 0 removes it at once.
+        send(&r, 3, 0, 150_000);
+        assert_eq!(r.answered(3, 200, Some(0), provider(), 150_000), Ok(None));
+        assert!(r.by_token("tok1", 150_001, GRACE).is_none());
+        assert!(r.by_source(provider().ip(), 150_001, GRACE).is_none());
+        // A 2xx nobody asked for changes nothing.
+        assert_eq!(r.answered(99, 200, Some(3600), provider(), 0), Ok(None));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn dns_addresses_follow_the_registration() {
+        let r = Registrations::new(100);
+        let other: IpAddr = "198.51.100.11".parse().unwrap();
+        r.learn_addresses("provider1", &[other], 300_000);
+        assert!(
+            r.by_source(other, 0, GRACE).is_none(),
+            "no live registration yet"
+        );
+        send(&r, 1, 3600, 0);
+        r.answered(1, 200, None, provider(), 0).unwrap();
+        assert!(r.by_source(other, 1000, GRACE).is_some());
+        assert!(r.by_source(other, 300_000, GRACE).is_none(), "DNS TTL over");
+    }
+
+    #[test]
+    fn bounded() {
+        let r = Registrations::new(2);
+        for i in 0..2u128 {
+            assert!(r.sent(
+                i,
+                &format!("t{i}"),
+                "p",
+                "h",
+                String::new(),
+                60,
+                Transport::Udp,
+                None,
+                0
+            ));
+        }
+        assert!(!r.sent(
+            9,
+            "t9",
+            "p",
+            "h",
+            String::new(),
+            60,
+            Transport::Udp,
+            None,
+            0
+        ));
+        r.answered(0, 200, None, provider(), 0).unwrap();
+        r.answered(1, 200, None, provider(), 0).unwrap();
+        assert!(r.sent(
+            2,
+            "t2",
+            "p",
+            "h",
+            String::new(),
+            60,
+            Transport::Udp,
+            None,
+            0
+        ));
+        assert_eq!(r.answered(2, 200, None, provider(), 0), Err(Full));
+        assert_eq!(r.len(), 2);
+    }
+}

@@ -1,0 +1,578 @@
+//! The tables that replace conntrack, driven through the core with a
+//! virtual clock: trunk registrations (hours of table time in
+//! milliseconds), Path flows for phones behind NAT, `nat.fix_contact`,
+//! dialogs, keepalives and the state snapshot.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use sipwarden::flow::{Side, Transport};
+use sipwarden::metrics::Metrics;
+use sipwarden::policy::{Disposition, Reason, Verdict};
+use sipwarden::proxy::{Core, Dest, Keys, Settings};
+
+const TRUNK: &str = r#"
+[[trunk]]
+name = "provider1"
+registrar = "sip.provider.example"
+keepalive = "25s"
+[registration]
+grace = "60s"
+"#;
+
+const PROVIDER: &str = "198.51.100.10:5060";
+const SCANNER: &str = "192.0.2.66:5060";
+
+fn register(cseq: u32, expires: &str, extra: &str) -> String {
+    format!(
+        "REGISTER sip:sip.provider.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;rport;branch=z9hG4bK-reg{cseq}\r\n\
+         Route: <sip:127.0.0.1:5070;lr>\r\nFrom: <sip:acct@sip.provider.example>;tag=r1\r\nTo: <sip:acct@sip.provider.example>\r\n\
+         Call-ID: reg-call-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:acct@127.0.0.1:5080;line=xyz>\r\nExpires: {expires}\r\n\
+         {extra}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Asterisk registers through the lab's core; the provider grants
+/// `granted` seconds. Returns the rewritten Contact URI.
+fn trunk_registers(lab: &Lab, cseq: u32, granted: u64) -> String {
+    let out = lab.handle(&asterisk(), &register(cseq, "3600", ""));
+    let s = one_send(&out, Verdict::forward(Reason::Outbound));
+    assert_eq!(
+        s.dest,
+        Dest::Name {
+            host: "sip.provider.example".into(),
+            port: None
+        }
+    );
+    let fwd = text(s).to_string();
+    let contact = headers(&fwd, "contact")[0].to_string();
+    let uri = contact
+        .split('<')
+        .nth(1)
+        .unwrap()
+        .split('>')
+        .next()
+        .unwrap()
+        .to_string();
+    let ok = answer(
+        &fwd,
+        200,
+        &format!("Contact: <{uri}>;expires={granted}\r\n"),
+    );
+    let out = lab.handle(&public_udp(PROVIDER), &ok);
+    let back = one_send(&out, Verdict::forward(Reason::Response));
+    assert_eq!(back.side, Side::Internal);
+    uri
+}
+
+fn invite_to(ruri: &str, call: &str) -> String {
+    format!(
+        "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bK-{call}\r\n\
+         From: <sip:+15551234@198.51.100.10>;tag=p-{call}\r\nTo: <sip:+4930123@198.51.100.10>\r\nCall-ID: {call}\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn trunk_contact_is_rewritten_with_a_signed_token() {
+    let lab = Lab::new(TRUNK);
+    let out = lab.handle(&asterisk(), &register(1, "3600", ""));
+    let fwd = text(one_send(&out, Verdict::forward(Reason::Outbound))).to_string();
+    let contact = headers(&fwd, "contact")[0];
+    assert!(
+        contact.starts_with("Contact: <sip:acct@pbx.example.com:5060;line=xyz;sw="),
+        "{contact}"
+    );
+    assert!(
+        !fwd.contains("127.0.0.1:5080;line"),
+        "Asterisk's loopback address never leaves"
+    );
+    // Stable per trunk and account: a re-REGISTER (new line= after an
+    // Asterisk restart) keeps the token.
+    let again = register(2, "3600", "").replace("line=xyz", "line=abc");
+    let out = lab.handle(&asterisk(), &again);
+    let tok = |c: &str| {
+        c.split("sw=")
+            .nth(1)
+            .unwrap()
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        tok(headers(text(&out.sends[0]), "contact")[0]),
+        tok(contact)
+    );
+}
+
+#[test]
+fn provider_invites_pass_while_the_registration_lives() {
+    let mut lab = Lab::new(TRUNK);
+    // A challenge first: nothing is learned from a 401.
+    let out = lab.handle(&asterisk(), &register(1, "3600", ""));
+    let fwd = text(&out.sends[0]).to_string();
+    let challenge = answer(
+        &fwd,
+        401,
+        "WWW-Authenticate: Digest realm=\"p\", nonce=\"n\"\r\n",
+    );
+    one_send(
+        &lab.handle(&public_udp(PROVIDER), &challenge),
+        Verdict::forward(Reason::Response),
+    );
+    dropped(
+        &lab.handle(
+            &public_udp(PROVIDER),
+            &invite_to("sip:+4930123@203.0.113.10", "c0"),
+        ),
+        Reason::NoDomain,
+    );
+
+    let contact = trunk_registers(&lab, 2, 600);
+    assert_eq!(lab.core.tables().regs.len(), 1);
+
+    // To the registered Contact: back to Asterisk's own Contact, with the
+    // trunk named for pjsip identify_by=header.
+    let out = lab.handle(&public_udp(PROVIDER), &invite_to(&contact, "c1"));
+    let t = text(one_send(&out, Verdict::forward(Reason::TrunkContact))).to_string();
+    assert!(
+        t.starts_with("INVITE sip:acct@127.0.0.1:5080;line=xyz SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert!(t.contains("\r\nX-Sipwarden-Trunk: provider1\r\n"));
+    // A DID in the Request-URI: admitted by the provider's address.
+    let out = lab.handle(
+        &public_udp(PROVIDER),
+        &invite_to("sip:+4930123@203.0.113.10", "c2"),
+    );
+    let t = text(one_send(&out, Verdict::forward(Reason::Trunk))).to_string();
+    assert!(t.contains("\r\nX-Sipwarden-Trunk: provider1\r\n"));
+    // The very same INVITE from a scanner: nothing. A forged token: counted.
+    dropped(
+        &lab.handle(
+            &public_udp(SCANNER),
+            &invite_to("sip:+4930123@203.0.113.10", "c3"),
+        ),
+        Reason::NoDomain,
+    );
+    let forged = contact.replace("sw=", "sw=0");
+    dropped(
+        &lab.handle(&public_udp(SCANNER), &invite_to(&forged, "c4")),
+        Reason::ForgedToken,
+    );
+    // Asterisk's line= alone admits nothing.
+    dropped(
+        &lab.handle(
+            &public_udp(SCANNER),
+            &invite_to("sip:acct@203.0.113.10;line=xyz", "c5"),
+        ),
+        Reason::NoDomain,
+    );
+    // The registration outlives any conntrack timeout: 9 minutes later...
+    lab.now += 540_000;
+    lab.core.tick(lab.now);
+    one_send(
+        &lab.handle(&public_udp(PROVIDER), &invite_to("sip:+1@x", "c6")),
+        Verdict::forward(Reason::Trunk),
+    );
+    // ...and ends with its expiry plus grace.
+    lab.now += 60_000 + 60_000;
+    lab.core.tick(lab.now);
+    assert_eq!(lab.core.tables().regs.len(), 0);
+    dropped(
+        &lab.handle(&public_udp(PROVIDER), &invite_to("sip:+1@x", "c7")),
+        Reason::NoDomain,
+    );
+    dropped(
+        &lab.handle(&public_udp(PROVIDER), &invite_to(&contact, "c8")),
+        Reason::ForgedToken,
+    );
+}
+
+#[test]
+fn hours_of_refreshes_then_silence() {
+    let mut lab = Lab::new(TRUNK);
+    trunk_registers(&lab, 1, 3600);
+    // Asterisk refreshes every 3000 s for ten hours.
+    for i in 0..12 {
+        lab.now += 3_000_000;
+        lab.core.tick(lab.now);
+        let out = lab.handle(
+            &public_udp(PROVIDER),
+            &invite_to("sip:+1@x", &format!("h{i}")),
+        );
+        one_send(&out, Verdict::forward(Reason::Trunk));
+        trunk_registers(&lab, 2 + i, 3600);
+    }
+    // Then it stops: admitted until 3600 s + 60 s grace, not after.
+    lab.now += 3_659_000;
+    lab.core.tick(lab.now);
+    one_send(
+        &lab.handle(&public_udp(PROVIDER), &invite_to("sip:+1@x", "late")),
+        Verdict::forward(Reason::Trunk),
+    );
+    lab.now += 2_000;
+    lab.core.tick(lab.now);
+    dropped(
+        &lab.handle(&public_udp(PROVIDER), &invite_to("sip:+1@x", "gone")),
+        Reason::NoDomain,
+    );
+}
+
+#[test]
+fn unregister_ends_admission_at_once() {
+    let lab = Lab::new(TRUNK);
+    trunk_registers(&lab, 1, 3600);
+    let out = lab.handle(&asterisk(), &register(2, "0", ""));
+    let fwd = text(&out.sends[0]).to_string();
+    let ok = answer(&fwd, 200, "");
+    one_send(
+        &lab.handle(&public_udp(PROVIDER), &ok),
+        Verdict::forward(Reason::Response),
+    );
+    assert_eq!(lab.core.tables().regs.len(), 0);
+    dropped(
+        &lab.handle(&public_udp(PROVIDER), &invite_to("sip:+1@x", "u1")),
+        Reason::NoDomain,
+    );
+    // A 200 that answers no pending REGISTER changes nothing.
+    let stray_ok = ok.replace("reg-call-1", "other-call");
+    dropped(
+        &lab.handle(&public_udp(PROVIDER), &stray_ok),
+        Reason::StrayResponse,
+    );
+    assert_eq!(lab.core.tables().regs.len(), 0);
+}
+
+#[test]
+fn dns_addresses_of_the_registrar_are_admitted_too() {
+    let lab = Lab::new(TRUNK);
+    let other = "198.51.100.77:5060";
+    lab.core.learn_trunk_addresses(
+        "provider1",
+        &["198.51.100.77".parse().unwrap()],
+        lab.now + 300_000,
+    );
+    dropped(
+        &lab.handle(&public_udp(other), &invite_to("sip:+1@x", "d0")),
+        Reason::NoDomain,
+    );
+    trunk_registers(&lab, 1, 3600);
+    one_send(
+        &lab.handle(&public_udp(other), &invite_to("sip:+1@x", "d1")),
+        Verdict::forward(Reason::Trunk),
+    );
+    assert!(lab
+        .core
+        .registrars()
+        .contains(&("provider1".into(), "sip.provider.example".into())));
+}
+
+#[test]
+fn keepalives_go_to_registered_trunks() {
+    let mut lab = Lab::new(TRUNK);
+    assert!(lab.core.tick(lab.now).is_empty());
+    trunk_registers(&lab, 1, 3600);
+    assert!(
+        lab.core.tick(lab.now).is_empty(),
+        "the REGISTER itself opened the path"
+    );
+    lab.now += 24_000;
+    assert!(lab.core.tick(lab.now).is_empty());
+    lab.now += 1_000;
+    let sends = lab.core.tick(lab.now);
+    assert_eq!(sends.len(), 1);
+    assert_eq!(&sends[0].data[..], b"\r\n\r\n");
+    assert_eq!(
+        (sends[0].side, addr(&sends[0])),
+        (Side::Public, PROVIDER.parse().unwrap())
+    );
+    lab.now += 25_000;
+    assert_eq!(lab.core.tick(lab.now).len(), 1);
+}
+
+fn phone_register(via_transport: &str) -> String {
+    format!(
+        "REGISTER sip:sip-7f3k.example.com SIP/2.0\r\nVia: SIP/2.0/{via_transport} 10.0.0.99:5062;branch=z9hG4bK-pr1;rport\r\n\
+         From: <sip:1001@sip-7f3k.example.com>;tag=pt\r\nTo: <sip:1001@sip-7f3k.example.com>\r\nCall-ID: phone-reg-1\r\n\
+         CSeq: 1 REGISTER\r\nContact: <sip:1001@10.0.0.99:5062>\r\nSupported: replaces\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Asterisk's INVITE to a phone registered with a Path: outbound proxy
+/// Route first, other headers, then the stored Path as a second Route.
+fn asterisk_invite_via_path(path: &str, contact: &str) -> String {
+    format!(
+        "INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;rport;branch=z9hG4bK-ai1\r\nRoute: <sip:127.0.0.1:5070;lr>\r\n\
+         From: <sip:1002@pbx.example.com>;tag=ast1\r\nTo: <sip:1001@pbx.example.com>\r\nContact: <sip:asterisk@127.0.0.1:5080>\r\n\
+         Call-ID: to-phone-1\r\nCSeq: 10 INVITE\r\nMax-Forwards: 70\r\nRoute: {path}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn phones_behind_nat_are_reached_on_their_flow_via_path() {
+    let lab = Lab::new("");
+    for (flow, via_t) in [
+        (public_udp("198.51.100.20:40000"), "UDP"),
+        (public_tcp("198.51.100.20:40001"), "TCP"),
+    ] {
+        let out = lab.handle(&flow, &phone_register(via_t));
+        let fwd = text(one_send(&out, Verdict::forward(Reason::Domain))).to_string();
+        let path = headers(&fwd, "path");
+        assert_eq!(path.len(), 1);
+        assert!(
+            path[0].starts_with("Path: <sip:f") && path[0].ends_with("@127.0.0.1:5070;lr>"),
+            "{}",
+            path[0]
+        );
+        assert!(
+            fwd.contains("\r\nSupported: path\r\n"),
+            "Asterisk answers 420 without it"
+        );
+        assert!(
+            fwd.contains("Contact: <sip:1001@10.0.0.99:5062>"),
+            "Contact untouched with Path"
+        );
+        // Asterisk later calls the phone's (unreachable) Contact via Path.
+        let path_uri = path[0].trim_start_matches("Path: ");
+        let inv = asterisk_invite_via_path(path_uri, "sip:1001@10.0.0.99:5062");
+        let out = lab.handle(&asterisk(), &inv);
+        let s = one_send(&out, Verdict::forward(Reason::Outbound));
+        assert_eq!(
+            (s.side, s.transport, addr(s)),
+            (Side::Public, flow.transport, flow.remote)
+        );
+        let t = text(s);
+        assert!(
+            headers(t, "route").is_empty(),
+            "both our Routes popped: {t}"
+        );
+        // The Record-Route facing Asterisk names the flow, so the BYE
+        // finds the phone too.
+        let rr = record_routes(t);
+        assert!(rr[1].starts_with("<sip:f"), "{rr:?}");
+    }
+    // A Path that already says `Supported: path` is not doubled.
+    let out = lab.handle(
+        &public_udp("198.51.100.20:40000"),
+        &phone_register("UDP").replace("Supported: replaces", "Supported: replaces, path"),
+    );
+    assert_eq!(headers(text(&out.sends[0]), "supported").len(), 1);
+}
+
+#[test]
+fn fix_contact_rewrites_contacts_to_the_observed_address() {
+    let lab = Lab::new("[nat]\nfix_contact = true\n");
+    let out = lab.handle(&public_udp("198.51.100.20:40000"), &phone_register("UDP"));
+    let fwd = text(one_send(&out, Verdict::forward(Reason::Domain))).to_string();
+    assert!(headers(&fwd, "path").is_empty());
+    assert_eq!(
+        headers(&fwd, "contact"),
+        vec!["Contact: <sip:1001@198.51.100.20:40000>"]
+    );
+    let out = lab.handle(&public_tcp("198.51.100.20:40001"), &phone_register("TCP"));
+    assert_eq!(
+        headers(text(&out.sends[0]), "contact"),
+        vec!["Contact: <sip:1001@198.51.100.20:40001;transport=tcp>"]
+    );
+    // The phone answers a call from Asterisk: its 200's Contact too.
+    let inv = asterisk_invite_via_path("<sip:127.0.0.1:5070;lr>", "sip:1001@198.51.100.20:40000");
+    let out = lab.handle(&asterisk(), &inv);
+    let to_phone = text(&out.sends[0]).to_string();
+    let ok = answer(&to_phone, 200, "Contact: sip:1001@10.0.0.99:5062;ob\r\n");
+    let out = lab.handle(&public_udp("198.51.100.20:40000"), &ok);
+    let t = text(one_send(&out, Verdict::forward(Reason::Response))).to_string();
+    // In addr-spec form `;ob` was a header parameter, and stays one.
+    assert_eq!(
+        headers(&t, "contact"),
+        vec!["Contact: <sip:1001@198.51.100.20:40000>;ob"]
+    );
+}
+
+fn call_in(lab: &Lab, call: &str) -> String {
+    let inv = format!(
+        "INVITE sip:1002@sip-7f3k.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.30:5062;branch=z9hG4bK-{call}\r\n\
+         From: <sip:1001@198.51.100.30>;tag=ft-{call}\r\nTo: <sip:1002@198.51.100.30>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = lab.handle(&public_udp("198.51.100.30:5062"), &inv);
+    text(one_send(&out, Verdict::forward(Reason::Domain))).to_string()
+}
+
+fn in_dialog(method: &str, call: &str, to_tag: &str, cseq: u32) -> String {
+    // A UA that ignores Record-Route: straight to Asterisk's Contact,
+    // nothing that names the secret domain.
+    format!(
+        "{method} sip:asterisk@203.0.113.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.30:5062;branch=z9hG4bK-{method}{cseq}\r\n\
+         From: <sip:1001@198.51.100.30>;tag=ft-{call}\r\nTo: <sip:1002@198.51.100.30>{to_tag}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn dialogs_admit_their_requests_until_they_end() {
+    let mut lab = Lab::new("");
+    let fwd = call_in(&lab, "d-1");
+    assert_eq!(lab.core.tables().dialogs.len(), 1);
+    // CANCEL of the pending INVITE (no domain, no Route).
+    let cancel = in_dialog("CANCEL", "d-1", "", 1);
+    one_send(
+        &lab.handle(&public_udp("198.51.100.30:5062"), &cancel),
+        Verdict::forward(Reason::Dialog),
+    );
+    // Asterisk answers 200: the dialog is confirmed.
+    let ok = answer(&fwd, 200, "");
+    one_send(
+        &lab.handle(&asterisk(), &ok),
+        Verdict::forward(Reason::Response),
+    );
+    let ack = in_dialog("ACK", "d-1", ";tag=uas-tag", 1);
+    one_send(
+        &lab.handle(&public_udp("198.51.100.30:5062"), &ack),
+        Verdict::forward(Reason::Dialog),
+    );
+    // A wrong To tag is no part of it.
+    dropped(
+        &lab.handle(
+            &public_udp("198.51.100.30:5062"),
+            &in_dialog("BYE", "d-1", ";tag=other", 2),
+        ),
+        Reason::NoDomain,
+    );
+    // An hour later a re-INVITE and the BYE still pass.
+    lab.now += 3_600_000;
+    one_send(
+        &lab.handle(
+            &public_udp("198.51.100.30:5062"),
+            &in_dialog("INVITE", "d-1", ";tag=uas-tag", 2),
+        ),
+        Verdict::forward(Reason::Dialog),
+    );
+    let bye = in_dialog("BYE", "d-1", ";tag=uas-tag", 3);
+    one_send(
+        &lab.handle(&public_udp("198.51.100.30:5062"), &bye),
+        Verdict::forward(Reason::Dialog),
+    );
+    // BYE retransmissions during the linger pass; after it, nothing.
+    lab.now += 31_000;
+    one_send(
+        &lab.handle(&public_udp("198.51.100.30:5062"), &bye),
+        Verdict::forward(Reason::Dialog),
+    );
+    lab.now += 2_000;
+    lab.core.tick(lab.now);
+    dropped(
+        &lab.handle(&public_udp("198.51.100.30:5062"), &bye),
+        Reason::NoDomain,
+    );
+    assert_eq!(lab.core.tables().dialogs.len(), 0);
+    // A scanner's BYE with an unknown Call-ID: nothing.
+    dropped(
+        &lab.handle(
+            &public_udp(SCANNER),
+            &in_dialog("BYE", "unknown", ";tag=x", 2),
+        ),
+        Reason::NoDomain,
+    );
+}
+
+#[test]
+fn the_callee_side_of_an_outbound_call_is_matched_too() {
+    let lab = Lab::new("");
+    // Asterisk calls out; the far end's BYE (From = callee) comes without
+    // Route and without the domain.
+    let inv = "INVITE sip:+15551234@198.51.100.50 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-o1\r\n\
+               From: <sip:1002@pbx.example.com>;tag=ast-o\r\nTo: <sip:+15551234@198.51.100.50>\r\nCall-ID: out-1\r\nCSeq: 7 INVITE\r\n\
+               Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let out = lab.handle(&asterisk(), inv);
+    let fwd = text(&out.sends[0]).to_string();
+    let ok = answer(&fwd, 200, "").replace("tag=uas-tag", "tag=far-end");
+    one_send(
+        &lab.handle(&public_udp("198.51.100.50:5060"), &ok),
+        Verdict::forward(Reason::Response),
+    );
+    let bye = "BYE sip:asterisk@203.0.113.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.50;branch=z9hG4bK-fb\r\n\
+               From: <sip:+15551234@198.51.100.50>;tag=far-end\r\nTo: <sip:1002@pbx.example.com>;tag=ast-o\r\nCall-ID: out-1\r\n\
+               CSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    one_send(
+        &lab.handle(&public_udp("198.51.100.50:5060"), bye),
+        Verdict::forward(Reason::Dialog),
+    );
+    // A guessed far-end tag does not work.
+    let guess = bye.replace("tag=far-end", "tag=guess");
+    dropped(&lab.handle(&public_udp(SCANNER), &guess), Reason::NoDomain);
+}
+
+#[test]
+fn a_call_id_flood_stays_within_the_cap() {
+    let lab = Lab::new("[dialog]\nmax_entries = 100\n");
+    for i in 0..2000 {
+        call_in(&lab, &format!("flood-{i}"));
+    }
+    assert!(lab.core.tables().dialogs.len() <= 100);
+    assert!(
+        lab.core
+            .metrics()
+            .events(sipwarden::metrics::Event::DialogsRefused)
+            >= 1900
+    );
+}
+
+#[test]
+fn registrations_and_dialogs_survive_a_restart() {
+    let lab = Lab::new(TRUNK);
+    let contact = trunk_registers(&lab, 1, 3600);
+    let fwd = call_in(&lab, "keep-1");
+    one_send(
+        &lab.handle(&asterisk(), &answer(&fwd, 200, "")),
+        Verdict::forward(Reason::Response),
+    );
+    let snap = lab.core.snapshot(lab.now);
+    assert_eq!(snap.registrations.len(), 1);
+    assert_eq!(snap.dialogs.len(), 1);
+    let json = serde_json::to_string(&snap).unwrap();
+
+    // A new process, same key file, ten minutes later.
+    let cfg = sipwarden::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap();
+    let core = Core::new(
+        Settings::new(cfg),
+        Keys::new([42; 32]),
+        Arc::new(Metrics::default()),
+    );
+    let later = lab.now + 600_000;
+    let r = core.restore(serde_json::from_str(&json).unwrap(), later);
+    assert_eq!((r.registrations, r.dialogs), (1, 1));
+    let out = core.handle(
+        later,
+        &public_udp(PROVIDER),
+        bytes::Bytes::from(invite_to(&contact, "after")),
+    );
+    assert_eq!(out.verdict, Some(Verdict::forward(Reason::TrunkContact)));
+    let out = core.handle(
+        later,
+        &public_udp(PROVIDER),
+        bytes::Bytes::from(invite_to("sip:+1@x", "after2")),
+    );
+    assert_eq!(out.verdict, Some(Verdict::forward(Reason::Trunk)));
+    let ack = in_dialog("BYE", "keep-1", ";tag=uas-tag", 2);
+    let out = core.handle(
+        later,
+        &public_udp("198.51.100.30:5062"),
+        bytes::Bytes::from(ack),
+    );
+    assert_eq!(out.verdict, Some(Verdict::forward(Reason::Dialog)));
+    // What expired while it was down is not restored.
+    let core2 = Core::new(
+        Settings::new(sipwarden::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap()),
+        Keys::new([42; 32]),
+        Arc::new(Metrics::default()),
+    );
+    let r = core2.restore(serde_json::from_str(&json).unwrap(), lab.now + 3_700_000);
+    assert_eq!(r.registrations, 0);
+    assert!(r.expired >= 1);
+    assert_eq!(Disposition::Forwarded.as_str(), "forwarded");
+    let _ = Transport::Udp;
+}
