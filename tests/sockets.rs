@@ -328,6 +328,16 @@ async fn reload_applies_new_domains_and_refuses_bad_binds() {
         "n-1",
     );
     phone.send_to(new_domain.as_bytes(), public).await.unwrap();
+    for _ in 0..500 {
+        if core.metrics().total(Reason::NoDomain, Disposition::Dropped) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        core.metrics().total(Reason::NoDomain, Disposition::Dropped),
+        1
+    );
 
     // A config whose new listener cannot bind is refused as a whole.
     let clash = net

@@ -508,7 +508,7 @@ fn the_callee_side_of_an_outbound_call_is_matched_too() {
 
 #[test]
 fn a_call_id_flood_stays_within_the_cap() {
-    let lab = Lab::new("[dialog]\nmax_entries = 100\n");
+    let lab = Lab::new("[dialog]\nmax_entries = 100\n[limits]\nrate = 100000\nburst = 100000\n");
     for i in 0..2000 {
         call_in(&lab, &format!("flood-{i}"));
     }

@@ -73,6 +73,33 @@ fn first_line(data: &[u8]) -> String {
     String::from_utf8_lossy(&data[..end]).into_owned()
 }
 
+/// A response relayed in monitor mode from a source enforce would have
+/// dropped is reported as such.
+fn monitored(mut out: Output, would: Option<Reason>) -> Output {
+    if let (Some(reason), Some(v)) = (would, out.verdict.as_mut()) {
+        if v.disposition == Disposition::Forwarded {
+            *v = Verdict {
+                reason,
+                disposition: Disposition::WouldDrop,
+            };
+        }
+    }
+    out
+}
+
+/// Rejections that count toward a ban.
+fn counts_for_ban(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::NoDomain
+            | Reason::UserAgent
+            | Reason::ForgedToken
+            | Reason::RateLimited
+            | Reason::Malformed
+            | Reason::TooLarge
+    )
+}
+
 /// What was restored from a state file.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -138,8 +165,18 @@ impl Core {
     }
 
     /// Table sizes, for the metrics endpoint.
-    pub fn gauges(&self) -> [Gauge<'static>; 2] {
+    pub fn gauges(&self, now: u64) -> [Gauge<'static>; 4] {
         [
+            Gauge {
+                name: "sipwarden_bans",
+                help: "Sources banned now",
+                value: self.tables.bans.banned_count(now) as u64,
+            },
+            Gauge {
+                name: "sipwarden_rate_sources",
+                help: "Sources tracked by the rate limiter",
+                value: self.tables.rates.len() as u64,
+            },
             Gauge {
                 name: "sipwarden_dialogs",
                 help: "Dialogs in the dialog table",
@@ -166,11 +203,51 @@ impl Core {
         if let Some(v) = out.verdict {
             self.metrics
                 .count(flow.side, flow.transport, v.reason, v.disposition);
-            if matches!(v.disposition, Disposition::Dropped | Disposition::WouldDrop) {
-                self.log_drop(now_ms, flow, v, &raw);
+            let rejected = matches!(v.disposition, Disposition::Dropped | Disposition::WouldDrop)
+                || (v.disposition == Disposition::Replied && v.reason == Reason::NoDomain);
+            if rejected {
+                if flow.side == Side::Public && counts_for_ban(v.reason) {
+                    self.count_reject(&s, now_ms, flow);
+                }
+                if v.disposition != Disposition::Replied {
+                    self.log_drop(now_ms, flow, v, &raw);
+                }
             }
         }
         out
+    }
+
+    /// A rejected message from a source counts toward its ban.
+    fn count_reject(&self, s: &Settings, now: u64, flow: &Flow) {
+        let ip = canonical_ip(flow.remote.ip());
+        if s.is_allowed(ip) || s.trunk_by_source(ip).is_some() {
+            return;
+        }
+        if let Some(t) = self.tables.bans.reject(ip, now, &s.ban, !s.monitor) {
+            self.announce_ban(s, ip, t);
+        }
+    }
+
+    /// 401/407 to a request with credentials, or 403, from Asterisk to a
+    /// REGISTER or INVITE: a failed authentication of that source.
+    pub(super) fn count_auth_failure(&self, s: &Settings, now: u64, ip: IpAddr) {
+        let ip = canonical_ip(ip);
+        if s.is_allowed(ip) || s.trunk_by_source(ip).is_some() {
+            return;
+        }
+        if let Some(t) = self.tables.bans.auth_failure(ip, now, &s.ban, !s.monitor) {
+            self.announce_ban(s, ip, t);
+        }
+    }
+
+    fn announce_ban(&self, s: &Settings, ip: IpAddr, t: crate::state::bans::Trigger) {
+        let minutes = s.ban.duration / 60_000;
+        if s.monitor {
+            tracing::warn!(source = %ip, trigger = t.as_str(), "would ban (monitor mode)");
+        } else {
+            self.metrics.event(Event::Bans);
+            tracing::warn!(source = %ip, trigger = t.as_str(), duration_min = minutes, "banned");
+        }
     }
 
     fn log_drop(&self, now_ms: u64, flow: &Flow, v: Verdict, raw: &[u8]) {
@@ -205,24 +282,71 @@ impl Core {
             Ok(m) => m,
             Err(v) => return Output::verdict(v),
         };
+        let src = canonical_ip(flow.remote.ip());
+        // In monitor mode nothing is dropped: the first rule that would
+        // have dropped is remembered and reported instead.
+        let mut would: Option<Reason> = None;
+        let mut hold = |reason: Reason| -> Option<Output> {
+            if s.monitor {
+                would.get_or_insert(reason);
+                None
+            } else {
+                Some(Output::verdict(Verdict::drop(reason)))
+            }
+        };
+        // Step 2. `allow` CIDRs are never banned; a trunk's addresses are
+        // not either (a spoofed flood must not cut a provider off).
+        let allowed = s.is_allowed(src);
+        if !allowed && s.is_denied(src) {
+            if let Some(out) = hold(Reason::Denied) {
+                return out;
+            }
+        }
+        let trunk_src = s.trunk_by_source(src).is_some()
+            || self
+                .tables
+                .regs
+                .by_source(src, now, s.config.registration.grace.ms())
+                .is_some();
+        let exempt = allowed || trunk_src;
+        if !exempt && self.tables.bans.is_banned(src, now) {
+            if let Some(out) = hold(Reason::Banned) {
+                return out;
+            }
+        }
         if !msg.is_request() {
-            return self.relay_response(s, now, flow, &msg, Dir::Outbound);
+            let out = self.relay_response(s, now, flow, &msg, Dir::Outbound);
+            return monitored(out, would);
+        }
+        if !exempt {
+            let register = msg.method() == Some(Method::Register);
+            if !self.tables.rates.allow(src, register, now, &s.budget) {
+                if let Some(out) = hold(Reason::RateLimited) {
+                    return out;
+                }
+            }
         }
         let ctx = admission::Ctx {
             settings: s,
             keys: &self.keys,
             tables: &self.tables,
             now,
-            source: canonical_ip(flow.remote.ip()),
+            source: src,
         };
         match admission::admit_request(&msg, &ctx) {
             Ok(a) => {
-                let v = Verdict::forward(a.reason);
+                let v = match would {
+                    Some(reason) => Verdict {
+                        reason,
+                        disposition: Disposition::WouldDrop,
+                    },
+                    None => Verdict::forward(a.reason),
+                };
                 self.forward_inbound(s, now, flow, &msg, v, &a)
             }
             Err(reason) if s.monitor => {
                 let v = Verdict {
-                    reason,
+                    reason: would.unwrap_or(reason),
                     disposition: Disposition::WouldDrop,
                 };
                 let a = admission::Admission {
@@ -396,6 +520,11 @@ impl Core {
     pub fn tick(&self, now: u64) -> Vec<Send> {
         let s = self.settings.load();
         let grace = s.config.registration.grace.ms();
+        for ip in self.tables.bans.sweep(now, s.ban.window) {
+            self.metrics.event(Event::Unbans);
+            tracing::info!(source = %ip, "ban lifted");
+        }
+        self.tables.rates.sweep(now, &s.budget);
         let gone_d = self.tables.dialogs.sweep(now);
         let gone_r = self.tables.regs.sweep(now, grace);
         if gone_r > 0 {

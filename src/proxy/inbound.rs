@@ -59,6 +59,12 @@ impl Core {
         if let (Some(contact), Some(span)) = (&adm.contact, msg.request_uri_span()) {
             ed.replace(span, &[contact.as_bytes()]);
         }
+        // `swa` marks a request with credentials: a 401/407 to it is a
+        // failed authentication (counted for bans), not a first challenge.
+        // Kept out of the branch so CANCEL and ACK still match.
+        let authed = msg.first(HeaderName::Authorization).is_some()
+            || msg.first(HeaderName::ProxyAuthorization).is_some();
+        let auth_mark: &[u8] = if authed { b";swa" } else { b"" };
         ed.insert_header_before(
             first_via,
             b"Via",
@@ -69,6 +75,7 @@ impl Core {
                 internal,
                 b";branch=",
                 &branch,
+                auth_mark,
             ],
         );
         if creates_dialog(msg) {

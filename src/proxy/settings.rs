@@ -11,6 +11,8 @@ use crate::flow::Transport;
 use crate::policy::domain::DomainSet;
 use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
 use crate::sip::Limits;
+use crate::state::bans::Policy;
+use crate::state::rate::Budget;
 use crate::state::Lifetimes;
 
 /// Derived, ready-to-use settings.
@@ -41,6 +43,12 @@ pub struct Settings {
     pub lifetimes: Lifetimes,
     /// `(name, allow CIDRs)` per configured trunk.
     pub trunk_ranges: Vec<(Arc<str>, Vec<Cidr>)>,
+    pub ban: Policy,
+    pub budget: Budget,
+    /// Never rate-limited or banned.
+    pub allow: Vec<Cidr>,
+    /// Always dropped.
+    pub deny: Vec<Cidr>,
 }
 
 fn sockaddr_text(a: &std::net::SocketAddr) -> String {
@@ -98,6 +106,20 @@ impl Settings {
                 .filter(|t| !t.allow.is_empty())
                 .map(|t| (Arc::from(t.name.as_str()), t.allow.clone()))
                 .collect(),
+            ban: Policy {
+                after_rejects: config.ban.after_rejects,
+                after_auth_failures: config.ban.after_auth_failures,
+                window: config.ban.window.ms(),
+                duration: config.ban.duration.ms(),
+            },
+            budget: Budget {
+                rate: config.limits.rate,
+                burst: config.limits.burst,
+                register_rate: config.limits.register_rate,
+                register_burst: config.limits.register_burst,
+            },
+            allow: config.allow.cidrs.clone(),
+            deny: config.deny.cidrs.clone(),
             config,
         }
     }
@@ -158,6 +180,14 @@ impl Settings {
 
     pub fn is_self(&self, u: &Uri<'_>) -> bool {
         self.is_internal_self(u) || self.is_public_self(u)
+    }
+
+    pub fn is_allowed(&self, ip: IpAddr) -> bool {
+        cidrs_contain(&self.allow, ip)
+    }
+
+    pub fn is_denied(&self, ip: IpAddr) -> bool {
+        cidrs_contain(&self.deny, ip)
     }
 
     /// Step 7, configured part: a source inside a trunk's `allow` ranges.

@@ -21,6 +21,8 @@ pub enum HeaderName {
     Supported,
     Require,
     Path,
+    Authorization,
+    ProxyAuthorization,
     /// `X-Sipwarden-*`: owned by sipwarden, never accepted from outside.
     XSipwarden,
     Other,
@@ -58,6 +60,8 @@ impl HeaderName {
             10 if eq(b"User-Agent") => HeaderName::UserAgent,
             12 if eq(b"Max-Forwards") => HeaderName::MaxForwards,
             12 if eq(b"Record-Route") => HeaderName::RecordRoute,
+            13 if eq(b"Authorization") => HeaderName::Authorization,
+            19 if eq(b"Proxy-Authorization") => HeaderName::ProxyAuthorization,
             14 if eq(b"Content-Length") => HeaderName::ContentLength,
             n if n >= 12 && name[..12].eq_ignore_ascii_case(b"X-Sipwarden-") => {
                 HeaderName::XSipwarden

@@ -2,17 +2,23 @@
 //! registrations, bans and rate buckets. All are concurrent, bounded,
 //! expire by the clock passed in, and are swept by `Core::tick`.
 
+pub mod bans;
 pub mod dialogs;
 pub mod persist;
+pub mod rate;
 pub mod registrations;
 
+pub use bans::Bans;
 pub use dialogs::{Dialogs, Lifetimes};
+pub use rate::Rates;
 pub use registrations::Registrations;
 
 /// Every table of one process.
 pub struct Tables {
     pub dialogs: Dialogs,
     pub regs: Registrations,
+    pub bans: Bans,
+    pub rates: Rates,
 }
 
 impl Tables {
@@ -20,6 +26,8 @@ impl Tables {
         Tables {
             dialogs: Dialogs::new(cfg.dialog.max_entries),
             regs: Registrations::new(cfg.registration.max_entries),
+            bans: Bans::new(cfg.ban.max_entries),
+            rates: Rates::new(cfg.limits.max_sources),
         }
     }
 
@@ -27,5 +35,7 @@ impl Tables {
     pub fn resize(&self, cfg: &crate::config::Config) {
         self.dialogs.set_cap(cfg.dialog.max_entries);
         self.regs.set_cap(cfg.registration.max_entries);
+        self.bans.set_cap(cfg.ban.max_entries);
+        self.rates.set_cap(cfg.limits.max_sources);
     }
 }

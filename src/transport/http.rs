@@ -56,6 +56,6 @@ pub fn render(eg: &Egress) -> String {
         help: "Open TCP connections, both sides",
         value: eg.tcp.len() as u64,
     }];
-    gauges.extend(eg.core.gauges());
+    gauges.extend(eg.core.gauges(super::now_ms()));
     eg.core.metrics().render(&gauges)
 }

@@ -1,0 +1,232 @@
+//! Inline auto-ban: a source is banned after too many rejected messages,
+//! or too many failed authentications at Asterisk, within a window. No log
+//! parsing: sipwarden sees the real source address, which Asterisk behind
+//! a proxy (and fail2ban reading its log) no longer does.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use dashmap::DashMap;
+
+/// Counting state of one source.
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    window_start: u64,
+    rejects: u32,
+    auth_failures: u32,
+    /// 0 when not banned.
+    banned_until: u64,
+}
+
+/// Thresholds, from `[ban]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub after_rejects: u32,
+    pub after_auth_failures: u32,
+    pub window: u64,
+    pub duration: u64,
+}
+
+/// Why a source was just banned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Rejects,
+    AuthFailures,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Rejects => "rejected messages",
+            Trigger::AuthFailures => "authentication failures",
+        }
+    }
+}
+
+/// The ban table, bounded by `ban.max_entries`.
+pub struct Bans {
+    map: DashMap<IpAddr, Entry>,
+    cap: AtomicUsize,
+}
+
+impl Bans {
+    pub fn new(cap: usize) -> Bans {
+        Bans {
+            map: DashMap::new(),
+            cap: AtomicUsize::new(cap.max(1)),
+        }
+    }
+
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap.max(1), Relaxed);
+    }
+
+    /// Sources tracked (banned or counting).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Sources banned now.
+    pub fn banned_count(&self, now: u64) -> usize {
+        self.map.iter().filter(|e| e.banned_until > now).count()
+    }
+
+    /// Step 2: is the source banned now?
+    pub fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
+        self.map.get(&ip).is_some_and(|e| e.banned_until > now)
+    }
+
+    /// Counts one event; returns the trigger when it bans the source.
+    /// `enforce = false` (monitor mode) counts and reports but bans not.
+    fn record(
+        &self,
+        ip: IpAddr,
+        now: u64,
+        p: &Policy,
+        auth: bool,
+        enforce: bool,
+    ) -> Option<Trigger> {
+        let limit = if auth {
+            p.after_auth_failures
+        } else {
+            p.after_rejects
+        };
+        if limit == 0 {
+            return None;
+        }
+        if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
+            self.make_room(now);
+            if self.map.len() >= self.cap.load(Relaxed) {
+                return None;
+            }
+        }
+        let mut e = self.map.entry(ip).or_default();
+        if e.banned_until > now {
+            return None;
+        }
+        if now.saturating_sub(e.window_start) >= p.window {
+            e.window_start = now;
+            e.rejects = 0;
+            e.auth_failures = 0;
+        }
+        let n = if auth {
+            e.auth_failures += 1;
+            e.auth_failures
+        } else {
+            e.rejects += 1;
+            e.rejects
+        };
+        if n < limit {
+            return None;
+        }
+        e.rejects = 0;
+        e.auth_failures = 0;
+        e.window_start = now;
+        if enforce {
+            e.banned_until = now + p.duration;
+        }
+        Some(if auth {
+            Trigger::AuthFailures
+        } else {
+            Trigger::Rejects
+        })
+    }
+
+    pub fn reject(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
+        self.record(ip, now, p, false, enforce)
+    }
+
+    pub fn auth_failure(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
+        self.record(ip, now, p, true, enforce)
+    }
+
+    /// Lifts expired bans and forgets stale counters. Returns the sources
+    /// whose ban ended.
+    pub fn sweep(&self, now: u64, window: u64) -> Vec<IpAddr> {
+        let mut lifted = Vec::new();
+        self.map.retain(|ip, e| {
+            if e.banned_until != 0 && e.banned_until <= now {
+                lifted.push(*ip);
+                return false;
+            }
+            e.banned_until > now || now.saturating_sub(e.window_start) < window
+        });
+        lifted
+    }
+
+    /// At the cap: drop counters of unbanned sources (bans are kept).
+    fn make_room(&self, now: u64) {
+        self.map.retain(|_, e| e.banned_until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Policy = Policy {
+        after_rejects: 3,
+        after_auth_failures: 2,
+        window: 60_000,
+        duration: 900_000,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bans_after_n_within_the_window_and_expires() {
+        let b = Bans::new(10);
+        let a = ip("192.0.2.1");
+        assert_eq!(b.reject(a, 0, &P, true), None);
+        assert_eq!(b.reject(a, 1000, &P, true), None);
+        // The window restarts: older rejects no longer count.
+        assert_eq!(b.reject(a, 61_000, &P, true), None);
+        assert_eq!(b.reject(a, 62_000, &P, true), None);
+        assert_eq!(b.reject(a, 63_000, &P, true), Some(Trigger::Rejects));
+        assert!(b.is_banned(a, 63_000));
+        assert!(b.is_banned(a, 63_000 + 899_999));
+        assert!(b.sweep(63_000 + 899_999, P.window).is_empty());
+        assert_eq!(b.sweep(63_000 + 900_000, P.window), vec![a]);
+        assert!(!b.is_banned(a, 63_000 + 900_000));
+    }
+
+    #[test]
+    fn auth_failures_and_monitor_mode() {
+        let b = Bans::new(10);
+        let a = ip("2001:db8::1");
+        assert_eq!(b.auth_failure(a, 0, &P, false), None);
+        assert_eq!(
+            b.auth_failure(a, 10, &P, false),
+            Some(Trigger::AuthFailures)
+        );
+        assert!(!b.is_banned(a, 20), "monitor mode reports, never bans");
+        assert_eq!(b.auth_failure(a, 30, &P, true), None);
+        assert_eq!(b.auth_failure(a, 40, &P, true), Some(Trigger::AuthFailures));
+        assert!(b.is_banned(a, 50));
+        let off = Policy {
+            after_auth_failures: 0,
+            ..P
+        };
+        assert_eq!(b.auth_failure(ip("192.0.2.9"), 0, &off, true), None);
+    }
+
+    #[test]
+    fn bounded_keeping_bans() {
+        let b = Bans::new(4);
+        let banned = ip("192.0.2.100");
+        for t in 0..3 {
+            b.reject(banned, t, &P, true);
+        }
+        for i in 0..100u8 {
+            b.reject(IpAddr::from([198, 51, 100, i]), 10, &P, true);
+        }
+        assert!(b.len() <= 4);
+        assert!(b.is_banned(banned, 20));
+    }
+}
