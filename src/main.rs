@@ -39,12 +39,16 @@ struct Cli {
 enum Cmd {
     /// Validate the config file and exit 0 (valid) or 1 (with the reason).
     Check,
+    /// Ask a running sipwarden if it is alive (for container health
+    /// checks): a CRLF ping on its public TCP socket, else GET /metrics.
+    Health,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Check) => check(&cli.config),
+        Some(Cmd::Health) => health(&cli.config),
         None => run(&cli.config),
     }
 }
@@ -64,6 +68,76 @@ fn check(path: &Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("config error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where to reach a listener bound to a wildcard address.
+fn reachable(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match a.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
+        IpAddr::V6(v) if v.is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),
+        _ => a,
+    }
+}
+
+fn health(path: &Path) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let t = Duration::from_secs(3);
+    let tcp = cfg
+        .listen
+        .public
+        .iter()
+        .find(|s| s.transport == sipwarden::flow::Transport::Tcp);
+    let result: Result<String, String> = if let Some(s) = tcp {
+        let addr = reachable(s.addr);
+        (|| {
+            let mut c = TcpStream::connect_timeout(&addr, t).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+            c.write_all(b"\r\n\r\n").map_err(|e| e.to_string())?;
+            let mut pong = [0u8; 2];
+            c.read_exact(&mut pong).map_err(|e| e.to_string())?;
+            if &pong == b"\r\n" {
+                Ok(format!("keepalive pong from {addr}"))
+            } else {
+                Err(format!("unexpected answer from {addr}"))
+            }
+        })()
+    } else if let Some(m) = cfg.metrics.listen {
+        let addr = reachable(m);
+        (|| {
+            let mut c = TcpStream::connect_timeout(&addr, t).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+            c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut head = [0u8; 12];
+            c.read_exact(&mut head).map_err(|e| e.to_string())?;
+            if head.ends_with(b" 200") {
+                Ok(format!("metrics from {addr}"))
+            } else {
+                Err(format!("unexpected answer from {addr}"))
+            }
+        })()
+    } else {
+        Err("nothing to ask: configure a public TCP socket or metrics.listen".into())
+    };
+    match result {
+        Ok(what) => {
+            println!("healthy: {what}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
             ExitCode::FAILURE
         }
     }
