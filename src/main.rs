@@ -155,15 +155,25 @@ fn init_logging(cfg: &config::Config) -> FilterHandle {
         .unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    // Logs go to stderr (journald and docker collect it); colours only
+    // on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cfg.log.format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(false),
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
             )
             .init(),
-        LogFormat::Human => registry.with(tracing_subscriber::fmt::layer()).init(),
+        LogFormat::Human => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
     }
     handle
 }
