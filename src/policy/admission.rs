@@ -196,16 +196,22 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
 }
 
 /// Step 9's view of a request: keyed hashes of its Call-ID and tags.
+/// `None` for a request that cannot be in a dialog (no To tag and not a
+/// CANCEL), which spares a scanner's OPTIONS the hashing.
 pub fn in_dialog(msg: &Message, keys: &Keys) -> Option<InDialog> {
+    let to_tag = msg.to_tag();
+    let is_cancel = msg.method() == Some(Method::Cancel);
+    if to_tag.is_none() && !is_cancel {
+        return None;
+    }
     let call_id = msg.call_id();
     let from_tag = msg.from_tag()?;
-    let to_tag = msg.to_tag();
     Some(InDialog {
         by_from: keys.dialog_key(call_id, from_tag),
         by_to: to_tag.map(|t| keys.dialog_key(call_id, t)),
         from_tag: keys.tag_hash(from_tag),
         to_tag: to_tag.map(|t| keys.tag_hash(t)),
-        is_cancel: msg.method() == Some(Method::Cancel),
+        is_cancel,
         cseq: msg.cseq_num,
     })
 }
