@@ -1,0 +1,169 @@
+//! End-to-end tests against real SIP programs (DESIGN.md section 7): SIPp
+//! phones and scanners, Kamailio as the Asterisk stand-in (`-A WITH_EDGE`),
+//! sipvicious, sipsak and tshark, all on loopback. Each test runs one script
+//! of `tests/e2e/` with the binary cargo built for this test
+//! (`SIPWARDEN_BIN`) and fails with the script's output when it fails.
+//!
+//! The scripts share ports (public 15060, internal 15070, backend 15080,
+//! metrics 19099 by default; `E2E_PORT_BASE` moves them all), so the tests
+//! run one at a time: a mutex here, and an flock in the scripts against
+//! other processes running them. They need the lab tools: `.ci/run` or
+//! `/work/shared/lab/install.sh` installs them. Without them the tests fail
+//! (they are never skipped silently). Run one with its output:
+//! `cargo test --test e2e e2e_reload -- --nocapture`, or all the scripts
+//! without cargo: `tests/e2e/run_all.sh`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One script at a time: they bind the same ports.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The programs the scripts call.
+const TOOLS: [&str; 10] = [
+    "sipp", "kamailio", "kamcmd", "svmap", "svwar", "sipsak", "tshark", "curl", "ss", "flock",
+];
+
+/// Longest a script may take before it is stopped. Each bounds itself well
+/// below this (the longest, reload, takes about 20 s), plus at most 240 s
+/// waiting for the cross-process lock when another `cargo test` runs them.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(400);
+
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("e2e")
+}
+
+fn on_path(tool: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+        .any(|d| d.join(tool).is_file())
+}
+
+fn require_tools() {
+    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
+    assert!(
+        missing.is_empty(),
+        "the end-to-end tests need the SIP lab tools, missing: {}.\n\
+         Install them with `.ci/run` or `/work/shared/lab/install.sh` \
+         (Debian: sip-tester kamailio sipvicious sipsak tshark curl iproute2).",
+        missing.join(", ")
+    );
+}
+
+fn read_all(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Runs `tests/e2e/<script>`; panics with its output unless it exits 0.
+fn run_script(script: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_tools();
+    let path = e2e_dir().join(script);
+    assert!(path.is_file(), "missing {}", path.display());
+
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(&path)
+        .current_dir(e2e_dir())
+        .env("SIPWARDEN_BIN", env!("CARGO_BIN_EXE_sipwarden"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", path.display()));
+    let out = read_all(child.stdout.take().expect("piped stdout"));
+    let err = read_all(child.stderr.take().expect("piped stderr"));
+
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > SCRIPT_LIMIT && !timed_out => {
+                // SIGTERM first: the script's trap stops what it started.
+                timed_out = true;
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+            Ok(None) if timed_out && started.elapsed() > SCRIPT_LIMIT + Duration::from_secs(15) => {
+                let _ = child.kill();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("waiting for {script}: {e}"),
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let secs = started.elapsed().as_secs_f64();
+
+    if status.success() && !timed_out {
+        println!("{stdout}");
+        if !stderr.trim().is_empty() {
+            println!("--- stderr ---\n{stderr}");
+        }
+        println!("{script}: passed in {secs:.1} s");
+        return;
+    }
+    panic!(
+        "{script} failed ({}, after {secs:.1} s)\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        if timed_out {
+            format!("stopped after {} s", SCRIPT_LIMIT.as_secs())
+        } else {
+            format!("{status}")
+        }
+    );
+}
+
+/// `sipwarden check`: exit 0 for config/sipwarden.toml, 1 with
+/// "line N: key `x.y`" for broken files; `kamailio -c` on the stand-in's cfg.
+#[test]
+fn e2e_check() {
+    run_script("check.sh");
+}
+
+/// A SIPp phone registers over UDP through sipwarden (200), and a second
+/// SIPp phone calls it: sipwarden -> kamailio -> sipwarden -> phone, with
+/// ACK and BYE along the Record-Route set.
+#[test]
+fn e2e_call_udp() {
+    run_script("call_udp.sh");
+}
+
+/// The same with the phones on TCP (`-t t1`); the kamailio leg stays UDP.
+#[test]
+fn e2e_call_tcp() {
+    run_script("call_tcp.sh");
+}
+
+/// Requests by IP (and a scanner User-Agent with a valid domain) get no
+/// answer and never reach the backend (tshark capture, kamailio log, metrics).
+#[test]
+fn e2e_scanner() {
+    run_script("scanner.sh");
+}
+
+/// svmap and svwar against the public port find nothing.
+#[test]
+fn e2e_sipvicious() {
+    run_script("sipvicious.sh");
+}
+
+/// SIGHUP under a 200-call load: unchanged file, an added domain (admitted
+/// afterwards), a broken file (refused, logged, old config stays); no call
+/// failed and no message was lost.
+#[test]
+fn e2e_reload() {
+    run_script("reload.sh");
+}

@@ -1,0 +1,411 @@
+# Shared helpers of the sipwarden end-to-end scripts (sourced, not run).
+#
+# Every script: checks the tools and that its ports are free, makes a mktemp
+# runtime dir, starts Kamailio (-A WITH_EDGE, the Asterisk stand-in) and
+# sipwarden, runs real SIP programs against them, prints PASS/FAIL lines and
+# exits non-zero when anything failed. Everything it starts is stopped by the
+# EXIT trap; every wait is bounded (timeout(1) or a counted loop).
+#
+# Environment (all optional):
+#   SIPWARDEN_BIN      the binary (default: <repo>/target/debug/sipwarden)
+#   E2E_PORT_BASE      default 15060: public = BASE, internal = BASE+10,
+#                      backend = BASE+20, phones = BASE+2, sipvicious source
+#                      port = BASE+5, sipp control/media ports BASE+30..BASE+79,
+#                      metrics = BASE+4039 (19099)
+#   E2E_PUBLIC_PORT, E2E_INTERNAL_PORT, E2E_BACKEND_PORT, E2E_METRICS_PORT
+#                      override one port each
+#   E2E_KEEP=1         keep the runtime dir (logs, captures) even on success
+#
+# Traffic goes to 127.0.0.0/8 only. Never uses 5060/5070/5080 (benchmarks).
+
+set -u
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+SIPWARDEN=${SIPWARDEN_BIN:-$REPO/target/debug/sipwarden}
+SIPP_DIR=$E2E_DIR/sipp
+DOMAIN=pbx.secret.example
+
+BASE=${E2E_PORT_BASE:-15060}
+PUB=${E2E_PUBLIC_PORT:-$BASE}
+INT=${E2E_INTERNAL_PORT:-$((BASE + 10))}
+BE=${E2E_BACKEND_PORT:-$((BASE + 20))}
+MET=${E2E_METRICS_PORT:-$((BASE + 4039))}
+PHONE_PORT=$((BASE + 2))
+SV_PORT=$((BASE + 5))
+CP_BASE=$((BASE + 30))      # sipp -cp: CP_BASE .. CP_BASE+9 (one per sipp run, round robin)
+MP_BASE=$((BASE + 40))      # sipp -mp: MP_BASE .. MP_BASE+39 (4 per sipp run)
+
+# The phones and scanners: distinct loopback source addresses.
+PHONE_IP=127.0.0.2          # registers, answers (SIPp UAS)
+CALLER_IP=127.0.0.3         # calls through sipwarden
+SCANNER_IP=127.0.0.4        # addresses the server by IP
+PROBE_IP=127.0.0.5          # legit probes (positive controls)
+UA_SCANNER_IP=127.0.0.6     # knows the domain, but has a scanner User-Agent
+
+PASS_N=0
+FAIL_N=0
+PIDS=()
+RUN=""
+SW_PID=""
+KAM_PID=""
+SIPP_N=0
+T0=$(date +%s.%N)
+
+log() { printf '   %s\n' "$*"; }
+pass() { echo "PASS $*"; PASS_N=$((PASS_N + 1)); }
+fail() { echo "FAIL $*"; FAIL_N=$((FAIL_N + 1)); }
+# check NAME CMD...: PASS when CMD exits 0.
+check() {
+    local name=$1; shift
+    if "$@"; then pass "$name"; else fail "$name"; fi
+}
+die() {
+    echo "ABORT: $*" >&2
+    FAIL_N=$((FAIL_N + 1))
+    exit 2
+}
+
+# ---------------------------------------------------------------- preflight
+
+need_tools() {
+    local missing=() t
+    for t in sipp kamailio kamcmd svmap svwar sipsak tshark curl ss timeout flock; do
+        command -v "$t" > /dev/null 2>&1 || missing+=("$t")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "ABORT: missing SIP lab tools: ${missing[*]}" >&2
+        echo "       install them with .ci/run or /work/shared/lab/install.sh (Debian: sip-tester kamailio sipvicious sipsak tshark)" >&2
+        exit 3
+    fi
+    [ -x "$SIPWARDEN" ] || { echo "ABORT: sipwarden binary not found at $SIPWARDEN (cargo build, or set SIPWARDEN_BIN)" >&2; exit 3; }
+}
+
+# port_users PROTO PORT: the sockets bound/listening on that port, any address.
+port_users() {
+    local flag=-Hlnu
+    [ "$1" = tcp ] && flag=-Hlnt
+    ss $flag -p 2>/dev/null | awk -v p="$2" '{ n = split($4, a, ":"); if (a[n] == p) print }'
+}
+
+need_free_ports() {
+    local p busy=0 udp tcp
+    for p in "$PUB" "$INT" "$BE" "$MET" "$PHONE_PORT" $((PHONE_PORT + 1)) "$SV_PORT" \
+             $(seq "$CP_BASE" $((CP_BASE + 9))) $(seq "$MP_BASE" $((MP_BASE + 39))); do
+        case $p in 5060|5070|5080)
+            echo "ABORT: port $p is reserved for the benchmarks; choose another E2E_PORT_BASE" >&2; exit 4;;
+        esac
+    done
+    # local ports of every bound UDP socket and listening TCP socket, once
+    udp=" $(ss -Hlnu 2>/dev/null | awk '{ n = split($4, a, ":"); printf "%s ", a[n] }')"
+    tcp=" $(ss -Hlnt 2>/dev/null | awk '{ n = split($4, a, ":"); printf "%s ", a[n] }')"
+    for p in "$PUB" "$INT" "$BE" "$PHONE_PORT" $((PHONE_PORT + 1)) "$SV_PORT" \
+             $(seq "$CP_BASE" $((CP_BASE + 9))) $(seq "$MP_BASE" $((MP_BASE + 39))); do
+        case $udp in *" $p "*)
+            echo "ABORT: UDP port $p is already in use: $(port_users udp "$p" | head -1)" >&2; busy=1;;
+        esac
+    done
+    for p in "$PUB" "$BE" "$MET" "$PHONE_PORT"; do
+        case $tcp in *" $p "*)
+            echo "ABORT: TCP port $p is already in use: $(port_users tcp "$p" | head -1)" >&2; busy=1;;
+        esac
+    done
+    if [ $busy = 1 ]; then
+        echo "       another e2e run (or something else) holds the ports; stop it or set E2E_PORT_BASE (now $BASE)" >&2
+        exit 4
+    fi
+}
+
+# ---------------------------------------------------------------- lifecycle
+
+cleanup() {
+    local rc=$? p i
+    trap - EXIT INT TERM
+    # stop in reverse order: TERM, up to 3 s, then KILL
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        p=${PIDS[$i]}
+        kill -TERM "$p" 2>/dev/null
+    done
+    for i in $(seq 30); do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    if [ "$FAIL_N" -gt 0 ] || [ "$rc" -ne 0 ]; then
+        if [ -n "$RUN" ] && [ -d "$RUN" ]; then
+            echo "---- last lines of sipwarden.log ($RUN) ----"
+            tail -n 25 "$RUN/sipwarden.log" 2>/dev/null
+            echo "---- last lines of kamailio.log ----"
+            tail -n 15 "$RUN/kamailio.log" 2>/dev/null
+            echo "---- runtime dir kept: $RUN"
+        fi
+    elif [ -n "$RUN" ] && [ -d "$RUN" ] && [ "${E2E_KEEP:-0}" != 1 ]; then
+        rm -rf "$RUN"
+    fi
+    [ "$rc" -eq 0 ] && [ "$FAIL_N" -gt 0 ] && rc=1
+    exit "$rc"
+}
+
+# reap PID: waits for a process this script started and forgets it, so that
+# the EXIT trap never signals a pid that may have been reused. Returns its status.
+reap() {
+    local pid=$1 rc p keep=()
+    wait "$pid"; rc=$?
+    for p in "${PIDS[@]}"; do [ "$p" != "$pid" ] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+    return $rc
+}
+
+# e2e_lock: one e2e script per port base on this machine, whoever started it
+# (two `cargo test` runs at once would otherwise fight over the ports). The
+# lock is an flock on /tmp/sipwarden-e2e-BASE.lock, held by this shell and
+# the processes it starts, released when they are gone; waits up to 240 s.
+e2e_lock() {
+    exec {E2E_LOCK_FD}> "/tmp/sipwarden-e2e-$BASE.lock" || die "cannot open the lock file"
+    if ! flock -n "$E2E_LOCK_FD"; then
+        echo "   (another e2e run holds /tmp/sipwarden-e2e-$BASE.lock: waiting for it, at most 240 s)"
+        flock -w 240 "$E2E_LOCK_FD" || die "another e2e run on port base $BASE did not finish within 240 s"
+    fi
+}
+
+# setup NAME: preflight, lock, runtime dir, traps.
+setup() {
+    need_tools
+    e2e_lock
+    need_free_ports
+    RUN=$(mktemp -d "/tmp/sipwarden-e2e-$1.XXXXXX") || die "mktemp failed"
+    trap cleanup EXIT
+    trap 'echo "interrupted"; exit 130' INT TERM
+    echo "== $1 (public $PUB, internal $INT, backend $BE, metrics $MET, run dir $RUN)"
+}
+
+# finish: summary line and exit status (the EXIT trap cleans up).
+finish() {
+    local t
+    t=$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { print a - b }')
+    printf '%d passed, %d failed (%.1f s)\n' "$PASS_N" "$FAIL_N" "$t"
+    [ "$FAIL_N" -eq 0 ]
+    exit $?
+}
+
+# wait_bound PROTO IP PORT [PID]: until something (process PID, if given)
+# is bound/listening there; at most 5 s (0.1 s steps).
+wait_bound() {
+    local flag=-Hlnu i
+    [ "$1" = tcp ] && flag=-Hlnt
+    for i in $(seq 50); do
+        if [ -n "${4:-}" ]; then
+            ss $flag -p "sport = :$3" 2>/dev/null | grep -F "$2:$3" | grep -q "pid=$4," && return 0
+            kill -0 "$4" 2>/dev/null || return 1
+        else
+            ss $flag "sport = :$3" 2>/dev/null | grep -qF "$2:$3" && return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- kamailio
+
+# The Asterisk stand-in, generated from tests/e2e/kamailio.cfg with this
+# run's ports and runtime dir (only the substdef lines change).
+start_kamailio() {
+    sed -e "s|^#!substdef \"!PBX_PORT!.*|#!substdef \"!PBX_PORT!$BE!g\"|" \
+        -e "s|^#!substdef \"!EDGE_OUTBOUND!.*|#!substdef \"!EDGE_OUTBOUND!127.0.0.1:$INT!g\"|" \
+        -e "s|^#!substdef \"!RUN_DIR!.*|#!substdef \"!RUN_DIR!$RUN!g\"|" \
+        "$E2E_DIR/kamailio.cfg" > "$RUN/kamailio.cfg"
+    timeout 10 kamailio -c -f "$RUN/kamailio.cfg" -A WITH_EDGE > "$RUN/kamailio-check.log" 2>&1 \
+        || { cat "$RUN/kamailio-check.log"; die "kamailio -c rejected the generated config"; }
+    kamailio -f "$RUN/kamailio.cfg" -A WITH_EDGE -DD -E -m 256 -M 16 > "$RUN/kamailio.log" 2>&1 &
+    KAM_PID=$!
+    PIDS+=("$KAM_PID")
+    # (the UDP sockets are shared by every kamailio process, the TCP listener by its tcp main only)
+    wait_bound udp 127.0.0.1 "$BE" "$KAM_PID" && wait_bound tcp 127.0.0.1 "$BE" \
+        || die "kamailio did not bind 127.0.0.1:$BE (see $RUN/kamailio.log)"
+}
+
+# ---------------------------------------------------------------- sipwarden
+
+# write_config FILE DOMAIN...: the test config (listen on loopback only).
+write_config() {
+    local f=$1 d list=""; shift
+    for d in "$@"; do list="$list${list:+, }\"$d\""; done
+    cat > "$f" <<EOF
+# sipwarden e2e config (generated by tests/e2e/lib.sh)
+[listen]
+public = ["udp:127.0.0.1:$PUB", "tcp:127.0.0.1:$PUB"]
+internal = "udp:127.0.0.1:$INT"
+advertise = "127.0.0.1:$PUB"
+
+[backend]
+address = "udp:127.0.0.1:$BE"
+
+[filter]
+domains = [$list]
+
+[limits]
+# the load of the reload test (20 calls/s from one phone) stays far below these
+rate = 2000
+burst = 4000
+register_rate = 200
+register_burst = 400
+
+[secret]
+key_file = "$RUN/secret"
+
+[metrics]
+listen = "127.0.0.1:$MET"
+
+[log]
+level = "info"
+drop_rate = 1000
+EOF
+}
+
+start_sipwarden() {
+    [ -f "$RUN/sipwarden.toml" ] || write_config "$RUN/sipwarden.toml" "$DOMAIN"
+    NO_COLOR=1 "$SIPWARDEN" --config "$RUN/sipwarden.toml" >> "$RUN/sipwarden.log" 2>&1 &
+    SW_PID=$!
+    PIDS+=("$SW_PID")
+    if ! { wait_bound udp 127.0.0.1 "$PUB" "$SW_PID" && wait_bound tcp 127.0.0.1 "$PUB" "$SW_PID" \
+           && wait_bound udp 127.0.0.1 "$INT" "$SW_PID" && wait_bound tcp 127.0.0.1 "$MET" "$SW_PID"; }; then
+        kill -0 "$SW_PID" 2>/dev/null || log "sipwarden exited: $(tail -n 5 "$RUN/sipwarden.log")"
+        die "sipwarden did not bind its sockets (public $PUB udp+tcp, internal $INT, metrics $MET)"
+    fi
+}
+
+# stop_sipwarden: SIGTERM must end it with exit status 0 within 5 s.
+stop_sipwarden() {
+    local rc i
+    kill -TERM "$SW_PID" 2>/dev/null
+    for i in $(seq 50); do kill -0 "$SW_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$SW_PID" 2>/dev/null; then
+        fail "sipwarden exits on SIGTERM (still running after 5 s)"
+        return
+    fi
+    reap "$SW_PID"; rc=$?
+    check "sipwarden exits 0 on SIGTERM (status $rc)" [ "$rc" -eq 0 ]
+}
+
+sipwarden_alive() { kill -0 "$SW_PID" 2>/dev/null; }
+
+# metrics_dump FILE: the Prometheus text.
+metrics_dump() {
+    timeout 5 curl -sf "http://127.0.0.1:$MET/metrics" > "$1"
+}
+
+# metric FILE SIDE TRANSPORT REASON DISPOSITION: one counter (0 if absent).
+metric() {
+    local v
+    v=$(grep -F "sipwarden_messages_total{side=\"$2\",transport=\"$3\",reason=\"$4\",disposition=\"$5\"} " "$1" \
+        | awk '{print $2}' | head -1)
+    echo "${v:-0}"
+}
+
+# metric_sum FILE REASON DISPOSITION: summed over sides and transports.
+metric_sum() {
+    grep -F "reason=\"$2\",disposition=\"$3\"} " "$1" | awk '{s += $2} END {print s + 0}'
+}
+
+# ---------------------------------------------------------------- sipp
+
+# sipp_run NAME SECONDS ARGS...: one SIPp run in the foreground, bounded,
+# with its own control and media ports; output in $RUN/NAME.out, the
+# message trace in $RUN/NAME.msg. Returns sipp's exit status.
+sipp_run() {
+    local name=$1 secs=$2; shift 2
+    local k=$((SIPP_N % 10)); SIPP_N=$((SIPP_N + 1))
+    (cd "$RUN" && timeout -k 2 "$secs" sipp "$@" -nostdin -cp $((CP_BASE + k)) -mp $((MP_BASE + 4 * k)) \
+        -trace_msg -message_file "$RUN/$name.msg" -trace_err -error_file "$RUN/$name.err" \
+        > "$RUN/$name.out" 2>&1)
+}
+
+# sipp_bg NAME SECONDS ARGS...: the same in the background; the pid is in
+# $BG_PID (to wait for).
+sipp_bg() {
+    local name=$1 secs=$2; shift 2
+    local k=$((SIPP_N % 10)); SIPP_N=$((SIPP_N + 1))
+    (cd "$RUN" && exec timeout -k 2 "$secs" sipp "$@" -nostdin -cp $((CP_BASE + k)) -mp $((MP_BASE + 4 * k)) \
+        -trace_msg -message_file "$RUN/$name.msg" -trace_err -error_file "$RUN/$name.err" \
+        > "$RUN/$name.out" 2>&1) &
+    BG_PID=$!
+    PIDS+=("$BG_PID")
+}
+
+# sipp_stat NAME "Successful call"|"Failed call"|"Retransmissions": the
+# cumulative count from the final statistics screen.
+sipp_stat() {
+    grep -a "$2" "$RUN/$1.out" | tail -1 | awk -F'|' '{gsub(/ /, "", $3); print $3}'
+}
+
+# sipp_calls_ok NAME N: sipp said N successful and 0 failed calls.
+sipp_calls_ok() {
+    local ok failed
+    ok=$(sipp_stat "$1" "Successful call")
+    failed=$(sipp_stat "$1" "Failed call")
+    log "$1: successful=${ok:-?} failed=${failed:-?}"
+    [ "${ok:-x}" = "$2" ] && [ "${failed:-x}" = 0 ]
+}
+
+# show_sipp NAME: the tail of a failed run, for the report.
+show_sipp() {
+    log "---- $1.out (tail) ----"
+    grep -a -v '^\s*$' "$RUN/$1.out" 2>/dev/null | tail -n 12 | sed 's/^/   | /'
+    if [ -s "$RUN/$1.err" ]; then
+        log "---- $1.err (tail) ----"
+        tail -n 15 "$RUN/$1.err" | sed 's/^/   | /'
+    fi
+}
+
+# expect_sipp NAME DESCRIPTION ARGS...: run sipp, PASS on exit status 0.
+expect_sipp() {
+    local name=$1 desc=$2 rc; shift 2
+    sipp_run "$name" 30 "$@"; rc=$?
+    if [ $rc -eq 0 ]; then pass "$desc"; else fail "$desc (sipp exit $rc)"; show_sipp "$name"; fi
+    return $rc
+}
+
+# silent_scenario METHOD: path of a copy of sipp/silent.xml for that method.
+silent_scenario() {
+    sed "s/METHOD/$1/g" "$SIPP_DIR/silent.xml" > "$RUN/silent-$1.xml"
+    echo "$RUN/silent-$1.xml"
+}
+
+# ---------------------------------------------------------------- tshark
+
+# capture_start NAME FILTER: tshark on lo, into $RUN/NAME.pcap; waits until
+# it really captures (bounded).
+capture_start() {
+    local name=$1 filter=$2 i
+    timeout -s INT 120 tshark -i lo -f "$filter" -w "$RUN/$name.pcap" -q > "$RUN/$name.tshark.log" 2>&1 &
+    CAP_PID=$!
+    PIDS+=("$CAP_PID")
+    for i in $(seq 100); do
+        grep -q "Capturing on" "$RUN/$name.tshark.log" 2>/dev/null && { sleep 0.3; return 0; }
+        kill -0 "$CAP_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$RUN/$name.tshark.log" >&2
+    die "tshark did not start capturing"
+}
+
+# capture_stop: ends the last capture (SIGINT, bounded) and waits for it.
+capture_stop() {
+    local i
+    sleep 0.5
+    kill -INT "$CAP_PID" 2>/dev/null
+    for i in $(seq 50); do kill -0 "$CAP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$CAP_PID" 2>/dev/null
+    reap "$CAP_PID" 2>/dev/null
+    return 0
+}
+
+# capture_sip NAME: one line per SIP message: src, dst, dstport, first line, Call-ID, User-Agent.
+capture_sip() {
+    timeout 30 tshark -r "$RUN/$1.pcap" -Y sip -T fields -E separator='|' \
+        -e ip.src -e ip.dst -e udp.dstport -e tcp.dstport -e sip.Request-Line -e sip.Status-Line \
+        -e sip.Call-ID -e sip.User-Agent 2>/dev/null
+}
