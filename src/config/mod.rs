@@ -381,7 +381,10 @@ mod tests {
         assert!(e.message.contains("advertise"), "{e}");
 
         let e = err(&format!("{MIN}internal = \"udp:127.0.0.1:99999\"\n"));
-        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("listen.internal")));
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("listen.internal"))
+        );
         assert!(e.message.contains("is not a socket"), "{e}");
 
         let e = err(&format!("{MIN}[ban]\nwindow = \"5 minutes\"\n"));

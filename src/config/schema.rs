@@ -64,7 +64,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 T::deserialize(serde::de::value::StrDeserializer::new(v)).map(OneOrMany::One)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut v = Vec::new();
                 while let Some(x) = seq.next_element()? {
                     v.push(x);
@@ -97,6 +100,10 @@ pub struct Listen {
     pub internal: OneOrMany<SocketSpec>,
     /// Public host and port written into Via, Record-Route, Path, Contact.
     pub advertise: HostPort,
+    /// Sockets (and threads) per UDP listener, sharing the address with
+    /// SO_REUSEPORT; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 fn default_public() -> Vec<SocketSpec> {

@@ -49,6 +49,8 @@ pub struct Settings {
     pub allow: Vec<Cidr>,
     /// Always dropped.
     pub deny: Vec<Cidr>,
+    /// Sockets per UDP listener.
+    pub udp_workers: usize,
 }
 
 fn sockaddr_text(a: &std::net::SocketAddr) -> String {
@@ -120,6 +122,10 @@ impl Settings {
             },
             allow: config.allow.cidrs.clone(),
             deny: config.deny.cidrs.clone(),
+            udp_workers: match config.listen.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             config,
         }
     }

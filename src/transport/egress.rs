@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::os::fd::AsRawFd;
+
 use arc_swap::ArcSwap;
-use tokio::net::UdpSocket;
 
 use crate::config::SocketSpec;
 use crate::flow::{Side, Transport};
@@ -15,20 +16,24 @@ use crate::proxy::{Core, Dest, Output, Send};
 use super::dns::{Dns, Key};
 use super::tcp::TcpConns;
 
-/// A bound UDP socket and what it was configured as.
+/// A bound UDP socket and what it was configured as. A listener has
+/// several (SO_REUSEPORT, one per worker).
 #[derive(Clone)]
 pub struct UdpEntry {
     pub side: Side,
     pub spec: SocketSpec,
-    pub socket: Arc<UdpSocket>,
+    pub socket: Arc<std::net::UdpSocket>,
 }
 
-/// Shared by every receive task.
+/// Shared by every receive thread and task.
 pub struct Egress {
     pub core: Arc<Core>,
     pub udp: ArcSwap<Vec<UdpEntry>>,
     pub tcp: Arc<TcpConns>,
     pub dns: Arc<Dns>,
+    /// The async runtime, for TCP connects and DNS lookups started from
+    /// the UDP worker threads.
+    pub rt: tokio::runtime::Handle,
 }
 
 /// IPv6 sockets are bound v6-only (list `0.0.0.0` and `[::]` both for
@@ -64,7 +69,7 @@ impl Egress {
                     Some(Err(())) => self.unreachable(send, "cached DNS failure"),
                     None => {
                         let me = self.clone();
-                        tokio::spawn(async move {
+                        self.rt.spawn(async move {
                             match me.dns.resolve(&key).await {
                                 Ok(a) => me.send_to(send, a),
                                 Err(e) => me.unreachable(send, &e),
@@ -95,7 +100,14 @@ impl Egress {
         }
     }
 
-    fn pick_udp(&self, side: Side, listener: Option<u8>, dest: &SocketAddr) -> Option<UdpEntry> {
+    /// The socket to send from: of the listener the core named when it
+    /// fits the destination's family, else any of the side's.
+    pub fn pick_udp(
+        &self,
+        side: Side,
+        listener: Option<u8>,
+        dest: &SocketAddr,
+    ) -> Option<UdpEntry> {
         let socks = self.udp.load();
         if let Some(i) = listener {
             let settings = self.core.settings();
@@ -117,16 +129,20 @@ impl Egress {
             .cloned()
     }
 
+    pub fn no_socket(&self, send: &Send) {
+        self.core.metrics().event(Event::SendErrors);
+        tracing::warn!(side = send.side.as_str(), dest = ?send.dest, "no UDP socket to send from");
+    }
+
     fn send_udp(&self, send: &Send, dest: SocketAddr) {
         let Some(e) = self.pick_udp(send.side, send.listener, &dest) else {
-            self.core.metrics().event(Event::SendErrors);
-            tracing::warn!(side = send.side.as_str(), %dest, "no UDP socket to send from");
+            self.no_socket(send);
             return;
         };
-        let to = dest;
-        if let Err(err) = e.socket.try_send_to(&send.data, to) {
+        let msg = [(send.data.clone(), dest)];
+        if super::mmsg::send_all(e.socket.as_raw_fd(), &msg) != 1 {
             self.core.metrics().event(Event::SendErrors);
-            tracing::debug!(%to, error = %err, "UDP send failed");
+            tracing::debug!(%dest, "UDP send failed");
         }
     }
 }

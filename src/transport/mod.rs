@@ -5,6 +5,7 @@ pub mod background;
 pub mod dns;
 pub mod egress;
 pub mod http;
+pub mod mmsg;
 pub mod server;
 pub mod tcp;
 pub mod udp;

@@ -3,7 +3,7 @@
 //! refuses the whole reload and leaves everything as it was.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -22,11 +22,23 @@ struct Running {
     side: Side,
     spec: SocketSpec,
     listener: Arc<AtomicU8>,
-    task: JoinHandle<()>,
+    /// TCP: the accept task.
+    task: Option<JoinHandle<()>>,
+    /// UDP: tells the worker threads to end.
+    stop: Arc<AtomicBool>,
+}
+
+impl Running {
+    fn retire(&self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
 }
 
 enum Bound {
-    Udp(Arc<tokio::net::UdpSocket>),
+    Udp(Vec<Arc<std::net::UdpSocket>>),
     Tcp(TcpListener),
 }
 
@@ -53,9 +65,9 @@ fn wanted(s: &Settings) -> Vec<(Side, SocketSpec, u8)> {
     v
 }
 
-fn bind(spec: &SocketSpec) -> std::io::Result<Bound> {
+fn bind(spec: &SocketSpec, workers: usize) -> std::io::Result<Bound> {
     match spec.transport {
-        Transport::Udp => Ok(Bound::Udp(Arc::new(udp::bind(spec.addr)?))),
+        Transport::Udp => Ok(Bound::Udp(udp::bind_n(spec.addr, workers)?)),
         Transport::Tcp => {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(spec.addr),
@@ -83,6 +95,7 @@ impl Server {
             udp: arc_swap::ArcSwap::from_pointee(Vec::new()),
             tcp: Arc::new(TcpConns::default()),
             dns: Arc::new(Dns::system()),
+            rt: tokio::runtime::Handle::current(),
         });
         let server = Arc::new(Server {
             eg,
@@ -145,7 +158,7 @@ impl Server {
             if running.iter().any(|r| r.side == *side && r.spec == *spec) {
                 continue;
             }
-            let b = bind(spec)
+            let b = bind(spec, s.udp_workers)
                 .map_err(|e| format!("cannot bind {} socket {spec}: {e}", side.as_str()))?;
             fresh.push((*side, *spec, *idx, b));
         }
@@ -174,19 +187,32 @@ impl Server {
             .collect();
         for (side, spec, idx, b) in fresh {
             let listener = Arc::new(AtomicU8::new(idx));
+            let stop = Arc::new(AtomicBool::new(false));
             let task = match b {
-                Bound::Udp(sock) => {
-                    let entry = UdpEntry {
-                        side,
-                        spec,
-                        socket: sock,
-                    };
-                    udp_list.push(entry.clone());
-                    tokio::spawn(udp::recv_loop(self.eg.clone(), entry, listener.clone()))
+                Bound::Udp(socks) => {
+                    for (i, sock) in socks.into_iter().enumerate() {
+                        let entry = UdpEntry {
+                            side,
+                            spec,
+                            socket: sock,
+                        };
+                        udp_list.push(entry.clone());
+                        let (eg, l, st) = (self.eg.clone(), listener.clone(), stop.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("udp-{}-{i}", side.as_str()))
+                            .spawn(move || udp::worker(eg, entry, l, st));
+                        if let Err(e) = spawned {
+                            tracing::error!(socket = %spec, error = %e, "cannot start a UDP worker");
+                        }
+                    }
+                    None
                 }
-                Bound::Tcp(l) => {
-                    tokio::spawn(accept_loop(self.eg.clone(), l, side, listener.clone()))
-                }
+                Bound::Tcp(l) => Some(tokio::spawn(accept_loop(
+                    self.eg.clone(),
+                    l,
+                    side,
+                    listener.clone(),
+                ))),
             };
             tracing::info!(side = side.as_str(), socket = %spec, "listening");
             running.push(Running {
@@ -194,6 +220,7 @@ impl Server {
                 spec,
                 listener,
                 task,
+                stop,
             });
         }
         self.eg.udp.store(Arc::new(udp_list));
@@ -203,7 +230,7 @@ impl Server {
                 .any(|(sd, sp, _)| *sd == r.side && *sp == r.spec);
             if !keep {
                 tracing::info!(side = r.side.as_str(), socket = %r.spec, "closing listener");
-                r.task.abort();
+                r.retire();
             }
             keep
         });
@@ -254,7 +281,7 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
         {
-            r.task.abort();
+            r.retire();
         }
         if let Some((_, t)) = self
             .metrics

@@ -100,7 +100,7 @@ impl TcpConns {
         // Queued before the connection exists: sent once it is up.
         let _ = tx.try_send(first);
         let eg = eg.clone();
-        tokio::spawn(async move {
+        eg.rt.clone().spawn(async move {
             let timeout = Duration::from_millis(eg.core.settings().config.tcp.connect_timeout.ms());
             match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
                 Ok(Ok(stream)) => {
