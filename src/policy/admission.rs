@@ -75,27 +75,11 @@ pub fn domain_matches(msg: &Message, s: &Settings) -> bool {
 
 /// The scanner blocklist: a case-insensitive substring of User-Agent.
 pub fn blocked_user_agent(msg: &Message, s: &Settings) -> bool {
-    if s.user_agents.is_empty() {
-        return false;
-    }
-    let Some(ua) = msg.first_value(HeaderName::UserAgent) else {
+    let Some(ac) = &s.user_agents else {
         return false;
     };
-    s.user_agents
-        .iter()
-        .any(|needle| contains_ignore_case(ua, needle))
-}
-
-/// `needle` must be lower-case.
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    if needle.is_empty() || needle.len() > hay.len() {
-        return needle.is_empty();
-    }
-    hay.windows(needle.len()).any(|w| {
-        w.iter()
-            .zip(needle)
-            .all(|(a, b)| a.to_ascii_lowercase() == *b)
-    })
+    msg.first_value(HeaderName::UserAgent)
+        .is_some_and(|ua| ac.is_match(ua))
 }
 
 /// Why a request from the public side was admitted, and what the

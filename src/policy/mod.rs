@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod domain;
+pub mod quick;
 pub mod verdict;
 
 pub use verdict::{Disposition, Reason, Verdict};

@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::{Event, Gauge, Metrics};
-use crate::policy::{admission, Disposition, Reason, Verdict};
+use crate::policy::{admission, quick, Disposition, Reason, Verdict};
 use crate::sip::via::Via;
 use crate::sip::{scan, Framing, Message, Method, ScanError};
 use crate::state::persist::{SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION};
@@ -278,10 +278,6 @@ impl Core {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
-        let msg = match self.scan(s, flow, data) {
-            Ok(m) => m,
-            Err(v) => return Output::verdict(v),
-        };
         let src = canonical_ip(flow.remote.ip());
         // In monitor mode nothing is dropped: the first rule that would
         // have dropped is remembered and reported instead.
@@ -294,8 +290,9 @@ impl Core {
                 Some(Output::verdict(Verdict::drop(reason)))
             }
         };
-        // Step 2. `allow` CIDRs are never banned; a trunk's addresses are
-        // not either (a spoofed flood must not cut a provider off).
+        // Step 2, before the scan: a banned source costs one lookup.
+        // `allow` CIDRs are never banned; a trunk's addresses are not
+        // either (a spoofed flood must not cut a provider off).
         let allowed = s.is_allowed(src);
         if !allowed && s.is_denied(src) {
             if let Some(out) = hold(Reason::Denied) {
@@ -314,6 +311,17 @@ impl Core {
                 return out;
             }
         }
+        // The scanner fast path: requests that certainly do not pass are
+        // dropped from their start line and a few headers.
+        if !exempt {
+            if let Some(reason) = quick::prefilter(&data, s) {
+                return Output::verdict(Verdict::drop(reason));
+            }
+        }
+        let msg = match self.scan(s, flow, data) {
+            Ok(m) => m,
+            Err(v) => return Output::verdict(v),
+        };
         if !msg.is_request() {
             let out = self.relay_response(s, now, flow, &msg, Dir::Outbound);
             return monitored(out, would);

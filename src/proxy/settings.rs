@@ -38,8 +38,9 @@ pub struct Settings {
     pub advertise_text: String,
     /// `ip:port` of each internal socket, for Via and Record-Route.
     pub internal_text: Vec<String>,
-    /// Lower-cased User-Agent substrings to drop.
-    pub user_agents: Vec<Box<[u8]>>,
+    /// The User-Agent blocklist as one automaton (case-insensitive,
+    /// one pass over the header); `None` when the list is empty.
+    pub user_agents: Option<aho_corasick::AhoCorasick>,
     pub lifetimes: Lifetimes,
     /// `(name, allow CIDRs)` per configured trunk.
     pub trunk_ranges: Vec<(Arc<str>, Vec<Cidr>)>,
@@ -91,12 +92,11 @@ impl Settings {
             backend_target: backend.to_string(),
             advertise_text: config.listen.advertise.to_string(),
             advertise: config.listen.advertise.clone(),
-            user_agents: config
-                .filter
-                .user_agents
-                .iter()
-                .map(|u| u.to_ascii_lowercase().into_bytes().into())
-                .collect(),
+            user_agents: aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&config.filter.user_agents)
+                .ok()
+                .filter(|_| !config.filter.user_agents.is_empty()),
             lifetimes: Lifetimes {
                 early: config.dialog.early_timeout.ms(),
                 confirmed_idle: config.dialog.max_lifetime.ms(),

@@ -10,8 +10,12 @@
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::header::{is_token_char, HeaderName};
+use super::header::{is_token_char, HeaderName, TOKEN};
 use super::via::{self, Via};
+
+/// Header lines kept inline before the index spills to the heap: most
+/// messages have fewer.
+pub const HEADERS_INLINE: usize = 20;
 
 /// A byte range inside a message. `u32` keeps the header index small; a
 /// message is never larger than `Limits::max_message` (< 4 GiB).
@@ -188,7 +192,7 @@ pub struct Message {
     pub start: StartLine,
     /// The start line without its line end.
     pub start_line: Span,
-    pub headers: SmallVec<[Header; 24]>,
+    pub headers: SmallVec<[Header; HEADERS_INLINE]>,
     /// Offset of the blank line that ends the headers: new headers go here.
     pub headers_end: usize,
     pub body: Span,
@@ -212,11 +216,11 @@ pub enum Frame {
     Error(ScanError),
 }
 
-/// Where the header section ends and what it holds, before the start line
-/// and the required headers are checked.
+/// Where the header section ends, before the start line and the required
+/// headers are checked. The header lines themselves go into the caller's
+/// vector, so the index is built in place, never moved.
 struct Head {
     start_line: Span,
-    headers: SmallVec<[Header; 24]>,
     headers_end: usize,
     body_start: usize,
 }
@@ -239,17 +243,24 @@ fn trim_end(b: &[u8], s: usize, mut e: usize) -> usize {
     e
 }
 
-/// Splits the header section into lines. Stops at the blank line.
-fn scan_head(b: &[u8], limits: &Limits) -> Result<Head, ScanError> {
+/// Splits the header section into lines, stopping at the blank line. One
+/// SIMD pass finds the line ends; header names are validated and the colon
+/// found in the same byte loop.
+fn scan_head(
+    b: &[u8],
+    limits: &Limits,
+    headers: &mut SmallVec<[Header; HEADERS_INLINE]>,
+) -> Result<Head, ScanError> {
     let mut pos = 0;
     // RFC 3261 7.5: ignore empty lines before the start line.
     while pos < b.len() && (b[pos] == b'\r' || b[pos] == b'\n') {
         pos += 1;
     }
     let mut start_line = None;
-    let mut headers: SmallVec<[Header; 24]> = SmallVec::new();
+    let base = pos;
+    let mut line_ends = memchr::memchr_iter(b'\n', &b[base..]);
     loop {
-        let Some(nl) = memchr::memchr(b'\n', &b[pos..]).map(|i| pos + i) else {
+        let Some(nl) = line_ends.next().map(|i| base + i) else {
             // No line end: either a datagram without a blank line or a
             // stream buffer that needs more bytes.
             if b.len() - pos > limits.max_line {
@@ -264,24 +275,23 @@ fn scan_head(b: &[u8], limits: &Limits) -> Result<Head, ScanError> {
         if end - pos > limits.max_line {
             return Err(ScanError::LineTooLong);
         }
-        let line = &b[pos..end];
-        if memchr::memchr(0, line).is_some() {
-            return Err(ScanError::NulByte);
-        }
-        if line.is_empty() {
+        if end == pos {
             let Some(start_line) = start_line else {
                 return Err(ScanError::BadStartLine);
             };
+            // NUL bytes anywhere in the header section (one SIMD pass).
+            if memchr::memchr(0, &b[..nl]).is_some() {
+                return Err(ScanError::NulByte);
+            }
             return Ok(Head {
                 start_line,
-                headers,
                 headers_end: pos,
                 body_start: nl + 1,
             });
         }
         if start_line.is_none() {
             start_line = Some(Span::new(pos, end));
-        } else if is_ws(line[0]) {
+        } else if is_ws(b[pos]) {
             // Folded continuation of the previous header (RFC 3261 7.3.1).
             let Some(h) = headers.last_mut() else {
                 return Err(ScanError::BadHeader);
@@ -295,19 +305,22 @@ fn scan_head(b: &[u8], limits: &Limits) -> Result<Head, ScanError> {
                 h.value.end = ve as u32;
             }
         } else {
-            let colon = memchr::memchr(b':', line).ok_or(ScanError::BadHeader)? + pos;
-            let name_end = trim_end(b, pos, colon);
-            let name = &b[pos..name_end];
-            if name.is_empty() || !name.iter().all(|&c| is_token_char(c)) {
+            let mut i = pos;
+            while i < end && TOKEN[b[i] as usize] {
+                i += 1;
+            }
+            let name_end = i;
+            i = trim_start(b, i, end);
+            if name_end == pos || i >= end || b[i] != b':' {
                 return Err(ScanError::BadHeader);
             }
             if headers.len() >= limits.max_headers {
                 return Err(ScanError::TooManyHeaders);
             }
-            let vs = trim_start(b, colon + 1, end);
+            let vs = trim_start(b, i + 1, end);
             let ve = trim_end(b, vs, end);
             headers.push(Header {
-                name: HeaderName::from_bytes(name),
+                name: HeaderName::from_bytes(&b[pos..name_end]),
                 line: Span::new(pos, nl + 1),
                 value: Span::new(vs, ve),
             });
@@ -360,7 +373,8 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Frame {
     if buf.first() == Some(&b'\n') {
         return Frame::Skip(1);
     }
-    let head = match scan_head(buf, limits) {
+    let mut headers = SmallVec::new();
+    let head = match scan_head(buf, limits, &mut headers) {
         Ok(h) => h,
         Err(ScanError::Incomplete) if buf.len() <= limits.max_message => return Frame::Incomplete,
         Err(ScanError::Incomplete) => return Frame::Error(ScanError::TooLarge),
@@ -368,7 +382,7 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Frame {
     };
     // RFC 3261 requires Content-Length on streams; a missing one is read
     // as 0, which is what the sender most likely meant.
-    let cl = match content_length(buf, &head.headers) {
+    let cl = match content_length(buf, &headers) {
         Ok(cl) => cl.unwrap_or(0),
         Err(e) => return Frame::Error(e),
     };
@@ -389,10 +403,11 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
     if data.len() > limits.max_message {
         return Err(ScanError::TooLarge);
     }
-    let head = scan_head(&data, limits)?;
+    let mut headers = SmallVec::new();
+    let head = scan_head(&data, limits, &mut headers)?;
     let b: &[u8] = &data;
     let avail = b.len() - head.body_start;
-    let body_len = match (content_length(b, &head.headers)?, framing) {
+    let body_len = match (content_length(b, &headers)?, framing) {
         (Some(cl), _) if cl > avail => return Err(ScanError::ShortBody),
         (Some(cl), _) => cl,
         (None, Framing::Datagram) => avail,
@@ -410,10 +425,17 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
     let mut have = [false; 5];
     let mut cseq = None;
     let mut max_forwards = None;
-    for h in &head.headers {
+    for h in &headers {
         let v = &b[h.value.range()];
         match h.name {
-            HeaderName::Via => have[0] = true,
+            HeaderName::Via if !have[0] => {
+                // The top Via decides where responses go: it must be
+                // readable.
+                if via::first(b, h.value).is_none() {
+                    return Err(ScanError::BadVia);
+                }
+                have[0] = true;
+            }
             // From and To must at least be name-addr or addr-spec:
             // unbalanced quotes or brackets (RFC 4475 quotbal) are refused.
             HeaderName::From | HeaderName::To => {
@@ -460,22 +482,17 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
             return Err(ScanError::CSeqMismatch);
         }
     }
-    let msg = Message {
+    Ok(Message {
         start,
         start_line: head.start_line,
-        headers: head.headers,
+        headers,
         headers_end: head.headers_end,
         body: Span::new(head.body_start, end),
         cseq_num,
         cseq_method,
         max_forwards,
         buf,
-    };
-    // The top Via decides where responses go: it must be readable.
-    if msg.top_via().is_none() {
-        return Err(ScanError::BadVia);
-    }
-    Ok(msg)
+    })
 }
 
 fn parse_cseq(b: &[u8], v: Span) -> Result<(u32, Span), ScanError> {

@@ -108,9 +108,23 @@ pub fn parse_at(b: &[u8], s: usize, e: usize) -> Option<Via<'_>> {
     })
 }
 
-/// The first via-parm of a Via header value.
+/// The first via-parm of a Via header value. Without quotes in the value
+/// (the usual case) the first comma ends it: no character-by-character
+/// list split.
 pub fn first(b: &[u8], value: Span) -> Option<Via<'_>> {
-    all(b, value).next().flatten()
+    let v = &b[value.range()];
+    if memchr::memchr(b'"', v).is_some() {
+        return all(b, value).next().flatten();
+    }
+    let base = value.start as usize;
+    let e = memchr::memchr(b',', v).unwrap_or(v.len());
+    let seg = &v[..e];
+    let s = seg.len() - seg.trim_ascii_start().len();
+    let t = seg.trim_ascii_end().len();
+    if s >= t {
+        return None;
+    }
+    parse_at(b, base + s, base + t)
 }
 
 /// All via-parms of one Via header value, `None` for unreadable ones.

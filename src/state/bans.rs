@@ -45,14 +45,14 @@ impl Trigger {
 
 /// The ban table, bounded by `ban.max_entries`.
 pub struct Bans {
-    map: DashMap<IpAddr, Entry>,
+    map: DashMap<IpAddr, Entry, ahash::RandomState>,
     cap: AtomicUsize,
 }
 
 impl Bans {
     pub fn new(cap: usize) -> Bans {
         Bans {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
         }
     }

@@ -56,14 +56,14 @@ pub struct InDialog {
 
 /// The table. Bounded: when full, the longest-idle eighth is evicted.
 pub struct Dialogs {
-    map: DashMap<u128, Dialog>,
+    map: DashMap<u128, Dialog, ahash::RandomState>,
     cap: AtomicUsize,
 }
 
 impl Dialogs {
     pub fn new(cap: usize) -> Dialogs {
         Dialogs {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
         }
     }

@@ -26,7 +26,7 @@ struct Buckets {
 
 /// The rate table, bounded by `limits.max_sources`.
 pub struct Rates {
-    map: DashMap<IpAddr, Buckets>,
+    map: DashMap<IpAddr, Buckets, ahash::RandomState>,
     cap: AtomicUsize,
 }
 
@@ -38,7 +38,7 @@ fn refill(tokens: u64, elapsed_ms: u64, rate: u32, burst: u32) -> u64 {
 impl Rates {
     pub fn new(cap: usize) -> Rates {
         Rates {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
         }
     }

@@ -71,7 +71,7 @@ const PENDING_MS: u64 = 64_000;
 pub struct Registrations {
     by_token: DashMap<Arc<str>, TrunkReg>,
     pending: DashMap<u128, Pending>,
-    sources: DashMap<IpAddr, Source>,
+    sources: DashMap<IpAddr, Source, ahash::RandomState>,
     cap: AtomicUsize,
 }
 
@@ -80,7 +80,7 @@ impl Registrations {
         Registrations {
             by_token: DashMap::new(),
             pending: DashMap::new(),
-            sources: DashMap::new(),
+            sources: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
         }
     }

@@ -1,0 +1,214 @@
+//! The scanner fast path: most of what reaches the public port under
+//! attack is a request addressed by IP, and it can be dropped after
+//! reading its start line and a handful of headers, without indexing and
+//! validating the whole message.
+//!
+//! The fast path only ever says "drop"; anything that might be admitted
+//! (the secret domain in a header that counts, a Route, a Contact token,
+//! a To tag, a CANCEL, a folded header it would have to read) goes to the
+//! full scanner and the admission rules. The one visible difference: a
+//! malformed message that is also a scanner's is counted `no-domain` (or
+//! `user-agent`) rather than `malformed`; it is dropped either way.
+
+use crate::proxy::settings::Settings;
+use crate::sip::addr::NameAddr;
+use crate::sip::header::{HeaderName, TOKEN};
+use crate::sip::params;
+use crate::sip::uri::Uri;
+
+use super::Reason;
+
+fn host_of(value: &[u8]) -> Option<&[u8]> {
+    let na = NameAddr::parse(value)?;
+    Some(Uri::parse(na.uri)?.host)
+}
+
+/// `Some(reason)` when the datagram is a request that the admission rules
+/// would certainly reject; `None` when the full path must decide.
+pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
+    // Monitor mode forwards everything; on_reject = "403" answers.
+    if s.monitor || s.reject_403 {
+        return None;
+    }
+    // Start line: METHOD SP Request-URI SP SIP/2.0
+    let line_end = memchr::memchr(b'\n', data)?;
+    let line = data[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&data[..line_end]);
+    let sp1 = memchr::memchr(b' ', line)?;
+    let method = &line[..sp1];
+    if method.is_empty() || method == b"CANCEL" || !method.iter().all(|&c| TOKEN[c as usize]) {
+        return None;
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr::memchr(b' ', rest)?;
+    if &rest[sp2 + 1..] != b"SIP/2.0" {
+        return None;
+    }
+    let ruri = Uri::parse(&rest[..sp2])?;
+    if params::find(ruri.params, b"sw").is_some() {
+        return None;
+    }
+    if s.match_ruri && s.domains.matches(ruri.host) {
+        return None;
+    }
+    // The headers that can admit a request, and User-Agent.
+    let mut to = None;
+    let mut from = None;
+    let mut ua = None;
+    let mut pos = line_end + 1;
+    let mut lines = memchr::memchr_iter(b'\n', &data[pos..]);
+    let base = pos;
+    loop {
+        let nl = base + lines.next()?;
+        let l = data[pos..nl].strip_suffix(b"\r").unwrap_or(&data[pos..nl]);
+        if l.is_empty() {
+            break;
+        }
+        let first = l[0];
+        if first == b' ' || first == b'\t' {
+            // A folded line: the full scanner reads these.
+            return None;
+        }
+        if matches!(first | 0x20, b't' | b'r' | b'f' | b'u') {
+            let colon = memchr::memchr(b':', l)?;
+            let name = l[..colon].trim_ascii_end();
+            let value = l[colon + 1..].trim_ascii();
+            match HeaderName::from_bytes(name) {
+                HeaderName::Route => return None,
+                HeaderName::To if to.is_none() => to = Some(value),
+                HeaderName::From if from.is_none() => from = Some(value),
+                HeaderName::UserAgent if ua.is_none() => ua = Some(value),
+                _ => {}
+            }
+        }
+        pos = nl + 1;
+    }
+    let to = to?;
+    let na = NameAddr::parse(to)?;
+    // A To tag: maybe in a dialog, which only the table can tell.
+    if params::find(na.params, b"tag").is_some() {
+        return None;
+    }
+    if s.match_to && Uri::parse(na.uri).is_some_and(|u| s.domains.matches(u.host)) {
+        return None;
+    }
+    if s.match_from {
+        let from = from?;
+        if host_of(from).is_none_or(|h| s.domains.matches(h)) {
+            return None;
+        }
+    }
+    let blocked = match (&s.user_agents, ua) {
+        (Some(ac), Some(ua)) => ac.is_match(ua),
+        _ => false,
+    };
+    Some(if blocked {
+        Reason::UserAgent
+    } else {
+        Reason::NoDomain
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Settings {
+        Settings::new(
+            crate::config::parse(
+                &format!(
+                    "[listen]\nadvertise = \"pbx.example.com:5060\"\n[filter]\ndomains = [\"sip-7f3k.example.com\"]\n{extra}"
+                ),
+                "t",
+            )
+            .unwrap(),
+        )
+    }
+
+    fn msg(start: &str, headers: &str) -> Vec<u8> {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bK-1\r\nFrom: <sip:100@1.1.1.1>;tag=a\r\n{headers}\
+             Call-ID: 1@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn drops_only_what_admission_would_drop() {
+        let s = settings("");
+        let by_ip = "OPTIONS sip:100@192.0.2.1 SIP/2.0";
+        assert_eq!(
+            prefilter(&msg(by_ip, "To: <sip:100@192.0.2.1>\r\n"), &s),
+            Some(Reason::NoDomain)
+        );
+        assert_eq!(
+            prefilter(
+                &msg(
+                    by_ip,
+                    "To: <sip:100@192.0.2.1>\r\nUser-Agent: friendly-scanner\r\n"
+                ),
+                &s
+            ),
+            Some(Reason::UserAgent)
+        );
+        // Everything that might be admitted goes to the full path.
+        for (start, headers) in [
+            (
+                "OPTIONS sip:100@sip-7f3k.example.com SIP/2.0",
+                "To: <sip:100@192.0.2.1>\r\n",
+            ),
+            (by_ip, "t: <sip:100@SIP-7F3K.example.com>\r\n"),
+            (by_ip, "To: <sip:100@192.0.2.1>;tag=x\r\n"),
+            (
+                by_ip,
+                "To: <sip:100@192.0.2.1>\r\nRoute: <sip:pbx.example.com;lr>\r\n",
+            ),
+            (
+                "INVITE sip:acct@pbx.example.com;line=a;sw=abc SIP/2.0",
+                "To: <sip:1@x>\r\n",
+            ),
+            (
+                "CANCEL sip:100@192.0.2.1 SIP/2.0",
+                "To: <sip:100@192.0.2.1>\r\n",
+            ),
+            (by_ip, "To:\r\n <sip:100@192.0.2.1>\r\n"),
+            (by_ip, ""),
+            ("SIP/2.0 200 OK", "To: <sip:100@192.0.2.1>\r\n"),
+            (
+                "OPTIONS sip:100@192.0.2.1 SIP/2.0 ",
+                "To: <sip:100@192.0.2.1>\r\n",
+            ),
+        ] {
+            assert_eq!(
+                prefilter(&msg(start, headers), &s),
+                None,
+                "{start} / {headers}"
+            );
+        }
+        assert_eq!(
+            prefilter(b"OPTIONS sip:1@2 SIP/2.0\r\nTo: <sip:1@2>\r\n", &s),
+            None,
+            "no blank line"
+        );
+        // From counts when configured.
+        let f = settings("match = [\"from\"]\n");
+        assert_eq!(
+            prefilter(&msg(by_ip, "To: <sip:1@sip-7f3k.example.com>\r\n"), &f),
+            Some(Reason::NoDomain)
+        );
+        let fm = msg(by_ip, "To: <sip:1@x>\r\n")
+            .into_iter()
+            .collect::<Vec<u8>>();
+        let fm = String::from_utf8(fm)
+            .unwrap()
+            .replace("1.1.1.1", "sip-7f3k.example.com");
+        assert_eq!(prefilter(fm.as_bytes(), &f), None);
+        // Monitor mode forwards everything: never decided here.
+        let m = settings("mode = \"monitor\"\n");
+        assert_eq!(
+            prefilter(&msg(by_ip, "To: <sip:100@192.0.2.1>\r\n"), &m),
+            None
+        );
+    }
+}
