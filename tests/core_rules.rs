@@ -64,10 +64,17 @@ fn domain_request_goes_to_the_backend_with_only_the_needed_edits() {
     // caller's flow, the second faces the caller.
     assert!(lines[2].starts_with("Record-Route: <sip:f"), "{}", lines[2]);
     assert!(lines[2].contains("@127.0.0.1:5070;lr;swr="), "{}", lines[2]);
+    assert!(lines[3].starts_with("Record-Route: <sip:f"), "{}", lines[3]);
     assert!(
-        lines[3].starts_with("Record-Route: <sip:pbx.example.com:5060;lr;swr="),
+        lines[3].contains("@pbx.example.com:5060;lr;swr="),
         "{}",
         lines[3]
+    );
+    let token = |l: &str| l.split("swr=").nth(1).unwrap().to_string();
+    assert_eq!(
+        token(lines[2]),
+        token(lines[3]),
+        "one token signs both entries"
     );
     assert_eq!(
         lines[4],
@@ -173,7 +180,7 @@ fn tcp_responses_go_back_over_the_connection() {
     let out = lab.handle(&flow, &req);
     let fwd = text(one_send(&out, Verdict::forward(Reason::Domain))).to_string();
     assert!(
-        fwd.contains("Record-Route: <sip:pbx.example.com:5060;transport=tcp;lr;swr="),
+        fwd.contains("@pbx.example.com:5060;transport=tcp;lr;swr="),
         "{fwd}"
     );
     let ok = answer(&fwd, 200, "");

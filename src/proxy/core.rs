@@ -470,6 +470,12 @@ impl Core {
     /// unchanged. The other direction is no loop: a backend that proxies
     /// (rather than a B2BUA like Asterisk) sends requests back out.
     fn looped(&self, msg: &Message, dir: Dir, loop_key: [u8; 4]) -> bool {
+        // Almost always there is no Via of ours at all: one SIMD search.
+        static OURS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(BRANCH_PREFIX));
+        if OURS.find(&msg.bytes()[..msg.head_len()]).is_none() {
+            return false;
+        }
         let vias: SmallVec<[Via<'_>; 8]> = msg.vias().map_while(|v| v).collect();
         vias.iter().enumerate().any(|(i, v)| {
             let Some(b) = v.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {

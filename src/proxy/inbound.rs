@@ -81,9 +81,10 @@ impl Core {
         if creates_dialog(msg) {
             // Double Record-Route (RFC 5658): the top entry faces Asterisk
             // and names the caller's flow; the second faces the caller.
+            // Both entries carry the caller's flow and one token signed
+            // over the Call-ID and that flow.
             let ftok = self.keys.flow_token(&here);
-            let itok = self.keys.route_token(call_id, ftok.as_bytes());
-            let ptok = self.keys.route_token(call_id, b"");
+            let tok = self.keys.route_token(call_id, ftok.as_bytes());
             let at = rr_insert_point(msg);
             ed.insert_header_at(
                 at,
@@ -95,7 +96,7 @@ impl Core {
                     internal,
                     tcp_param(s.backend.transport),
                     b";lr;swr=",
-                    &itok,
+                    &tok,
                     b">",
                 ],
             );
@@ -104,10 +105,12 @@ impl Core {
                 b"Record-Route",
                 &[
                     b"<sip:",
+                    ftok.as_bytes(),
+                    b"@",
                     s.advertise_text.as_bytes(),
                     tcp_param(flow.transport),
                     b";lr;swr=",
-                    &ptok,
+                    &tok,
                     b">",
                 ],
             );

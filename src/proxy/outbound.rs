@@ -98,22 +98,24 @@ impl Core {
                 .flow
                 .map(|f| self.keys.flow_token(&f))
                 .unwrap_or_default();
-            let itok = self.keys.route_token(call_id, ftok.as_bytes());
-            let ptok = self.keys.route_token(call_id, b"");
+            // One token for both entries, over the Call-ID and the flow.
+            let tok = self.keys.route_token(call_id, ftok.as_bytes());
+            let user_sep: &[u8] = if ftok.is_empty() { b"" } else { b"@" };
             let at = rr_insert_point(msg);
             ed.insert_header_at(
                 at,
                 b"Record-Route",
                 &[
                     b"<sip:",
+                    ftok.as_bytes(),
+                    user_sep,
                     s.advertise_text.as_bytes(),
                     tcp_param(transport),
                     b";lr;swr=",
-                    &ptok,
+                    &tok,
                     b">",
                 ],
             );
-            let user_sep: &[u8] = if ftok.is_empty() { b"" } else { b"@" };
             let il = usize::from(flow.listener).min(s.internal_text.len().saturating_sub(1));
             ed.insert_header_at(
                 at,
@@ -125,7 +127,7 @@ impl Core {
                     s.internal_text[il].as_bytes(),
                     tcp_param(flow.transport),
                     b";lr;swr=",
-                    &itok,
+                    &tok,
                     b">",
                 ],
             );

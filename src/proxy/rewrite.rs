@@ -19,12 +19,95 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `ip:port`, IPv6 bracketed, as written in SIP URIs and our headers.
-pub fn sockaddr_text(a: SocketAddr) -> String {
-    match canonical_ip(a.ip()) {
-        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
-        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
+/// Short text built on the stack: addresses and numbers written into
+/// headers without the formatting machinery or a heap allocation.
+pub struct Text {
+    buf: [u8; 56],
+    len: usize,
+}
+
+impl Text {
+    fn new() -> Text {
+        Text {
+            buf: [0; 56],
+            len: 0,
+        }
     }
+
+    fn push(&mut self, b: &[u8]) {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
+    fn push_num(&mut self, mut v: u32) {
+        let mut d = [0u8; 10];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&d[i..]);
+    }
+
+    fn push_ip(&mut self, ip: IpAddr, bracket_v6: bool) {
+        match canonical_ip(ip) {
+            IpAddr::V4(v4) => {
+                for (i, o) in v4.octets().iter().enumerate() {
+                    if i > 0 {
+                        self.push(b".");
+                    }
+                    self.push_num(u32::from(*o));
+                }
+            }
+            IpAddr::V6(v6) => {
+                // Rare: the formatting machinery is fine here.
+                use std::io::Write;
+                let mut tmp = [0u8; 48];
+                let mut c = std::io::Cursor::new(&mut tmp[..]);
+                let _ = write!(c, "{v6}");
+                let n = c.position() as usize;
+                if bracket_v6 {
+                    self.push(b"[");
+                }
+                self.push(&tmp[..n]);
+                if bracket_v6 {
+                    self.push(b"]");
+                }
+            }
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// A number as text.
+pub fn num_text(v: u32) -> Text {
+    let mut t = Text::new();
+    t.push_num(v);
+    t
+}
+
+/// An address as text (IPv6 without brackets, as in `received=`).
+pub fn ip_text(ip: IpAddr) -> Text {
+    let mut t = Text::new();
+    t.push_ip(ip, false);
+    t
+}
+
+/// `ip:port`, IPv6 bracketed, as written in SIP URIs and our headers.
+pub fn sockaddr_text(a: SocketAddr) -> Text {
+    let mut t = Text::new();
+    t.push_ip(a.ip(), true);
+    t.push(b":");
+    t.push_num(u32::from(a.port()));
+    t
 }
 
 /// Dialog-creating requests get Record-Route (DESIGN.md section 3).
@@ -93,7 +176,7 @@ pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
     let rport = via.param_at(b"rport");
     let received = via.param_at(b"received");
     let sent_by_differs = parse_host_ip(via.host).map(canonical_ip) != Some(ip);
-    let ip_s = ip.to_string();
+    let ip_s = ip_text(ip);
     match received {
         Some(p) => ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]),
         None if sent_by_differs || rport.is_some() => {
@@ -102,7 +185,7 @@ pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
         None => {}
     }
     if let Some(p) = rport {
-        let port = src.port().to_string();
+        let port = num_text(u32::from(src.port()));
         ed.replace(Span::new(p.start, p.end), &[b"rport=", port.as_bytes()]);
     }
 }
@@ -112,7 +195,7 @@ pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
 pub fn max_forwards(ed: &mut Editor<'_>, msg: &Message) {
     match (msg.first(HeaderName::MaxForwards), msg.max_forwards) {
         (Some(h), Some(n)) => {
-            let v = (n.saturating_sub(1)).to_string();
+            let v = num_text(n.saturating_sub(1));
             ed.replace(h.value, &[v.as_bytes()]);
         }
         _ => ed.append_header(b"Max-Forwards", &[b"70"]),
@@ -189,5 +272,35 @@ pub fn rewrite_contact(
     }
     if !c.bracketed {
         ed.insert(uri_end, &[b">"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_formatting_matches_std() {
+        for a in [
+            "192.0.2.1:5060",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[2001:db8::1]:5062",
+            "[::ffff:10.0.0.1]:9",
+        ] {
+            let sa: SocketAddr = a.parse().unwrap();
+            let want = match canonical_ip(sa.ip()) {
+                IpAddr::V4(v4) => format!("{v4}:{}", sa.port()),
+                IpAddr::V6(v6) => format!("[{v6}]:{}", sa.port()),
+            };
+            assert_eq!(sockaddr_text(sa).as_bytes(), want.as_bytes());
+            assert_eq!(
+                ip_text(sa.ip()).as_bytes(),
+                canonical_ip(sa.ip()).to_string().as_bytes()
+            );
+        }
+        for n in [0u32, 7, 69, 255, 65535, 4_294_967_295] {
+            assert_eq!(num_text(n).as_bytes(), n.to_string().as_bytes());
+        }
     }
 }

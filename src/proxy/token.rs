@@ -56,6 +56,9 @@ pub struct FlowRef {
 #[derive(Clone)]
 pub struct Keys {
     key: [u8; 32],
+    /// SipHash key derived from `key`, for table keys and uniqueness
+    /// hashes (not for tokens a forger could use).
+    sip: [u8; 16],
 }
 
 impl std::fmt::Debug for Keys {
@@ -112,12 +115,44 @@ fn char_listener(c: u8) -> Option<u8> {
 
 impl Keys {
     pub fn new(key: [u8; 32]) -> Keys {
-        Keys { key }
+        let d = blake3::keyed_hash(&key, b"siphash-key");
+        let mut sip = [0u8; 16];
+        sip.copy_from_slice(&d.as_bytes()[..16]);
+        Keys { key, sip }
+    }
+
+    /// Keyed SipHash-1-3 over length-prefixed parts: 128 bits, stable.
+    fn sip128(&self, label: &[u8], parts: &[&[u8]]) -> u128 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip128::SipHasher13::new_with_key(&self.sip);
+        h.write(label);
+        for p in parts {
+            h.write(&(p.len() as u32).to_le_bytes());
+            h.write(p);
+        }
+        siphasher::sip128::Hasher128::finish128(&h).as_u128()
     }
 
     /// MAC over length-prefixed parts under a domain label, so values of
     /// one kind can never be replayed as another.
     fn mac(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        // The input is assembled on the stack and hashed in one call: for
+        // the short inputs here that is one or two BLAKE3 compressions,
+        // without the incremental hasher's bookkeeping.
+        let total = label.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>();
+        if total <= 512 {
+            let mut buf = [0u8; 512];
+            let mut n = 0;
+            buf[..label.len()].copy_from_slice(label);
+            n += label.len();
+            for p in parts {
+                buf[n..n + 4].copy_from_slice(&(p.len() as u32).to_le_bytes());
+                n += 4;
+                buf[n..n + p.len()].copy_from_slice(p);
+                n += p.len();
+            }
+            return *blake3::keyed_hash(&self.key, &buf[..n]).as_bytes();
+        }
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(label);
         for p in parts {
@@ -130,7 +165,9 @@ impl Keys {
     /// Digest of what makes a request the same request when it comes back
     /// (RFC 3261 16.3 item 4): Request-URI, Call-ID, From tag, CSeq number.
     pub fn loop_key(&self, ruri: &[u8], call_id: &[u8], from_tag: &[u8], cseq: u32) -> [u8; 4] {
-        let m = self.mac(b"loop", &[ruri, call_id, from_tag, &cseq.to_le_bytes()]);
+        let m = self
+            .sip128(b"loop", &[ruri, call_id, from_tag, &cseq.to_le_bytes()])
+            .to_le_bytes();
         [m[0], m[1], m[2], m[3]]
     }
 
@@ -152,7 +189,8 @@ impl Keys {
         out[..p].copy_from_slice(BRANCH_PREFIX);
         out[p] = dir.byte();
         out[p + 1] = listener_char(listener);
-        let h1 = self.mac(b"branch", &[prev, target]);
+        // Uniqueness only (the MAC below is what verifies).
+        let h1 = self.sip128(b"branch", &[prev, target]).to_le_bytes();
         hex_into(&mut out[p + 2..p + 18], &h1[..8]);
         hex_into(&mut out[p + 18..p + 26], &loop_key);
         let tag = self.branch_mac(&out[p..p + 26], prev, call_id);
@@ -285,20 +323,17 @@ impl Keys {
     /// Dialog table key: Call-ID and a tag, keyed so an attacker cannot
     /// pick colliding keys.
     pub fn dialog_key(&self, call_id: &[u8], tag: &[u8]) -> u128 {
-        let m = self.mac(b"dialog", &[call_id, tag]);
-        u128::from_le_bytes(m[..16].try_into().unwrap_or([0; 16]))
+        self.sip128(b"dialog", &[call_id, tag])
     }
 
     /// A tag, hashed for the dialog table (never 0: 0 means no tag yet).
     pub fn tag_hash(&self, tag: &[u8]) -> u64 {
-        let m = self.mac(b"tag", &[tag]);
-        u64::from_le_bytes(m[..8].try_into().unwrap_or([0; 8])).max(1)
+        (self.sip128(b"tag", &[tag]) as u64).max(1)
     }
 
     /// Hash of a REGISTER's Call-ID, keying pending registrations.
     pub fn call_key(&self, call_id: &[u8]) -> u128 {
-        let m = self.mac(b"call", &[call_id]);
-        u128::from_le_bytes(m[..16].try_into().unwrap_or([0; 16]))
+        self.sip128(b"call", &[call_id])
     }
 
     /// The `sw=` token of a trunk Contact: unguessable, stable per trunk
