@@ -4,7 +4,7 @@
 //! a proxy (and fail2ban reading its log) no longer does.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 
@@ -47,6 +47,8 @@ impl Trigger {
 pub struct Bans {
     map: DashMap<IpAddr, Entry, ahash::RandomState>,
     cap: AtomicUsize,
+    /// Last time room was made in a full table (at most once a second).
+    last_room: AtomicU64,
 }
 
 impl Bans {
@@ -54,6 +56,7 @@ impl Bans {
         Bans {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
+            last_room: AtomicU64::new(0),
         }
     }
 
@@ -99,7 +102,15 @@ impl Bans {
             return None;
         }
         if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
-            self.make_room(now);
+            let last = self.last_room.load(Relaxed);
+            if now >= last + 1000
+                && self
+                    .last_room
+                    .compare_exchange(last, now, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                self.make_room(now);
+            }
             if self.map.len() >= self.cap.load(Relaxed) {
                 return None;
             }
@@ -224,7 +235,12 @@ mod tests {
             b.reject(banned, t, &P, true);
         }
         for i in 0..100u8 {
-            b.reject(IpAddr::from([198, 51, 100, i]), 10, &P, true);
+            b.reject(
+                IpAddr::from([198, 51, 100, i]),
+                1000 + u64::from(i),
+                &P,
+                true,
+            );
         }
         assert!(b.len() <= 4);
         assert!(b.is_banned(banned, 20));

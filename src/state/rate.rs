@@ -3,7 +3,7 @@
 //! not starve its registrations.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 
@@ -28,6 +28,9 @@ struct Buckets {
 pub struct Rates {
     map: DashMap<IpAddr, Buckets, ahash::RandomState>,
     cap: AtomicUsize,
+    /// When the full table was last swept: at most once a second, so a
+    /// flood from many sources cannot make every packet cost a sweep.
+    last_sweep: AtomicU64,
 }
 
 fn refill(tokens: u64, elapsed_ms: u64, rate: u32, burst: u32) -> u64 {
@@ -40,6 +43,7 @@ impl Rates {
         Rates {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
+            last_sweep: AtomicU64::new(0),
         }
     }
 
@@ -60,7 +64,15 @@ impl Rates {
     /// filter still applies) rather than starving new callers.
     pub fn allow(&self, ip: IpAddr, register: bool, now: u64, b: &Budget) -> bool {
         if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
-            self.sweep(now, b);
+            let last = self.last_sweep.load(Relaxed);
+            if now >= last + 1000
+                && self
+                    .last_sweep
+                    .compare_exchange(last, now, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                self.sweep(now, b);
+            }
             if self.map.len() >= self.cap.load(Relaxed) {
                 return true;
             }
@@ -140,5 +152,10 @@ mod tests {
         // Once refilled they are swept and the new one is tracked.
         assert!(r.allow("198.51.100.1".parse().unwrap(), false, 10_000, &B));
         assert_eq!(r.len(), 1);
+        // A flood of fresh sources sweeps at most once a second.
+        for i in 0..10u8 {
+            r.allow(IpAddr::from([203, 0, 113, i]), false, 10_001, &B);
+        }
+        assert_eq!(r.len(), 3);
     }
 }
