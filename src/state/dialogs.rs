@@ -4,6 +4,9 @@
 //! From tag, so an entry costs a few dozen bytes whatever the Call-ID's
 //! length and an attacker cannot aim at a hash bucket.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -54,10 +57,16 @@ pub struct InDialog {
     pub cseq: u32,
 }
 
-/// The table. Bounded: when full, the longest-idle eighth is evicted.
+/// The table. Bounded: when full, the longest-idle entry goes, found by
+/// a second-chance queue in insertion order (an entry active since it was
+/// queued is requeued), so making room is O(1) amortized and never stalls
+/// the receive path with a scan of the whole table.
 pub struct Dialogs {
     map: DashMap<u128, Dialog, ahash::RandomState>,
     cap: AtomicUsize,
+    /// Keys with the time they were (re)queued. Keys already gone from the
+    /// map are skipped when popped.
+    queue: Mutex<VecDeque<(u128, u64)>>,
 }
 
 impl Dialogs {
@@ -65,6 +74,7 @@ impl Dialogs {
         Dialogs {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
+            queue: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -96,10 +106,11 @@ impl Dialogs {
             return 0;
         }
         let evicted = if self.map.len() >= self.cap.load(Relaxed) {
-            self.evict(now)
+            self.evict()
         } else {
             0
         };
+        self.enqueue(key, now);
         self.map.insert(
             key,
             Dialog {
@@ -207,21 +218,35 @@ impl Dialogs {
         before.saturating_sub(self.map.len())
     }
 
-    /// Makes room: expired entries first, then the longest idle eighth.
-    fn evict(&self, now: u64) -> usize {
-        let mut n = self.sweep(now);
-        let cap = self.cap.load(Relaxed);
-        if self.map.len() < cap {
-            return n;
+    fn enqueue(&self, key: u128, now: u64) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back((key, now));
+        // Keys that expired by the sweep linger in the queue; keep it within
+        // twice the table's size.
+        if q.len() > 2 * self.cap.load(Relaxed) + 1024 {
+            q.retain(|(k, _)| self.map.contains_key(k));
         }
-        let mut seen: Vec<u64> = self.map.iter().map(|e| e.last_seen).collect();
-        let k = (seen.len() / 8).max(1).min(seen.len() - 1);
-        let (_, cut, _) = seen.select_nth_unstable(k);
-        let cut = *cut;
-        let before = self.map.len();
-        self.map.retain(|_, d| d.last_seen > cut);
-        n += before - self.map.len();
-        n
+    }
+
+    /// Makes room for one entry: the oldest queued entry that has not been
+    /// active since it was queued goes.
+    fn evict(&self) -> usize {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: every entry gets at most one second chance per pass.
+        let mut budget = q.len() * 2 + 1;
+        while let Some((key, queued)) = q.pop_front() {
+            budget = budget.saturating_sub(1);
+            let Some(d) = self.map.get(&key).map(|d| *d) else {
+                continue;
+            };
+            if d.last_seen > queued && budget > 0 {
+                q.push_back((key, d.last_seen));
+                continue;
+            }
+            self.map.remove(&key);
+            return 1;
+        }
+        0
     }
 
     /// Confirmed dialogs, for the state file.
@@ -238,6 +263,7 @@ impl Dialogs {
         if d.expires <= now || self.map.len() >= self.cap.load(Relaxed) {
             return false;
         }
+        self.enqueue(key, d.last_seen);
         self.map.insert(key, d);
         true
     }
@@ -343,10 +369,11 @@ mod tests {
         // A busy old dialog stays.
         d.invite_response(0, 200, Some(1), 500, &T);
         let evicted = d.invite(1000, 1, 1000, &T);
-        assert!(evicted >= 10, "{evicted}");
+        assert_eq!(evicted, 1);
         assert!(d.len() <= 80);
         assert!(d.get(0).is_some(), "recently active");
         assert!(d.get(1).is_none(), "idlest gone");
+        assert!(d.get(2).is_some(), "one at a time");
         assert!(d.get(1000).is_some());
         // A flood never grows it past the cap.
         for k in 2000..12_000u128 {
