@@ -57,16 +57,13 @@ fn header_host(msg: &Message, name: HeaderName) -> Option<&[u8]> {
 }
 
 /// Step 8: does a configured header name one of the secret domains?
-pub fn domain_matches(msg: &Message, s: &Settings) -> bool {
+/// `ruri` is the parsed Request-URI, if it parses.
+pub fn domain_matches(msg: &Message, ruri: Option<&Uri<'_>>, s: &Settings) -> bool {
     if s.domains.is_empty() {
         return false;
     }
-    if s.match_ruri {
-        if let Some(u) = msg.request_uri().and_then(Uri::parse) {
-            if s.domains.matches(u.host) {
-                return true;
-            }
-        }
+    if s.match_ruri && ruri.is_some_and(|u| s.domains.matches(u.host)) {
+        return true;
     }
     (s.match_to && header_host(msg, HeaderName::To).is_some_and(|h| s.domains.matches(h)))
         || (s.match_from
@@ -112,10 +109,9 @@ pub struct Ctx<'a> {
     pub source: IpAddr,
 }
 
-/// The `sw` token of the Request-URI (admission step 6).
-pub fn contact_token(msg: &Message) -> Option<&[u8]> {
-    let u = Uri::parse(msg.request_uri()?)?;
-    u.param(b"sw").flatten()
+/// The `sw` token of a Request-URI (admission step 6).
+pub fn contact_token<'m>(ruri: Option<&Uri<'m>>) -> Option<&'m [u8]> {
+    ruri?.param(b"sw").flatten()
 }
 
 /// Decides on a request from the public side, steps 5 to 10 of DESIGN.md
@@ -135,7 +131,8 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
         RouteCheck::None => {}
     }
     let grace = s.config.registration.grace.ms();
-    if let Some(tok) = contact_token(msg) {
+    let ruri = msg.request_uri().and_then(Uri::parse);
+    if let Some(tok) = contact_token(ruri.as_ref()) {
         let live = std::str::from_utf8(tok)
             .ok()
             .and_then(|t| c.tables.regs.by_token(t, c.now, grace));
@@ -164,7 +161,7 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
             contact: None,
         });
     }
-    if domain_matches(msg, s) {
+    if domain_matches(msg, ruri.as_ref(), s) {
         return Ok(Admission::plain(Reason::Domain));
     }
     if let Some(d) = in_dialog(msg, c.keys) {

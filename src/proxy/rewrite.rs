@@ -173,8 +173,7 @@ pub fn pop_top_via(ed: &mut Editor<'_>, msg: &Message) {
 /// is overwritten with the truth.
 pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
     let ip = canonical_ip(src.ip());
-    let rport = via.param_at(b"rport");
-    let received = via.param_at(b"received");
+    let (rport, received) = via.rport_received_at();
     let sent_by_differs = parse_host_ip(via.host).map(canonical_ip) != Some(ip);
     let ip_s = ip_text(ip);
     match received {

@@ -133,6 +133,18 @@ impl Keys {
         siphasher::sip128::Hasher128::finish128(&h).as_u128()
     }
 
+    /// Keyed SipHash-1-3, 64 bits: where 64 bits are plenty.
+    fn sip64(&self, label: &[u8], parts: &[&[u8]]) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.sip);
+        h.write(label);
+        for p in parts {
+            h.write(&(p.len() as u32).to_le_bytes());
+            h.write(p);
+        }
+        h.finish()
+    }
+
     /// MAC over length-prefixed parts under a domain label, so values of
     /// one kind can never be replayed as another.
     fn mac(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -166,7 +178,7 @@ impl Keys {
     /// (RFC 3261 16.3 item 4): Request-URI, Call-ID, From tag, CSeq number.
     pub fn loop_key(&self, ruri: &[u8], call_id: &[u8], from_tag: &[u8], cseq: u32) -> [u8; 4] {
         let m = self
-            .sip128(b"loop", &[ruri, call_id, from_tag, &cseq.to_le_bytes()])
+            .sip64(b"loop", &[ruri, call_id, from_tag, &cseq.to_le_bytes()])
             .to_le_bytes();
         [m[0], m[1], m[2], m[3]]
     }
@@ -190,7 +202,7 @@ impl Keys {
         out[p] = dir.byte();
         out[p + 1] = listener_char(listener);
         // Uniqueness only (the MAC below is what verifies).
-        let h1 = self.sip128(b"branch", &[prev, target]).to_le_bytes();
+        let h1 = self.sip64(b"branch", &[prev, target]).to_le_bytes();
         hex_into(&mut out[p + 2..p + 18], &h1[..8]);
         hex_into(&mut out[p + 18..p + 26], &loop_key);
         let tag = self.branch_mac(&out[p..p + 26], prev, call_id);
@@ -328,7 +340,7 @@ impl Keys {
 
     /// A tag, hashed for the dialog table (never 0: 0 means no tag yet).
     pub fn tag_hash(&self, tag: &[u8]) -> u64 {
-        (self.sip128(b"tag", &[tag]) as u64).max(1)
+        self.sip64(b"tag", &[tag]).max(1)
     }
 
     /// Hash of a REGISTER's Call-ID, keying pending registrations.

@@ -34,19 +34,25 @@ pub struct Param<'a> {
 /// hold `;`.
 pub fn iter(list: &[u8]) -> impl Iterator<Item = Param<'_>> + '_ {
     let mut pos = 0;
+    // Without quotes (nearly always) a separator search does it.
+    let plain = memchr::memchr(b'"', list).is_none();
     std::iter::from_fn(move || {
         while pos < list.len() {
             let start = pos;
             let mut i = pos;
-            let mut quoted = false;
-            while i < list.len() {
-                match list[i] {
-                    b'"' => quoted = !quoted,
-                    b'\\' if quoted => i += 1,
-                    b';' if !quoted => break,
-                    _ => {}
+            if plain {
+                i = memchr::memchr(b';', &list[pos..]).map_or(list.len(), |j| pos + j);
+            } else {
+                let mut quoted = false;
+                while i < list.len() {
+                    match list[i] {
+                        b'"' => quoted = !quoted,
+                        b'\\' if quoted => i += 1,
+                        b';' if !quoted => break,
+                        _ => {}
+                    }
+                    i += 1;
                 }
-                i += 1;
             }
             let end = i.min(list.len());
             pos = end + 1;

@@ -199,6 +199,10 @@ pub struct Message {
     pub cseq_num: u32,
     pub cseq_method: Span,
     pub max_forwards: Option<u32>,
+    /// The `tag` parameters of From and To, found while validating them
+    /// (empty span: none).
+    from_tag: Span,
+    to_tag: Span,
 }
 
 /// What `frame` found at the front of a stream buffer.
@@ -423,6 +427,8 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
     let start = parse_start_line(b, head.start_line)?;
 
     let mut have = [false; 5];
+    let mut from_tag = Span::default();
+    let mut to_tag = Span::default();
     let mut cseq = None;
     let mut max_forwards = None;
     for h in &headers {
@@ -439,10 +445,25 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
             // From and To must at least be name-addr or addr-spec:
             // unbalanced quotes or brackets (RFC 4475 quotbal) are refused.
             HeaderName::From | HeaderName::To => {
-                if super::addr::NameAddr::parse(v).is_none() {
+                let i = if h.name == HeaderName::From { 1 } else { 2 };
+                let Some(na) = super::addr::NameAddr::parse(v) else {
                     return Err(ScanError::BadHeader);
+                };
+                if !have[i] {
+                    let tag = super::params::find(na.params, b"tag").flatten().map_or(
+                        Span::default(),
+                        |t| {
+                            let s = t.as_ptr() as usize - b.as_ptr() as usize;
+                            Span::new(s, s + t.len())
+                        },
+                    );
+                    if i == 1 {
+                        from_tag = tag;
+                    } else {
+                        to_tag = tag;
+                    }
                 }
-                have[if h.name == HeaderName::From { 1 } else { 2 }] = true;
+                have[i] = true;
             }
             HeaderName::CallId => {
                 if v.is_empty() {
@@ -491,6 +512,8 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
         cseq_num,
         cseq_method,
         max_forwards,
+        from_tag,
+        to_tag,
         buf,
     })
 }
@@ -658,16 +681,12 @@ impl Message {
 
     /// `tag` parameter of the From header.
     pub fn from_tag(&self) -> Option<&[u8]> {
-        self.first_value(HeaderName::From)
-            .and_then(super::addr::NameAddr::parse)
-            .and_then(|na| super::params::find(na.params, b"tag").flatten())
+        (!self.from_tag.is_empty()).then(|| self.slice(self.from_tag))
     }
 
     /// `tag` parameter of the To header: present on in-dialog requests.
     pub fn to_tag(&self) -> Option<&[u8]> {
-        self.first_value(HeaderName::To)
-            .and_then(super::addr::NameAddr::parse)
-            .and_then(|na| super::params::find(na.params, b"tag").flatten())
+        (!self.to_tag.is_empty()).then(|| self.slice(self.to_tag))
     }
 
     /// The first value of the first Via header, with its position.

@@ -147,6 +147,24 @@ impl<'a> Via<'a> {
         })
     }
 
+    /// `rport` and `received` with absolute positions, in one pass.
+    pub fn rport_received_at(&self) -> (Option<Param<'a>>, Option<Param<'a>>) {
+        let (mut rport, mut received) = (None, None);
+        for p in params::iter(self.params) {
+            let abs = Param {
+                start: p.start + self.params_start,
+                end: p.end + self.params_start,
+                ..p
+            };
+            if p.name.eq_ignore_ascii_case(b"rport") && rport.is_none() {
+                rport = Some(abs);
+            } else if p.name.eq_ignore_ascii_case(b"received") && received.is_none() {
+                received = Some(abs);
+            }
+        }
+        (rport, received)
+    }
+
     pub fn branch(&self) -> Option<&'a [u8]> {
         self.param(b"branch").flatten()
     }
