@@ -153,7 +153,7 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
         if pending.len() > 8 {
             pending.clear();
         }
-        if n >= BATCH / 2 && n < BATCH {
+        if (BATCH / 2..BATCH).contains(&n) {
             std::thread::sleep(COALESCE);
         }
     }
