@@ -109,8 +109,10 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 # ---------------------------------------------------------------- preflight
 NPROC=$(nproc)
-SUT_CPU=0
-LOAD_CPU=1
+# Placement, overridable for the unpinned run:
+#   SUT_CPU=0-1 LOAD_CPU=0-1 bench/run.sh   (everything may use every core)
+SUT_CPU=${SUT_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
 if [ "$NPROC" -lt 2 ]; then
     log "WARNING: only $NPROC core: system under test and load generator share core 0"
     LOAD_CPU=0
@@ -305,7 +307,7 @@ stop_sut() {
     SUT_PID=""; SUT_MODE=""
 }
 
-sample() { "$SWSTAT" proc --pid "$SUT_PID" --port "$PUBLIC_PORT" --core "$SUT_CPU"; }
+sample() { "$SWSTAT" proc --pid "$SUT_PID" --port "$PUBLIC_PORT" --core "${SUT_CPU%%[,-]*}"; }
 sut_pids() { "$SWSTAT" get - pids <<<"$(sample)" | tr -d '[]' | tr ',' ' '; }
 
 # After a load run: wait (at most 10 s) until the system under test stops

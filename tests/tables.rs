@@ -109,6 +109,23 @@ fn trunk_contact_is_rewritten_with_a_signed_token() {
 }
 
 #[test]
+fn a_trunk_registered_over_tcp_is_called_back_over_tcp() {
+    let lab = Lab::new(TRUNK);
+    let reg = register(1, "3600", "").replace(
+        "REGISTER sip:sip.provider.example SIP",
+        "REGISTER sip:sip.provider.example;transport=tcp SIP",
+    );
+    let out = lab.handle(&asterisk(), &reg);
+    let s = one_send(&out, Verdict::forward(Reason::Outbound));
+    assert_eq!(s.transport, Transport::Tcp);
+    let contact = headers(text(s), "contact")[0].to_string();
+    assert!(
+        contact.starts_with("Contact: <sip:acct@pbx.example.com:5060;line=xyz;transport=tcp;sw="),
+        "{contact}"
+    );
+}
+
+#[test]
 fn provider_invites_pass_while_the_registration_lives() {
     let mut lab = Lab::new(TRUNK);
     // A challenge first: nothing is learned from a 401.

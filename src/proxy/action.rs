@@ -32,9 +32,14 @@ pub struct Send {
     pub listener: Option<u8>,
     pub dest: Dest,
     pub data: Bytes,
-    /// Answer to send back on the original flow if `dest` does not resolve
-    /// (a 503 for requests Asterisk sent to an unknown host).
+    /// Answer to send back on the original flow if `dest` cannot be
+    /// reached (a 503 for requests Asterisk sent to an unknown host, a 430
+    /// Flow Failed when a phone's TCP connection is gone).
     pub on_fail: Option<Box<Send>>,
+    /// TCP: only over a connection that exists (the flow a token names, a
+    /// keepalive on a registration's connection); never open one, since the
+    /// far end behind NAT cannot be reached that way.
+    pub reuse_only: bool,
 }
 
 /// The result of handling one message.

@@ -431,6 +431,7 @@ impl Core {
             dest: Dest::Addr(flow.remote),
             data: reply::build(msg, code, phrase, &tag),
             on_fail: None,
+            reuse_only: false,
         }
     }
 
@@ -573,6 +574,8 @@ impl Core {
                 dest: Dest::Addr(reg.registrar_addr),
                 data: Bytes::from_static(b"\r\n\r\n"),
                 on_fail: None,
+                // Over TCP only on the registration's own connection.
+                reuse_only: true,
             });
         }
         sends

@@ -145,6 +145,7 @@ impl Core {
                 dest: Dest::Addr(s.backend.addr),
                 data: ed.finish(),
                 on_fail: None,
+                reuse_only: false,
             },
         )
     }

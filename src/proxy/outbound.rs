@@ -139,13 +139,22 @@ impl Core {
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
         self.track_dialog(s, now, msg);
-        let on_fail =
-            match (&dest, msg.method()) {
-                (Dest::Name { .. }, m) if m != Some(Method::Ack) => Some(Box::new(
-                    self.reply_send(flow, msg, 503, "Service Unavailable"),
-                )),
-                _ => None,
-            };
+        // A TCP flow whose connection is gone is connected to again (a
+        // phone not behind NAT listens where it sent from); if that fails,
+        // Asterisk gets 430 Flow Failed (RFC 5626 5.3) at once instead of
+        // timing out.
+        let tcp_flow = popped.flow.is_some() && transport == Transport::Tcp;
+        let on_fail = match (&dest, msg.method()) {
+            (_, Some(Method::Ack)) => None,
+            (Dest::Name { .. }, _) => Some(Box::new(self.reply_send(
+                flow,
+                msg,
+                503,
+                "Service Unavailable",
+            ))),
+            _ if tcp_flow => Some(Box::new(self.reply_send(flow, msg, 430, "Flow Failed"))),
+            _ => None,
+        };
         Output::send(
             Verdict::forward(Reason::Outbound),
             Send {
@@ -155,6 +164,7 @@ impl Core {
                 dest,
                 data: ed.finish(),
                 on_fail,
+                reuse_only: false,
             },
         )
     }
@@ -228,11 +238,17 @@ impl Core {
         for c in &list {
             let user = c.uri.user.unwrap_or_default();
             let tok = self.keys.contact_token(trunk.as_bytes(), user);
+            // Over TCP the provider must call back over TCP (RFC 3263).
+            let tcp: &[u8] = if transport == Transport::Tcp && c.uri.transport().is_none() {
+                b";transport=tcp"
+            } else {
+                b""
+            };
             rewrite_contact(
                 ed,
                 c,
                 s.advertise_text.as_bytes(),
-                &[b";sw=", tok.as_bytes()],
+                &[tcp, b";sw=", tok.as_bytes()],
             );
         }
         if !self.tables.regs.sent(

@@ -74,6 +74,7 @@ impl Core {
                 dest,
                 data: ed.finish(),
                 on_fail: None,
+                reuse_only: false,
             },
         )
     }

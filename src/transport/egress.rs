@@ -93,8 +93,19 @@ impl Egress {
         match send.transport {
             Transport::Udp => self.send_udp(&send, dest),
             Transport::Tcp => {
-                if !self.tcp.send(self, send.side, dest, send.data) {
+                let Send {
+                    side,
+                    data,
+                    on_fail,
+                    reuse_only,
+                    ..
+                } = send;
+                // A failure now (or of the connect, later) sends `on_fail`.
+                if let Err(fail) = self.tcp.send(self, side, dest, data, reuse_only, on_fail) {
                     self.core.metrics().event(Event::SendErrors);
+                    if let Some(fail) = fail {
+                        self.send(*fail);
+                    }
                 }
             }
         }

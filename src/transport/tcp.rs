@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Event;
 use crate::policy::{Disposition, Reason};
+use crate::proxy::Send;
 use crate::sip::{frame, Frame};
 
 use super::egress::Egress;
@@ -49,19 +50,35 @@ impl TcpConns {
 
     /// Queues `data` on the connection to `dest`, opening one when there
     /// is none. False when it cannot be queued.
-    pub fn send(&self, eg: &Arc<Egress>, side: Side, dest: SocketAddr, data: Bytes) -> bool {
+    /// `Err(on_fail)` when it cannot be queued now; a connect that fails
+    /// later sends `on_fail` itself.
+    pub fn send(
+        &self,
+        eg: &Arc<Egress>,
+        side: Side,
+        dest: SocketAddr,
+        data: Bytes,
+        reuse_only: bool,
+        on_fail: Option<Box<Send>>,
+    ) -> Result<(), Option<Box<Send>>> {
         if let Some(c) = self.map.get(&(side, dest)) {
             match c.tx.try_send(data) {
-                Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(on_fail),
                 Err(mpsc::error::TrySendError::Closed(d)) => {
                     drop(c);
                     self.map.remove(&(side, dest));
-                    return self.connect(eg, side, dest, d);
+                    if reuse_only {
+                        return Err(on_fail);
+                    }
+                    return self.connect(eg, side, dest, d, on_fail);
                 }
             }
         }
-        self.connect(eg, side, dest, data)
+        if reuse_only {
+            return Err(on_fail);
+        }
+        self.connect(eg, side, dest, data, on_fail)
     }
 
     fn reserve(&self, eg: &Egress) -> bool {
@@ -92,9 +109,16 @@ impl TcpConns {
         self.count.fetch_sub(1, Relaxed);
     }
 
-    fn connect(&self, eg: &Arc<Egress>, side: Side, dest: SocketAddr, first: Bytes) -> bool {
+    fn connect(
+        &self,
+        eg: &Arc<Egress>,
+        side: Side,
+        dest: SocketAddr,
+        first: Bytes,
+        on_fail: Option<Box<Send>>,
+    ) -> Result<(), Option<Box<Send>>> {
         if !self.reserve(eg) {
-            return false;
+            return Err(on_fail);
         }
         let (id, tx, rx) = self.register(side, dest);
         // Queued before the connection exists: sent once it is up.
@@ -127,15 +151,21 @@ impl TcpConns {
                     tracing::warn!(%dest, error = %e, "TCP connect failed");
                     eg.core.metrics().event(Event::SendErrors);
                     eg.tcp.unregister(side, dest, id);
+                    if let Some(f) = on_fail {
+                        eg.send(*f);
+                    }
                 }
                 Err(_) => {
                     tracing::warn!(%dest, "TCP connect timed out");
                     eg.core.metrics().event(Event::SendErrors);
                     eg.tcp.unregister(side, dest, id);
+                    if let Some(f) = on_fail {
+                        eg.send(*f);
+                    }
                 }
             }
         });
-        true
+        Ok(())
     }
 }
 

@@ -70,7 +70,7 @@ die() {
 
 need_tools() {
     local missing=() t
-    for t in sipp kamailio kamcmd svmap svwar sipsak tshark curl ss timeout flock; do
+    for t in sipp kamailio kamcmd svmap svwar svcrack sipsak tshark curl ss timeout flock; do
         command -v "$t" > /dev/null 2>&1 || missing+=("$t")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -119,8 +119,14 @@ need_free_ports() {
 # ---------------------------------------------------------------- lifecycle
 
 cleanup() {
-    local rc=$? p i
+    local rc=$? p i kids=()
     trap - EXIT INT TERM
+    # kamailio's worker processes, by pid, noted now: if its main process has
+    # to be killed below they would survive it (reparented to init) and keep
+    # the backend port bound
+    if [ -n "$KAM_PID" ] && kill -0 "$KAM_PID" 2>/dev/null; then
+        mapfile -t kids < <(pgrep -P "$KAM_PID" 2>/dev/null)
+    fi
     # stop in reverse order: TERM, up to 3 s, then KILL
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         p=${PIDS[$i]}
@@ -128,11 +134,11 @@ cleanup() {
     done
     for i in $(seq 30); do
         local alive=0
-        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        for p in "${PIDS[@]}" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
         [ $alive = 0 ] && break
         sleep 0.1
     done
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}" "${kids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
     if [ "$FAIL_N" -gt 0 ] || [ "$rc" -ne 0 ]; then
         if [ -n "$RUN" ] && [ -d "$RUN" ]; then
@@ -212,14 +218,17 @@ wait_bound() {
 
 # The Asterisk stand-in, generated from tests/e2e/kamailio.cfg with this
 # run's ports and runtime dir (only the substdef lines change).
+# start_kamailio [DEFINE...]: extra -A defines besides WITH_EDGE (e.g. WITH_AUTH).
 start_kamailio() {
+    local defs=(-A WITH_EDGE) d
+    for d in "$@"; do defs+=(-A "$d"); done
     sed -e "s|^#!substdef \"!PBX_PORT!.*|#!substdef \"!PBX_PORT!$BE!g\"|" \
         -e "s|^#!substdef \"!EDGE_OUTBOUND!.*|#!substdef \"!EDGE_OUTBOUND!127.0.0.1:$INT!g\"|" \
         -e "s|^#!substdef \"!RUN_DIR!.*|#!substdef \"!RUN_DIR!$RUN!g\"|" \
         "$E2E_DIR/kamailio.cfg" > "$RUN/kamailio.cfg"
-    timeout 10 kamailio -c -f "$RUN/kamailio.cfg" -A WITH_EDGE > "$RUN/kamailio-check.log" 2>&1 \
+    timeout 10 kamailio -c -f "$RUN/kamailio.cfg" "${defs[@]}" > "$RUN/kamailio-check.log" 2>&1 \
         || { cat "$RUN/kamailio-check.log"; die "kamailio -c rejected the generated config"; }
-    kamailio -f "$RUN/kamailio.cfg" -A WITH_EDGE -DD -E -m 256 -M 16 > "$RUN/kamailio.log" 2>&1 &
+    kamailio -f "$RUN/kamailio.cfg" "${defs[@]}" -DD -E -m 256 -M 16 > "$RUN/kamailio.log" 2>&1 &
     KAM_PID=$!
     PIDS+=("$KAM_PID")
     # (the UDP sockets are shared by every kamailio process, the TCP listener by its tcp main only)
@@ -376,11 +385,13 @@ silent_scenario() {
 
 # ---------------------------------------------------------------- tshark
 
-# capture_start NAME FILTER: tshark on lo, into $RUN/NAME.pcap; waits until
-# it really captures (bounded).
+# capture_start NAME FILTER: dumpcap (tshark's capture engine; it is ready in
+# well under 0.1 s where tshark takes 1-2 s to load its dissectors) or else
+# tshark on lo, into $RUN/NAME.pcap; waits until it really captures (bounded).
 capture_start() {
-    local name=$1 filter=$2 i
-    timeout -s INT 120 tshark -i lo -f "$filter" -w "$RUN/$name.pcap" -q > "$RUN/$name.tshark.log" 2>&1 &
+    local name=$1 filter=$2 i cap=tshark
+    command -v dumpcap > /dev/null 2>&1 && cap=dumpcap
+    timeout -s INT 120 "$cap" -i lo -f "$filter" -w "$RUN/$name.pcap" -q > "$RUN/$name.tshark.log" 2>&1 &
     CAP_PID=$!
     PIDS+=("$CAP_PID")
     for i in $(seq 100); do
@@ -408,4 +419,139 @@ capture_sip() {
     timeout 30 tshark -r "$RUN/$1.pcap" -Y sip -T fields -E separator='|' \
         -e ip.src -e ip.dst -e udp.dstport -e tcp.dstport -e sip.Request-Line -e sip.Status-Line \
         -e sip.Call-ID -e sip.User-Agent 2>/dev/null
+}
+
+# ---------------------------------------------------------------- more helpers
+# (added for trunk.sh, restart.sh, nat.sh, dialog.sh, defence.sh)
+
+# Source addresses of the roles those scripts add.
+PROVIDER_IP=127.0.0.3       # trunk provider: registrar and its INVITEs (trunk.sh, restart.sh)
+FLOOD_IP=127.0.0.5          # one source flooding OPTIONS (defence.sh)
+NAT_PRIVATE_IP=127.0.0.99   # the private address a NATed phone puts in its Contact (nothing listens)
+
+# gauge FILE NAME: an unlabelled metric's value (0 if absent).
+gauge() {
+    local v
+    v=$(grep -E "^$2 " "$1" | awk '{print $2}' | head -1)
+    echo "${v:-0}"
+}
+
+# metric_delta NEW OLD REASON DISPOSITION: metric_sum NEW - metric_sum OLD.
+metric_delta() {
+    echo $(( $(metric_sum "$1" "$3" "$4") - $(metric_sum "$2" "$3" "$4") ))
+}
+
+# wait_log_n PATTERN COUNT [SECONDS]: until sipwarden.log has COUNT lines
+# matching the ERE PATTERN (default at most 5 s).
+wait_log_n() {
+    local i n=$(( ${3:-5} * 10 ))
+    for i in $(seq "$n"); do
+        [ "$(grep -cE "$1" "$RUN/sipwarden.log" 2>/dev/null)" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# kill_sipwarden: SIGKILL (a crash, no state flush) and reap it.
+kill_sipwarden() {
+    kill -KILL "$SW_PID" 2>/dev/null
+    reap "$SW_PID" 2>/dev/null
+    SW_PID=""
+    return 0
+}
+
+# expect_bg NAME DESCRIPTION PID: reaps a background sipp (sipp_bg), PASS on exit 0.
+expect_bg() {
+    local rc
+    reap "$3"; rc=$?
+    if [ $rc -eq 0 ]; then pass "$2"; else fail "$2 (sipp exit $rc)"; show_sipp "$1"; fi
+    return $rc
+}
+
+# sipp_requests NAME METHOD: the requests of METHOD a sipp run received
+# (from its message trace), one block per message, headers only.
+sipp_requests() {
+    awk -v m="$2" '/^(UDP|TCP) message received/ {rx = 1; next}
+                   /^(UDP|TCP) message sent/ {rx = 0; next}
+                   rx && $0 ~ "^" m " " {p = 1; print "----"}
+                   p && /^\r?$/ {p = 0}
+                   p' "$RUN/$1.msg" | tr -d '\r'
+}
+
+# ---------------------------------------------------------------- trunks
+# The provider's registrar and INVITEs on 127.0.0.3, "Asterisk" sending its
+# trunk REGISTER from 127.0.0.1:BACKEND to the internal socket (DESIGN.md
+# section 9). Call trunk_transport udp|tcp first (sets T, TP, REG_URI).
+TRUNK_ACCOUNT=acct
+TRUNK_LINE=xyz
+TRUNK_DID=+4930123
+TRUNK_CONTACT="sip:$TRUNK_ACCOUNT@127.0.0.1:$BE;line=$TRUNK_LINE"   # Asterisk's own Contact
+REG_PORT=$PHONE_PORT            # the registrar on 127.0.0.3
+PROV_PORT=$((PHONE_PORT + 1))   # the provider's INVITEs from 127.0.0.3
+
+trunk_transport() {
+    case $1 in
+        udp) T="-t u1"; TP=UDP; REG_URI="$PROVIDER_IP:$REG_PORT"; CT_TRANSPORT="" ;;
+        # Registered over TCP, the Contact says so (RFC 3263: the provider
+        # calls back over TCP).
+        tcp) T="-t t1"; TP=TCP; REG_URI="$PROVIDER_IP:$REG_PORT;transport=tcp"; CT_TRANSPORT=";transport=tcp" ;;
+    esac
+}
+
+# trunk_config FILE: appends the provider's [[trunk]] table (no allow CIDRs:
+# it is admitted only while registered).
+trunk_config() {
+    cat >> "$1" <<EOT
+
+[[trunk]]
+name = "provider1"
+registrar = "$PROVIDER_IP"
+EOT
+}
+
+# trunk_register NAME GRANT EXPIRES DESCRIPTION: the registrar (for one
+# REGISTER exchange, granting GRANT s) and Asterisk's REGISTER asking EXPIRES
+# (0 = unregister, with -au/-ap for the 401); both must succeed. The Contact
+# the registrar stored is then in $TRUNK_REGISTERED.
+trunk_register() {
+    local name=$1 grant=$2 expires=$3 desc=$4 pid
+    sipp_bg "registrar-$name" 20 -sf "$SIPP_DIR/registrar.xml" -m 1 -i "$PROVIDER_IP" -p "$REG_PORT" $T \
+        -key grant "$grant" -key header_expires 3600 -trace_logs -log_file "$RUN/registrar-$name.log"
+    pid=$BG_PID
+    if [ "$TP" = TCP ]; then wait_bound tcp "$PROVIDER_IP" "$REG_PORT"; else wait_bound udp "$PROVIDER_IP" "$REG_PORT"; fi \
+        || fail "the registrar did not bind $PROVIDER_IP:$REG_PORT"
+    expect_sipp "asterisk-$name" "$TP: $desc" "127.0.0.1:$INT" -sf "$SIPP_DIR/asterisk_register.xml" -m 1 \
+        -i 127.0.0.1 -p "$BE" -key registrar_uri "$REG_URI" -key registrar_host "$PROVIDER_IP" \
+        -key account "$TRUNK_ACCOUNT" -key line "$TRUNK_LINE" -key contact_port "$BE" \
+        -key internal "127.0.0.1:$INT" -key expires "$expires" -au "$TRUNK_ACCOUNT" -ap provider-pw \
+        -cid_str "e2e-asterisk-$name-%u-%p"
+    expect_bg "registrar-$name" "$TP: the registrar got the REGISTER, challenged it (401), and the retry's Contact carried ;sw= and ;line= (ereg check)" "$pid"
+    TRUNK_REGISTERED=$(sed -n 's/^.*contact=\([^ ]*\) end.*$/\1/p' "$RUN/registrar-$name.log" 2>/dev/null | tail -1)
+}
+
+# trunk_invite NAME RURI FROM-IP DESCRIPTION: a provider INVITE (trunk_invite.xml)
+# that must be answered 200 and ended with BYE.
+trunk_invite() {
+    expect_sipp "$1" "$4" "127.0.0.1:$PUB" -sf "$SIPP_DIR/trunk_invite.xml" -m 1 $T \
+        -i "$3" -p "$PROV_PORT" -key ruri "$2" -key did "$TRUNK_DID" -cid_str "e2e-$1-%u-%p"
+}
+
+# trunk_silent_bg NAME RURI FROM-IP PORT: the same INVITE in the background;
+# it must get no answer at all (trunk_invite_silent.xml). Reap with silent_wait.
+SILENT=()
+trunk_silent_bg() {
+    sipp_bg "$1" 20 "127.0.0.1:$PUB" -sf "$SIPP_DIR/trunk_invite_silent.xml" -m 1 $T \
+        -i "$3" -p "$4" -key ruri "$2" -key did "$TRUNK_DID" -cid_str "e2e-$1-%u-%p"
+    SILENT+=("$1:$BG_PID")
+}
+# silent_wait DESCRIPTION...: reaps the *_silent_bg runs in start order, one
+# description each (PASS when the run exited 0, i.e. got no answer).
+silent_wait() {
+    local e name pid
+    for e in "${SILENT[@]}"; do
+        name=${e%%:*}; pid=${e##*:}
+        expect_bg "$name" "$1" "$pid"
+        shift
+    done
+    SILENT=()
 }
