@@ -15,7 +15,7 @@ use crate::flow::{Flow, Side, Transport};
 use crate::metrics::{Event, Gauge, Metrics};
 use crate::policy::{admission, quick, Disposition, Reason, Verdict};
 use crate::sip::via::Via;
-use crate::sip::{scan, Framing, Message, Method, ScanError};
+use crate::sip::{scan, Framing, Header, HeaderName, Message, Method, ScanError};
 use crate::state::persist::{SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION};
 use crate::state::Tables;
 
@@ -98,6 +98,13 @@ fn counts_for_ban(r: Reason) -> bool {
             | Reason::Malformed
             | Reason::TooLarge
     )
+}
+
+/// A request about to be forwarded: its loop digest and top Via.
+pub(super) struct Hop<'m> {
+    pub loop_key: [u8; 4],
+    pub top: Via<'m>,
+    pub first_via: &'m Header,
 }
 
 /// What was restored from a state file.
@@ -455,6 +462,28 @@ impl Core {
             return Some(Output::verdict(Verdict::drop(reason)));
         }
         Some(self.reply(flow, msg, code, phrase, reason))
+    }
+
+    /// What forwarding a request in either direction starts with: the hop
+    /// checks (483 / 482) passed and the top Via read.
+    pub(super) fn begin_forward<'m>(
+        &self,
+        flow: &Flow,
+        msg: &'m Message,
+        dir: Dir,
+    ) -> Result<Hop<'m>, Output> {
+        let loop_key = self.loop_key(msg);
+        if let Some(out) = self.hop_checks(flow, msg, dir, loop_key) {
+            return Err(out);
+        }
+        match (msg.top_via(), msg.first(HeaderName::Via)) {
+            (Some(top), Some(first_via)) => Ok(Hop {
+                loop_key,
+                top,
+                first_via,
+            }),
+            _ => Err(Output::verdict(Verdict::drop(Reason::Malformed))),
+        }
     }
 
     pub(super) fn loop_key(&self, msg: &Message) -> [u8; 4] {

@@ -6,11 +6,11 @@
 use crate::flow::{Flow, Side};
 use crate::metrics::Event;
 use crate::policy::admission::Admission;
-use crate::policy::{Reason, Verdict};
+use crate::policy::Verdict;
 use crate::sip::{Editor, HeaderName, Message, Method};
 
 use super::action::{Dest, Output, Send};
-use super::core::Core;
+use super::core::{Core, Hop};
 use super::response::fix_contacts;
 use super::rewrite::{
     creates_dialog, max_forwards, rfc3581, rr_insert_point, sockaddr_text, strip_owned, tcp_param,
@@ -29,12 +29,13 @@ impl Core {
         verdict: Verdict,
         adm: &Admission,
     ) -> Output {
-        let loop_key = self.loop_key(msg);
-        if let Some(out) = self.hop_checks(flow, msg, Dir::Inbound, loop_key) {
-            return out;
-        }
-        let (Some(top), Some(first_via)) = (msg.top_via(), msg.first(HeaderName::Via)) else {
-            return Output::verdict(Verdict::drop(Reason::Malformed));
+        let Hop {
+            loop_key,
+            top,
+            first_via,
+        } = match self.begin_forward(flow, msg, Dir::Inbound) {
+            Ok(h) => h,
+            Err(out) => return out,
         };
         let call_id = msg.call_id();
         let il = usize::from(s.backend_listener);

@@ -13,7 +13,7 @@ use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
 
 use super::action::{Dest, Output, Send};
-use super::core::Core;
+use super::core::{Core, Hop};
 use super::rewrite::{
     contacts, creates_dialog, max_forwards, rewrite_contact, rfc3581, rr_insert_point,
     sockaddr_text, strip_owned, tcp_param,
@@ -30,12 +30,13 @@ impl Core {
         flow: &Flow,
         msg: &Message,
     ) -> Output {
-        let loop_key = self.loop_key(msg);
-        if let Some(out) = self.hop_checks(flow, msg, Dir::Outbound, loop_key) {
-            return out;
-        }
-        let (Some(top), Some(first_via)) = (msg.top_via(), msg.first(HeaderName::Via)) else {
-            return Output::verdict(Verdict::drop(Reason::Malformed));
+        let Hop {
+            loop_key,
+            top,
+            first_via,
+        } = match self.begin_forward(flow, msg, Dir::Outbound) {
+            Ok(h) => h,
+            Err(out) => return out,
         };
         let call_id = msg.call_id();
         let mut ed = Editor::new(msg);

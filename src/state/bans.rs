@@ -102,13 +102,7 @@ impl Bans {
             return None;
         }
         if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
-            let last = self.last_room.load(Relaxed);
-            if now >= last + 1000
-                && self
-                    .last_room
-                    .compare_exchange(last, now, Relaxed, Relaxed)
-                    .is_ok()
-            {
+            if super::once_a_second(&self.last_room, now) {
                 self.make_room(now);
             }
             if self.map.len() >= self.cap.load(Relaxed) {

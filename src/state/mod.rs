@@ -13,6 +13,14 @@ pub use dialogs::{Dialogs, Lifetimes};
 pub use rate::Rates;
 pub use registrations::Registrations;
 
+/// True at most once a second per `last`: keeps the maintenance of a full
+/// table (a sweep) off the per-packet path under a flood from many sources.
+pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64, now: u64) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let prev = last.load(Relaxed);
+    now >= prev + 1000 && last.compare_exchange(prev, now, Relaxed, Relaxed).is_ok()
+}
+
 /// Every table of one process.
 pub struct Tables {
     pub dialogs: Dialogs,

@@ -64,13 +64,7 @@ impl Rates {
     /// filter still applies) rather than starving new callers.
     pub fn allow(&self, ip: IpAddr, register: bool, now: u64, b: &Budget) -> bool {
         if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
-            let last = self.last_sweep.load(Relaxed);
-            if now >= last + 1000
-                && self
-                    .last_sweep
-                    .compare_exchange(last, now, Relaxed, Relaxed)
-                    .is_ok()
-            {
+            if super::once_a_second(&self.last_sweep, now) {
                 self.sweep(now, b);
             }
             if self.map.len() >= self.cap.load(Relaxed) {
