@@ -33,10 +33,6 @@ impl<'m> Editor<'m> {
         }
     }
 
-    pub fn message(&self) -> &'m Message {
-        self.msg
-    }
-
     fn push(&mut self, start: usize, end: usize, parts: &[&[u8]]) {
         debug_assert!(start <= end && end <= self.msg.bytes().len());
         let a = self.arena.len();

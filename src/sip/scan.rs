@@ -629,14 +629,6 @@ impl Message {
         }
     }
 
-    /// The method as written on the start line (for `Method::Other`).
-    pub fn method_bytes(&self) -> &[u8] {
-        match self.start {
-            StartLine::Request { method_span, .. } => self.slice(method_span),
-            StartLine::Response { .. } => self.slice(self.cseq_method),
-        }
-    }
-
     pub fn request_uri(&self) -> Option<&[u8]> {
         match self.start {
             StartLine::Request { uri, .. } => Some(self.slice(uri)),

@@ -138,15 +138,6 @@ impl<'a> Via<'a> {
         params::find(self.params, name)
     }
 
-    /// A parameter with absolute positions.
-    pub fn param_at(&self, name: &[u8]) -> Option<Param<'a>> {
-        params::find_param(self.params, name).map(|p| Param {
-            start: p.start + self.params_start,
-            end: p.end + self.params_start,
-            ..p
-        })
-    }
-
     /// `rport` and `received` with absolute positions, in one pass.
     pub fn rport_received_at(&self) -> (Option<Param<'a>>, Option<Param<'a>>) {
         let (mut rport, mut received) = (None, None);
@@ -181,10 +172,6 @@ impl<'a> Via<'a> {
                 .and_then(|p| p.parse().ok())
         })
     }
-
-    pub fn is_tcp(&self) -> bool {
-        self.transport.eq_ignore_ascii_case(b"TCP")
-    }
 }
 
 #[cfg(test)]
@@ -211,11 +198,11 @@ mod tests {
             b";branch=z9hG4bK1;rport"
         );
         let b = all[1].unwrap();
-        assert!(b.is_tcp());
+        assert_eq!(b.transport, b"TCP");
         assert_eq!(b.host, b"[2001:db8::9]");
         assert_eq!(b.port, None);
         assert_eq!(b.received(), Some(&b"1.2.3.4"[..]));
-        let p = b.param_at(b"received").unwrap();
+        let p = b.rport_received_at().1.unwrap();
         assert_eq!(&v.as_bytes()[p.start..p.end], b"received=1.2.3.4");
     }
 

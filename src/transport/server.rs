@@ -113,32 +113,6 @@ impl Server {
         &self.eg
     }
 
-    /// Local addresses of the listeners, as bound (port 0 resolved).
-    pub fn local_addrs(&self) -> Vec<(Side, Transport, SocketAddr)> {
-        let udp = self.eg.udp.load();
-        let mut out: Vec<(Side, Transport, SocketAddr)> = udp
-            .iter()
-            .map(|e| {
-                (
-                    e.side,
-                    Transport::Udp,
-                    e.socket.local_addr().unwrap_or(e.spec.addr),
-                )
-            })
-            .collect();
-        for r in self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            if r.spec.transport == Transport::Tcp {
-                out.push((r.side, Transport::Tcp, r.spec.addr));
-            }
-        }
-        out
-    }
-
     /// Applies new settings: bind what is new (a failure refuses the
     /// reload and changes nothing), swap the settings, close what is gone.
     pub fn reload(&self, settings: Settings) -> Result<(), String> {
