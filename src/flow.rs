@@ -4,6 +4,14 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+/// IPv4-mapped IPv6 addresses are IPv4 for comparisons and headers.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Transport protocols sipwarden speaks.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

@@ -178,10 +178,7 @@ impl Cidr {
 /// True when any network of the list holds `ip` (IPv4-mapped IPv6
 /// addresses count as IPv4).
 pub fn cidrs_contain(list: &[Cidr], ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = crate::flow::canonical_ip(ip);
     list.iter().any(|c| c.contains(ip))
 }
 

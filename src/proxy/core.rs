@@ -617,12 +617,10 @@ impl Core {
         let s = self.settings.load();
         let mut v = self.tables.regs.registrars();
         for t in &s.config.trunks {
-            let host = t
-                .registrar
-                .rsplit_once(':')
-                .filter(|(_, p)| p.parse::<u16>().is_ok())
-                .map_or(t.registrar.as_str(), |(h, _)| h);
-            v.push((t.name.as_str().into(), host.to_ascii_lowercase().into()));
+            v.push((
+                t.name.as_str().into(),
+                super::settings::registrar_host(&t.registrar).into(),
+            ));
         }
         v.sort();
         v.dedup();

@@ -15,7 +15,7 @@ use crate::sip::{Editor, HeaderName, Message, Method};
 use super::action::{Dest, Output, Send};
 use super::core::{Core, Hop};
 use super::rewrite::{
-    contacts, creates_dialog, max_forwards, rewrite_contact, rfc3581, rr_insert_point,
+    contacts, creates_dialog, max_forwards, parse_secs, rewrite_contact, rfc3581, rr_insert_point,
     sockaddr_text, strip_owned, tcp_param,
 };
 use super::route::{next_hop, pop_own_routes};
@@ -188,12 +188,7 @@ impl Core {
         };
         let trunk = s.trunk_for_registrar(registrar);
         let registrar = String::from_utf8_lossy(registrar).to_ascii_lowercase();
-        let header_expires = msg.first_value(HeaderName::Expires).and_then(|v| {
-            std::str::from_utf8(v.trim_ascii())
-                .ok()?
-                .parse::<u64>()
-                .ok()
-        });
+        let header_expires = msg.first_value(HeaderName::Expires).and_then(parse_secs);
         let list = contacts(msg);
         let call = self.keys.call_key(msg.call_id());
         let Some(c) = list.first() else {
@@ -228,12 +223,7 @@ impl Core {
         let original = String::from_utf8_lossy(&msg.bytes()[c.start..c.start + c.len]).into_owned();
         let asked = params::find(c.params, b"expires")
             .flatten()
-            .and_then(|v| {
-                std::str::from_utf8(v.trim_ascii())
-                    .ok()?
-                    .parse::<u64>()
-                    .ok()
-            })
+            .and_then(parse_secs)
             .or(header_expires)
             .unwrap_or(3600);
         for c in &list {

@@ -12,7 +12,8 @@ use crate::sip::{Editor, HeaderName, Message, Method};
 use super::action::{Output, Send};
 use super::core::Core;
 use super::rewrite::{
-    contacts, pop_top_via, rewrite_contact, sockaddr_text, strip_owned, tcp_param, via_dest,
+    contacts, parse_secs, pop_top_via, rewrite_contact, sockaddr_text, strip_owned, tcp_param,
+    via_dest,
 };
 use super::settings::Settings;
 use super::token::Dir;
@@ -140,26 +141,17 @@ impl Core {
     }
 }
 
-fn parse_secs(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
 /// `nat.fix_contact`: every Contact of a message from the public side
 /// names the address it really came from.
 pub(super) fn fix_contacts(ed: &mut Editor<'_>, msg: &Message, flow: &Flow) {
     let hostport = sockaddr_text(flow.remote);
     for c in contacts(msg) {
-        let has_transport = c.uri.transport().is_some();
-        let extra: &[&[u8]] = if has_transport {
-            &[]
+        // A transport the Contact names is kept; over TCP one is added.
+        let transport = if c.uri.transport().is_some() {
+            b"" as &[u8]
         } else {
-            &[tcp_param(flow.transport)]
+            tcp_param(flow.transport)
         };
-        let extra: Vec<&[u8]> = extra.iter().copied().filter(|p| !p.is_empty()).collect();
-        rewrite_contact(ed, &c, hostport.as_bytes(), &extra);
+        rewrite_contact(ed, &c, hostport.as_bytes(), &[transport]);
     }
 }

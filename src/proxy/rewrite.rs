@@ -11,12 +11,15 @@ use crate::sip::{Editor, HeaderName, Message, Method, Span};
 
 use super::action::Dest;
 
-/// IPv4-mapped IPv6 addresses are IPv4 for comparisons and headers.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+pub use crate::flow::canonical_ip;
+
+/// An expiry in seconds (Expires header or `expires` parameter).
+pub fn parse_secs(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Short text built on the stack: addresses and numbers written into

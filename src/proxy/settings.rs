@@ -15,6 +15,8 @@ use crate::state::bans::Policy;
 use crate::state::rate::Budget;
 use crate::state::Lifetimes;
 
+use super::rewrite::sockaddr_text;
+
 /// Derived, ready-to-use settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -54,11 +56,14 @@ pub struct Settings {
     pub udp_workers: usize,
 }
 
-fn sockaddr_text(a: &std::net::SocketAddr) -> String {
-    match a {
-        std::net::SocketAddr::V4(v4) => v4.to_string(),
-        std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    }
+/// The host of a `trunk.registrar` value (`host` or `host:port`),
+/// lower-cased.
+pub fn registrar_host(registrar: &str) -> String {
+    registrar
+        .rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+        .map_or(registrar, |(h, _)| h)
+        .to_ascii_lowercase()
 }
 
 impl Settings {
@@ -85,7 +90,10 @@ impl Settings {
             monitor: config.filter.mode == Mode::Monitor,
             reject_403: config.filter.on_reject == OnReject::Forbidden,
             public: config.listen.public.clone(),
-            internal_text: internal.iter().map(|s| sockaddr_text(&s.addr)).collect(),
+            internal_text: internal
+                .iter()
+                .map(|s| String::from_utf8_lossy(sockaddr_text(s.addr).as_bytes()).into_owned())
+                .collect(),
             internal,
             backend,
             backend_listener,
@@ -211,14 +219,7 @@ impl Settings {
         self.config
             .trunks
             .iter()
-            .find(|t| {
-                let r = t.registrar.to_ascii_lowercase();
-                let rh = r
-                    .rsplit_once(':')
-                    .filter(|(_, p)| p.parse::<u16>().is_ok())
-                    .map_or(r.as_str(), |(h, _)| h);
-                rh == h
-            })
+            .find(|t| registrar_host(&t.registrar) == h)
             .map_or(h, |t| t.name.clone())
     }
 
