@@ -107,6 +107,33 @@ pub struct Ctx<'a> {
     pub tables: &'a Tables,
     pub now: u64,
     pub source: IpAddr,
+    /// Step 7: the trunk the source address belongs to (a `trunk.allow`
+    /// range, or a live registration's registrar). Looked up once: the
+    /// caller also needs it, to exempt trunks from bans and rate limits.
+    pub source_trunk: Option<Arc<str>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        keys: &'a Keys,
+        tables: &'a Tables,
+        now: u64,
+        source: IpAddr,
+    ) -> Ctx<'a> {
+        let grace = settings.config.registration.grace.ms();
+        let source_trunk = settings
+            .trunk_by_source(source)
+            .or_else(|| tables.regs.by_source(source, now, grace));
+        Ctx {
+            settings,
+            keys,
+            tables,
+            now,
+            source,
+            source_trunk,
+        }
+    }
 }
 
 /// The `sw` token of a Request-URI (admission step 6).
@@ -147,17 +174,10 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
             None => forged = true,
         }
     }
-    if let Some(trunk) = s.trunk_by_source(c.source) {
+    if let Some(trunk) = &c.source_trunk {
         return Ok(Admission {
             reason: Reason::Trunk,
-            trunk: Some(trunk),
-            contact: None,
-        });
-    }
-    if let Some(trunk) = c.tables.regs.by_source(c.source, c.now, grace) {
-        return Ok(Admission {
-            reason: Reason::Trunk,
-            trunk: Some(trunk),
+            trunk: Some(trunk.clone()),
             contact: None,
         });
     }
@@ -228,13 +248,7 @@ mod tests {
 
     fn admit(m: &Message, s: &Settings, keys: &Keys) -> Result<Reason, Reason> {
         let tables = Tables::new(&s.config);
-        let c = Ctx {
-            settings: s,
-            keys,
-            tables: &tables,
-            now: 0,
-            source: "198.51.100.7".parse().unwrap(),
-        };
+        let c = Ctx::new(s, keys, &tables, 0, "198.51.100.7".parse().unwrap());
         admit_request(m, &c).map(|a| a.reason)
     }
 
@@ -375,22 +389,13 @@ mod tests {
         let keys = Keys::new([1; 32]);
         let s = settings("[[trunk]]\nname = \"prov\"\nregistrar = \"sip.provider.example\"\nallow = [\"198.51.100.0/24\"]\n");
         let tables = Tables::new(&s.config);
-        let c = Ctx {
-            settings: &s,
-            keys: &keys,
-            tables: &tables,
-            now: 0,
-            source: "198.51.100.7".parse().unwrap(),
-        };
+        let c = Ctx::new(&s, &keys, &tables, 0, "198.51.100.7".parse().unwrap());
         let a = admit_request(&req("sip:+4930123@203.0.113.9", BY_IP, BY_IP, ""), &c).unwrap();
         assert_eq!(
             (a.reason, a.trunk.as_deref()),
             (Reason::Trunk, Some("prov"))
         );
-        let other = Ctx {
-            source: "198.51.101.7".parse().unwrap(),
-            ..c
-        };
+        let other = Ctx::new(&s, &keys, &tables, 0, "198.51.101.7".parse().unwrap());
         assert_eq!(
             admit_request(&req(BY_IP, BY_IP, BY_IP, ""), &other).unwrap_err(),
             Reason::NoDomain

@@ -306,13 +306,8 @@ impl Core {
                 return out;
             }
         }
-        let trunk_src = s.trunk_by_source(src).is_some()
-            || self
-                .tables
-                .regs
-                .by_source(src, now, s.config.registration.grace.ms())
-                .is_some();
-        let exempt = allowed || trunk_src;
+        let ctx = admission::Ctx::new(s, &self.keys, &self.tables, now, src);
+        let exempt = allowed || ctx.source_trunk.is_some();
         if !exempt && self.tables.bans.is_banned(src, now) {
             if let Some(out) = hold(Reason::Banned) {
                 return out;
@@ -341,13 +336,6 @@ impl Core {
                 }
             }
         }
-        let ctx = admission::Ctx {
-            settings: s,
-            keys: &self.keys,
-            tables: &self.tables,
-            now,
-            source: src,
-        };
         match admission::admit_request(&msg, &ctx) {
             Ok(a) => {
                 let v = match would {
