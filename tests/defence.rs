@@ -147,6 +147,12 @@ fn allow_and_deny_lists() {
         );
     }
     assert_eq!(lab.core.metrics().events(Event::Bans), 0);
+    // `allow` spares a source the limits, not the scanner fast path: a
+    // scanner's message with a broken Call-ID (which the full scanner would
+    // call malformed) is dropped from its start line and To, as no-domain.
+    let broken = by_ip(99).replace("Call-ID: scan-99", "Call-ID: a\0b");
+    dropped(&lab.handle(&public_udp(SCANNER), &broken), Reason::NoDomain);
+    assert_eq!(lab.count(Reason::Malformed, Disposition::Dropped), 0);
     // Denied: dropped whatever it says, IPv4 and IPv6.
     dropped(
         &lab.handle(&public_udp(PHONE), &with_domain("OPTIONS", 1, "")),

@@ -314,8 +314,11 @@ impl Core {
             }
         }
         // The scanner fast path: requests that certainly do not pass are
-        // dropped from their start line and a few headers.
-        if !exempt {
+        // dropped from their start line and a few headers. An `allow`ed
+        // source still needs the domain (it is only spared rate limits and
+        // bans), so only a trunk's source, admitted whatever it names, must
+        // skip it.
+        if ctx.source_trunk.is_none() {
             if let Some(reason) = quick::prefilter(&data, s) {
                 return Output::verdict(Verdict::drop(reason));
             }
