@@ -160,6 +160,20 @@ fn validate(cfg: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
             "at least one public socket is needed".into(),
         ));
     }
+    if !(1..=1024).contains(&cfg.listen.udp_batch) {
+        return Err(fail(
+            "listen",
+            "udp_batch",
+            "between 1 and 1024 datagrams".into(),
+        ));
+    }
+    if cfg.listen.udp_coalesce.0 > std::time::Duration::from_millis(10) {
+        return Err(fail(
+            "listen",
+            "udp_coalesce",
+            "at most 10ms: it is added to messages' latency under load".into(),
+        ));
+    }
     if cfg.listen.public.len() > 36 {
         return Err(fail("listen", "public", "at most 36 public sockets".into()));
     }
@@ -389,6 +403,14 @@ mod tests {
 
         let e = err(&format!("{MIN}[ban]\nwindow = \"5 minutes\"\n"));
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("ban.window")));
+
+        let e = err(&format!("{MIN}udp_coalesce = \"1s\"\n"));
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("listen.udp_coalesce"))
+        );
+        let e = err(&format!("{MIN}udp_batch = 0\n"));
+        assert_eq!(e.key.as_deref(), Some("listen.udp_batch"));
 
         let shown = err(&format!("{MIN}[filter]\non_reject = \"404\"\n")).to_string();
         assert!(

@@ -104,6 +104,23 @@ pub struct Listen {
     /// SO_REUSEPORT; 0 = one per core.
     #[serde(default)]
     pub workers: usize,
+    /// Datagrams a UDP worker takes per receive system call (`recvmmsg`).
+    #[serde(default = "d_udp_batch")]
+    pub udp_batch: usize,
+    /// Under a flood, how long a UDP worker may wait before its next
+    /// receive so that it reads a fuller batch: a wake-up costs as much as
+    /// receiving dozens of datagrams. The most it adds to a message's
+    /// latency, and only while batches arrive well filled; "0us" = never.
+    #[serde(default = "d_udp_coalesce")]
+    pub udp_coalesce: Dur,
+}
+
+fn d_udp_batch() -> usize {
+    64
+}
+
+fn d_udp_coalesce() -> Dur {
+    Dur(std::time::Duration::from_micros(200))
 }
 
 fn default_public() -> Vec<SocketSpec> {

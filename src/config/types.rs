@@ -99,7 +99,7 @@ impl fmt::Display for HostPort {
     }
 }
 
-/// A duration written as `500ms`, `25s`, `15m`, `2h` or `1d`.
+/// A duration written as `200us`, `500ms`, `25s`, `15m`, `2h` or `1d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Dur(pub Duration);
@@ -109,13 +109,16 @@ impl FromStr for Dur {
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || {
             format!(
-                "{s:?} is not a duration: write e.g. \"500ms\", \"25s\", \"15m\", \"2h\", \"1d\""
+                "{s:?} is not a duration: write e.g. \"200us\", \"500ms\", \"25s\", \"15m\", \"2h\", \"1d\""
             )
         };
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let (n, unit) = t.split_at(split);
         let n: u64 = n.parse().map_err(|_| err())?;
+        if unit == "us" {
+            return Ok(Dur(Duration::from_micros(n)));
+        }
         let ms = match unit {
             "ms" => n,
             "s" => n.saturating_mul(1000),
@@ -222,7 +225,11 @@ mod tests {
         assert_eq!("15m".parse::<Dur>().unwrap().ms(), 900_000);
         assert_eq!("500ms".parse::<Dur>().unwrap().ms(), 500);
         assert_eq!("1d".parse::<Dur>().unwrap().ms(), 86_400_000);
-        for bad in ["", "s", "5", "5 min", "-1s"] {
+        assert_eq!(
+            "200us".parse::<Dur>().unwrap().0,
+            Duration::from_micros(200)
+        );
+        for bad in ["", "s", "5", "5 min", "-1s", "5µs"] {
             assert!(bad.parse::<Dur>().is_err(), "{bad}");
         }
     }

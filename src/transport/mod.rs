@@ -2,6 +2,7 @@
 //! metrics endpoint. Everything here moves bytes; decisions are the core's.
 
 pub mod background;
+pub mod coalesce;
 pub mod dns;
 pub mod egress;
 pub mod http;

@@ -19,6 +19,7 @@ use crate::policy::{Disposition, Reason};
 use crate::proxy::core::canonical_ip;
 use crate::proxy::Dest;
 
+use super::coalesce::Coalescer;
 use super::egress::{Egress, UdpEntry};
 use super::mmsg::{send_all, RecvBatch};
 use super::now_ms;
@@ -26,15 +27,8 @@ use super::now_ms;
 /// Receive buffer asked of the kernel: bursts of retransmissions and
 /// floods must not overflow it while the core is busy.
 const RCVBUF: usize = 4 << 20;
-/// Datagrams per `recvmmsg`.
-const BATCH: usize = 32;
 /// How often a blocked receive wakes up to see if it must stop.
 const WAKE: Duration = Duration::from_millis(200);
-/// Under heavy load (a batch at least half full but not full), wait this
-/// long before the next receive so that it returns a fuller batch: fewer
-/// wake-ups and system calls per message in a flood. Ordinary traffic (a
-/// few datagrams per receive) never waits.
-const COALESCE: Duration = Duration::from_micros(30);
 
 /// Binds one UDP socket: SO_REUSEPORT (several workers, and a reload can
 /// bind the new socket before the old one closes), v6-only for IPv6, a
@@ -72,8 +66,20 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
     }
     let fd = entry.socket.as_raw_fd();
-    let slot = eg.core.settings().limits.max_message.min(65535) + 1;
-    let mut batch = RecvBatch::new(BATCH, slot);
+    // Batch and pause are read when the worker starts (like
+    // `listen.workers`): a reload that changes them applies to listeners
+    // it binds.
+    let (slot, size, pause) = {
+        let s = eg.core.settings();
+        let l = &s.config.listen;
+        (
+            s.limits.max_message.min(65535) + 1,
+            l.udp_batch,
+            l.udp_coalesce.0,
+        )
+    };
+    let mut batch = RecvBatch::new(size, slot);
+    let mut coalesce = Coalescer::new(size, pause);
     // Sends of one batch, grouped by the socket they leave from.
     let mut pending: Vec<(UdpEntry, Vec<(Bytes, SocketAddr)>)> = Vec::new();
     while !stop.load(Relaxed) {
@@ -89,7 +95,8 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
             continue;
         }
         let now = now_ms();
-        let mut t = Instant::now();
+        let received = Instant::now();
+        let mut t = received;
         for i in 0..n {
             let Some(d) = batch.take(i) else {
                 continue;
@@ -153,8 +160,8 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
         if pending.len() > 8 {
             pending.clear();
         }
-        if (BATCH / 2..BATCH).contains(&n) {
-            std::thread::sleep(COALESCE);
+        if let Some(d) = coalesce.pause(n, received, Instant::now()) {
+            std::thread::sleep(d);
         }
     }
 }
