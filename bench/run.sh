@@ -25,10 +25,15 @@
 #   PUBLIC_PORT=5060 INTERNAL_PORT=5070 BACKEND_PORT=5080
 #   SRC_ADDRS=4 SRC_PORTS=2 TCP_CONNS=8
 #   FLOOD_RATE=0 offered flood load in msgs/s (0 = as fast as one core can send)
+#   FLOOD_GENERATORS=1  load generators sending the flood side by side, each
+#                as fast as it can (2 with SUT_CPU=0-1 LOAD_CPU=0-1: "with both
+#                cores, drop everything two load generators can send")
 #   BUDGET=540   seconds from start (build included); a system that would
 #                end after this is skipped, so the whole run stays < 10 min
 #   SIPWARDEN_BIN=path   another sipwarden binary (default: the release build)
 #   SIPWARDEN_EXTRA_CONFIG="..."   TOML appended to the generated config
+#   SIPWARDEN_LISTEN_EXTRA="..."   keys added to its [listen] table, e.g.
+#                'udp_coalesce = "0us"' (no pauses under a flood)
 #   SIPWARDEN_POLICY=defaults      no `[allow] cidrs = ["127.0.0.0/8"]` (see write_sipwarden_config)
 #   OUT=/tmp/swbench.XXXX   results.jsonl, table.md and logs
 #   NO_BUILD=1   use the binaries already in $CARGO_TARGET_DIR/release
@@ -47,7 +52,7 @@ REL=$CARGO_TARGET_DIR/release
 START_TS=$SECONDS
 # The command as run, with the knobs that were set, for the table's header.
 CMDLINE=""
-for v in DURATION RUNS SYSTEMS SCENARIOS RCVBUF PUBLIC_PORT INTERNAL_PORT BACKEND_PORT SRC_ADDRS SRC_PORTS TCP_CONNS FLOOD_RATE BUDGET NICE SIPWARDEN_BIN SIPWARDEN_POLICY; do
+for v in DURATION RUNS SYSTEMS SCENARIOS RCVBUF PUBLIC_PORT INTERNAL_PORT BACKEND_PORT SRC_ADDRS SRC_PORTS TCP_CONNS FLOOD_RATE FLOOD_GENERATORS SUT_CPU LOAD_CPU BUDGET NICE SIPWARDEN_BIN SIPWARDEN_POLICY SIPWARDEN_LISTEN_EXTRA; do
     val=${!v:-}
     [ -n "$val" ] || continue
     case $val in *" "*) val="'$val'";; esac
@@ -71,6 +76,8 @@ TCP_CONNS=${TCP_CONNS:-8}
 # pays a wake-up every few datagrams. FLOOD_RATE=N offers every system the
 # same N msgs/s instead (see bench/README.md).
 FLOOD_RATE=${FLOOD_RATE:-0}
+FLOOD_GENERATORS=${FLOOD_GENERATORS:-1}
+case $FLOOD_GENERATORS in [1-8]) ;; *) echo "FLOOD_GENERATORS must be 1..8" >&2; exit 2;; esac
 BUDGET=${BUDGET:-540}
 DOMAIN=pbx.secret.example
 OUT=${OUT:-$(mktemp -d /tmp/swbench.XXXXXX)}
@@ -234,6 +241,7 @@ write_sipwarden_config() {
 public = ["udp:127.0.0.1:$PUBLIC_PORT", "tcp:127.0.0.1:$PUBLIC_PORT"]
 internal = "udp:127.0.0.1:$INTERNAL_PORT"
 advertise = "127.0.0.1:$PUBLIC_PORT"
+${SIPWARDEN_LISTEN_EXTRA:-}
 
 [backend]
 address = "udp:127.0.0.1:$BACKEND_PORT"
@@ -357,7 +365,24 @@ stop_sink() { # prints the sink's JSON
 }
 
 # One swload invocation against the system under test; prints its JSON.
+# A flood with FLOOD_GENERATORS > 1 runs that many side by side (each bounded
+# like one) and prints their reports added up.
 load() { # SCENARIO RATE DURATION
+    if [ "$1" = flood ] && [ "$FLOOD_GENERATORS" -gt 1 ]; then
+        local g files=() pids=()
+        for g in $(seq "$FLOOD_GENERATORS"); do
+            files+=("$OUT/flood-gen$g.json")
+            load_one "$@" > "$OUT/flood-gen$g.json" &
+            pids+=($!)
+        done
+        wait "${pids[@]}"
+        "$SWSTAT" merge-loads "${files[@]}" 2>>"$OUT/swload.err" || echo null
+        return
+    fi
+    load_one "$@"
+}
+
+load_one() { # SCENARIO RATE DURATION
     local maxc=$(( 1000000 * ${3%.*} + 1000000 ))
     timeout $(( ${3%.*} + 20 )) "${NICE_PRE[@]}" taskset -c $LOAD_CPU "$REL/swload" --scenario "$1" \
         --target "127.0.0.1:$PUBLIC_PORT" --rate "$2" --duration "$3" --max-count "$maxc" \

@@ -53,6 +53,12 @@ enum Cmd {
         /// System id, e.g. kamailio-tlsf.
         system: String,
     },
+    /// Adds up the reports of load generators that ran side by side: one
+    /// report, with `sent` and the rates summed and the longest duration.
+    MergeLoads {
+        /// swload JSON reports.
+        files: Vec<String>,
+    },
     /// Renders the markdown table from the JSON lines of a run.
     Table {
         /// results.jsonl written by run.sh.
@@ -119,6 +125,45 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
         })
 }
 
+fn merge_loads(files: &[String]) -> Result<Value, String> {
+    let mut out: Option<Value> = None;
+    let mut n = 0;
+    for file in files {
+        let text = read_input(file)?;
+        let v: Value =
+            serde_json::from_str(text.trim()).map_err(|e| format!("{file}: bad JSON: {e}"))?;
+        if !v.is_object() {
+            continue;
+        }
+        n += 1;
+        let Some(acc) = out.as_mut() else {
+            out = Some(v);
+            continue;
+        };
+        for key in [
+            "sent",
+            "scanner_sent",
+            "send_errors",
+            "received",
+            "msgs_per_s",
+        ] {
+            if let (Some(a), Some(b)) = (acc[key].as_f64(), v[key].as_f64()) {
+                acc[key] = if key == "msgs_per_s" {
+                    json!(a + b)
+                } else {
+                    json!((a + b) as u64)
+                };
+            }
+        }
+        if let (Some(a), Some(b)) = (acc["duration_s"].as_f64(), v["duration_s"].as_f64()) {
+            acc["duration_s"] = json!(a.max(b));
+        }
+    }
+    let mut out = out.ok_or("no load report to merge")?;
+    out["generators"] = json!(n);
+    Ok(out)
+}
+
 fn main() {
     let cli = Cli::parse();
     let out = match cli.cmd {
@@ -141,6 +186,7 @@ fn main() {
                 .map(|c| format!("{c:.0}"))
                 .unwrap_or_default()
         }),
+        Cmd::MergeLoads { files } => merge_loads(&files).map(|v| v.to_string()),
         Cmd::Table { results } => read_input(&results).map(|s| table::render(&s)),
     };
     match out {
@@ -162,6 +208,32 @@ mod tests {
         assert_eq!(lookup(&v, "a.b.1.c"), Some(&json!("x")));
         assert_eq!(lookup(&v, "a.z"), None);
         assert_eq!(lookup(&v, "a.b.9"), None);
+    }
+
+    #[test]
+    fn loads_add_up() {
+        let dir = std::env::temp_dir().join(format!("swstat-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.json");
+        let b = dir.join("b.json");
+        std::fs::write(
+            &a,
+            r#"{"sent":100,"duration_s":4.0,"msgs_per_s":25.0,"scenario":"flood"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            r#"{"sent":50,"duration_s":4.5,"msgs_per_s":11.0,"scenario":"flood"}"#,
+        )
+        .unwrap();
+        let files = [a, b].map(|p| p.to_string_lossy().into_owned());
+        let v = merge_loads(&files).unwrap();
+        assert_eq!(v["sent"], 150);
+        assert_eq!(v["duration_s"], 4.5);
+        assert_eq!(v["msgs_per_s"], 36.0);
+        assert_eq!(v["generators"], 2);
+        assert_eq!(v["scenario"], "flood");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -53,6 +53,10 @@ fn metric(run: &Value, col: Col) -> Option<f64> {
             (n > 0.0).then(|| c / n)
         }
         (Col::FloodRate, "flood") => Some(flood_handled(run)? / f(run, &["load", "duration_s"])?),
+        (Col::FloodShare, "flood") => {
+            let sent = f(run, &["load", "sent"])?;
+            (sent > 0.0).then(|| flood_handled(run).unwrap_or(0.0) / sent)
+        }
         (Col::LatP50, "latency") => f(run, &["sink", "latency_us", "p50"]),
         (Col::LatP99, "latency") => f(run, &["sink", "latency_us", "p99"]),
         (Col::LatP999, "latency") => f(run, &["sink", "latency_us", "p999"]),
@@ -71,6 +75,7 @@ enum Col {
     FwdCpu,
     FloodCpu,
     FloodRate,
+    FloodShare,
     TcpRate,
     TcpCpu,
     LatP50,
@@ -133,6 +138,17 @@ fn with_range(s: Option<Spread>, fmt: fn(f64) -> String) -> String {
         None => "n/a".into(),
         Some(s) if s.min == s.max => fmt(s.med),
         Some(s) => format!("{} ({}–{})", fmt(s.med), fmt(s.min), fmt(s.max)),
+    }
+}
+
+/// Flood msgs/s handled, with the median share of what the generators
+/// sent that the system handled rather than lost at a full socket buffer
+/// (100% = it dropped everything they could send).
+fn flood_rate(s: &System) -> String {
+    let rate = with_range(s.spread(Col::FloodRate), kilo);
+    match s.spread(Col::FloodShare) {
+        Some(sh) if rate != "n/a" => format!("{rate}, {:.1}%", sh.med * 100.0),
+        _ => rate,
     }
 }
 
@@ -364,7 +380,7 @@ pub fn render(input: &str) -> String {
             if g("fifo") == "1" { "yes" } else { "no" }, g("flood_rate"), g("command")
         );
     }
-    o.push_str("| system | forward msgs/s | CPU µs / forwarded msg | flood CPU µs / dropped msg | flood msgs/s handled | TCP forward msgs/s | CPU µs / TCP msg | one-way latency at ½ ceiling p50 / p99 / p99.9 µs | mix: calls OK | mix: call latency p50 / p99 / p99.9 µs | peak RSS MiB |\n");
+    o.push_str("| system | forward msgs/s | CPU µs / forwarded msg | flood CPU µs / dropped msg | flood msgs/s handled (share of sent) | TCP forward msgs/s | CPU µs / TCP msg | one-way latency at ½ ceiling p50 / p99 / p99.9 µs | mix: calls OK | mix: call latency p50 / p99 / p99.9 µs | peak RSS MiB |\n");
     o.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for s in &systems {
         if s.status != "ok" {
@@ -386,7 +402,7 @@ pub fn render(input: &str) -> String {
             with_range(s.spread(Col::FwdRate), kilo),
             with_range(s.spread(Col::FwdCpu), num),
             with_range(s.spread(Col::FloodCpu), num),
-            with_range(s.spread(Col::FloodRate), kilo),
+            flood_rate(s),
             with_range(s.spread(Col::TcpRate), kilo),
             with_range(s.spread(Col::TcpCpu), num),
             s.triple(Col::LatP50, Col::LatP99, Col::LatP999),
@@ -456,6 +472,8 @@ mod tests {
         assert!((cpu.med - 10.0).abs() < 1e-9);
         let flood = k.spread(Col::FloodCpu).unwrap();
         assert!((flood.med - 2.5).abs() < 1e-9); // 2 s CPU / 800k handled
+        assert!((k.spread(Col::FloodShare).unwrap().med - 0.8).abs() < 1e-9);
+        assert_eq!(flood_rate(k), "200.0k, 80.0%");
         assert_eq!(k.spread(Col::Rss).unwrap().max, 2048.0);
         assert_eq!(forward_ceiling(SAMPLE, "kamailio-tlsf"), Some(75_000.0));
         assert_eq!(forward_ceiling(SAMPLE, "sipwarden"), None);
