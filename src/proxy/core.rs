@@ -54,7 +54,11 @@ impl DropLog {
             self.second.store(sec, Relaxed);
             self.used.store(0, Relaxed);
         }
-        self.used.fetch_add(1, Relaxed) < self.rate.load(Relaxed)
+        // Under a flood the second's budget is spent after a few lines:
+        // from then on only read the shared counter (a write from every
+        // worker on every message would pass its cache line around).
+        let rate = self.rate.load(Relaxed);
+        self.used.load(Relaxed) < rate && self.used.fetch_add(1, Relaxed) < rate
     }
 }
 
@@ -258,8 +262,9 @@ impl Core {
     }
 
     fn log_drop(&self, now_ms: u64, flow: &Flow, v: Verdict, raw: &[u8]) {
-        // Keepalives are routine, not worth a line.
-        if v.reason == Reason::Keepalive {
+        // Keepalives are routine, not worth a line; and below level info
+        // there is no line to limit.
+        if v.reason == Reason::Keepalive || !tracing::enabled!(tracing::Level::INFO) {
             return;
         }
         if !self.droplog.allow(now_ms) {
@@ -699,5 +704,27 @@ impl Core {
             }
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_log_allows_its_rate_per_second() {
+        let d = DropLog {
+            rate: AtomicU32::new(3),
+            second: AtomicU64::new(0),
+            used: AtomicU32::new(0),
+        };
+        let allowed = |ms: u64| (0..10).filter(|_| d.allow(ms)).count();
+        assert_eq!(allowed(5_000), 3);
+        // The same second: nothing more, and the counter stops growing.
+        assert_eq!(allowed(5_999), 0);
+        assert_eq!(d.used.load(Relaxed), 3);
+        assert_eq!(allowed(6_000), 3);
+        d.rate.store(0, Relaxed);
+        assert_eq!(allowed(7_000), 0);
     }
 }

@@ -5,7 +5,7 @@
 //! INVITEs by their Contact token (step 6) or source address (step 7).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -72,6 +72,10 @@ pub struct Registrations {
     by_token: DashMap<Arc<str>, TrunkReg>,
     pending: DashMap<u128, Pending>,
     sources: DashMap<IpAddr, Source, ahash::RandomState>,
+    /// `sources` may have entries: every public message asks step 7, and
+    /// without trunks the answer must not cost a shard lock (a write to a
+    /// line every worker shares).
+    any_source: AtomicBool,
     cap: AtomicUsize,
 }
 
@@ -81,6 +85,7 @@ impl Registrations {
             by_token: DashMap::new(),
             pending: DashMap::new(),
             sources: DashMap::with_hasher(ahash::RandomState::new()),
+            any_source: AtomicBool::new(false),
             cap: AtomicUsize::new(cap.max(1)),
         }
     }
@@ -176,7 +181,7 @@ impl Registrations {
             listener: p.listener,
         };
         self.by_token.insert(p.token, reg.clone());
-        self.sources.insert(
+        self.add_source(
             from.ip(),
             Source {
                 trunk: p.trunk,
@@ -195,7 +200,7 @@ impl Registrations {
                 .get(ip)
                 .is_some_and(|s| s.until == u64::MAX && *s.trunk == *trunk);
             if !keep_forever {
-                self.sources.insert(
+                self.add_source(
                     *ip,
                     Source {
                         trunk: trunk.clone(),
@@ -221,8 +226,16 @@ impl Registrations {
         })
     }
 
+    fn add_source(&self, ip: IpAddr, s: Source) {
+        self.sources.insert(ip, s);
+        self.any_source.store(true, Relaxed);
+    }
+
     /// Step 7: a source address of a trunk with a live registration.
     pub fn by_source(&self, ip: IpAddr, now: u64, grace: u64) -> Option<Arc<str>> {
+        if !self.any_source.load(Relaxed) {
+            return None;
+        }
         let s = self.sources.get(&ip)?;
         if s.until <= now {
             return None;
@@ -273,7 +286,7 @@ impl Registrations {
 
     pub fn restore_source(&self, ip: IpAddr, trunk: &str, until: u64, now: u64) {
         if until > now {
-            self.sources.insert(
+            self.add_source(
                 ip,
                 Source {
                     trunk: trunk.into(),
@@ -294,6 +307,14 @@ impl Registrations {
         // once their DNS answer is stale too.
         self.sources
             .retain(|_, s| s.until > now && (s.until != u64::MAX || live.contains(&s.trunk)));
+        // A source added while this ran stays visible: it set the flag
+        // after its insert, and an empty map is only seen before that.
+        if self.sources.is_empty() {
+            self.any_source.store(false, Relaxed);
+            if !self.sources.is_empty() {
+                self.any_source.store(true, Relaxed);
+            }
+        }
         before.saturating_sub(self.by_token.len())
     }
 }
@@ -356,6 +377,11 @@ mod tests {
             r.by_source(ip, 0, GRACE).is_none(),
             "source forgotten with it"
         );
+        assert!(!r.any_source.load(Relaxed), "an empty map is not asked");
+        // The next registration is seen again.
+        send(&r, 8, 3600, 700_000);
+        r.answered(8, 200, Some(600), provider(), 700_000).unwrap();
+        assert!(r.by_source(ip, 700_001, GRACE).is_some());
     }
 
     #[test]
