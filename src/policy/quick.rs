@@ -13,6 +13,7 @@
 use crate::proxy::settings::Settings;
 use crate::sip::addr::NameAddr;
 use crate::sip::header::{HeaderName, TOKEN};
+use crate::sip::lines::LineEnds;
 use crate::sip::params;
 use crate::sip::uri::Uri;
 
@@ -57,7 +58,7 @@ pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
     let mut from = None;
     let mut ua = None;
     let mut pos = line_end + 1;
-    let mut lines = memchr::memchr_iter(b'\n', &data[pos..]);
+    let mut lines = LineEnds::new(&data[pos..]);
     let base = pos;
     loop {
         let nl = base + lines.next()?;

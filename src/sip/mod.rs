@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod edit;
 pub mod header;
+pub mod lines;
 pub mod params;
 pub mod scan;
 pub mod uri;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::header::{is_token_char, HeaderName, TOKEN};
+use super::lines::LineEnds;
 use super::via::{self, Via};
 
 /// Header lines kept inline before the index spills to the heap: most
@@ -262,7 +263,7 @@ fn scan_head(
     }
     let mut start_line = None;
     let base = pos;
-    let mut line_ends = memchr::memchr_iter(b'\n', &b[base..]);
+    let mut line_ends = LineEnds::new(&b[base..]);
     loop {
         let Some(nl) = line_ends.next().map(|i| base + i) else {
             // No line end: either a datagram without a blank line or a
