@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,11 @@ const PENDING_MS: u64 = 64_000;
 /// The registration tables.
 pub struct Registrations {
     by_token: DashMap<Arc<str>, TrunkReg>,
+    /// The latest expiry among each trunk's registrations: step 7 asks it
+    /// for every message from a trunk's address, which must not walk the
+    /// whole table. Recomputed when a registration of the trunk changes
+    /// (a REGISTER's answer, a restore) and in the sweep.
+    trunk_until: DashMap<Arc<str>, u64>,
     pending: DashMap<u128, Pending>,
     sources: DashMap<IpAddr, Source, ahash::RandomState>,
     /// `sources` may have entries: every public message asks step 7, and
@@ -83,6 +89,7 @@ impl Registrations {
     pub fn new(cap: usize) -> Registrations {
         Registrations {
             by_token: DashMap::new(),
+            trunk_until: DashMap::new(),
             pending: DashMap::new(),
             sources: DashMap::with_hasher(ahash::RandomState::new()),
             any_source: AtomicBool::new(false),
@@ -165,7 +172,9 @@ impl Registrations {
         };
         let secs = granted.unwrap_or(p.asked);
         if secs == 0 {
-            self.by_token.remove(&p.token);
+            if let Some((_, old)) = self.by_token.remove(&p.token) {
+                self.expiry_changed(&p.trunk, Some(old.expires), None);
+            }
             return Ok(None);
         }
         if !self.by_token.contains_key(&p.token) && self.by_token.len() >= self.cap.load(Relaxed) {
@@ -180,7 +189,8 @@ impl Registrations {
             transport: p.transport,
             listener: p.listener,
         };
-        self.by_token.insert(p.token, reg.clone());
+        let old = self.by_token.insert(p.token, reg.clone());
+        self.expiry_changed(&reg.trunk, old.map(|o| o.expires), Some(reg.expires));
         self.add_source(
             from.ip(),
             Source {
@@ -212,9 +222,54 @@ impl Registrations {
     }
 
     fn live(&self, trunk: &str, now: u64, grace: u64) -> bool {
-        self.by_token
+        self.trunk_until
+            .get(trunk)
+            .is_some_and(|until| *until + grace > now)
+    }
+
+    /// One of a trunk's registrations changed expiry from `old` to `new`
+    /// (`None`: there was none / it is gone). Keeps the trunk's latest
+    /// expiry in O(1), except when the registration that held it shrinks
+    /// or goes: then the table is walked, once per such REGISTER answer.
+    fn expiry_changed(&self, trunk: &Arc<str>, old: Option<u64>, new: Option<u64>) {
+        // Under the entry's lock, so that two answers at once cannot
+        // leave the smaller of them.
+        match self.trunk_until.entry(trunk.clone()) {
+            Entry::Vacant(v) => {
+                if let Some(n) = new {
+                    v.insert(n);
+                }
+            }
+            Entry::Occupied(mut o) => {
+                let latest = *o.get();
+                match new {
+                    Some(n) if n >= latest => *o.get_mut() = n,
+                    _ if old == Some(latest) => {
+                        drop(o);
+                        self.refresh_trunk(trunk);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Recomputes a trunk's latest expiry from its registrations.
+    fn refresh_trunk(&self, trunk: &Arc<str>) {
+        let latest = self
+            .by_token
             .iter()
-            .any(|r| *r.trunk == *trunk && r.expires + grace > now)
+            .filter(|r| *r.trunk == **trunk)
+            .map(|r| r.expires)
+            .max();
+        match latest {
+            Some(t) => {
+                self.trunk_until.insert(trunk.clone(), t);
+            }
+            None => {
+                self.trunk_until.remove(trunk);
+            }
+        }
     }
 
     /// Step 6: a Contact token of a live registration.
@@ -280,7 +335,9 @@ impl Registrations {
         if reg.expires + grace <= now || self.by_token.len() >= self.cap.load(Relaxed) {
             return false;
         }
-        self.by_token.insert(token.into(), reg);
+        let (trunk, expires) = (reg.trunk.clone(), reg.expires);
+        let old = self.by_token.insert(token.into(), reg);
+        self.expiry_changed(&trunk, old.map(|o| o.expires), Some(expires));
         true
     }
 
@@ -301,8 +358,16 @@ impl Registrations {
         let before = self.by_token.len();
         self.by_token.retain(|_, r| r.expires + grace > now);
         self.pending.retain(|_, p| p.until > now);
-        let live: std::collections::HashSet<Arc<str>> =
-            self.by_token.iter().map(|r| r.trunk.clone()).collect();
+        let mut latest: std::collections::HashMap<Arc<str>, u64> = Default::default();
+        for r in self.by_token.iter() {
+            let e = latest.entry(r.trunk.clone()).or_insert(r.expires);
+            *e = (*e).max(r.expires);
+        }
+        self.trunk_until.retain(|t, _| latest.contains_key(t));
+        for (t, until) in &latest {
+            self.trunk_until.insert(t.clone(), *until);
+        }
+        let live: std::collections::HashSet<Arc<str>> = latest.into_keys().collect();
         // Addresses of trunks without any registration left are forgotten
         // once their DNS answer is stale too.
         self.sources
@@ -416,6 +481,45 @@ mod tests {
         r.answered(1, 200, None, provider(), 0).unwrap();
         assert!(r.by_source(other, 1000, GRACE).is_some());
         assert!(r.by_source(other, 300_000, GRACE).is_none(), "DNS TTL over");
+    }
+
+    #[test]
+    fn a_trunk_lives_while_any_of_its_registrations_does() {
+        let r = Registrations::new(100);
+        let reg = |call: u128, token: &str, asked: u64, now: u64| {
+            assert!(r.sent(
+                call,
+                token,
+                "provider1",
+                "sip.provider.example",
+                "sip:acct@127.0.0.1:5080;line=x".into(),
+                asked,
+                Transport::Udp,
+                Some(0),
+                now
+            ));
+            r.answered(call, 200, Some(asked), provider(), now).unwrap();
+        };
+        let ip = provider().ip();
+        // Two accounts of one trunk, 600 s and 3600 s.
+        reg(1, "acct-a", 600, 0);
+        reg(2, "acct-b", 3600, 0);
+        assert!(r.by_source(ip, 1_000_000, 0).is_some(), "b still lives");
+        // b unregisters: the trunk lives as long as a does.
+        reg(3, "acct-b", 0, 10_000);
+        assert!(r.by_source(ip, 599_999, 0).is_some());
+        assert!(r.by_source(ip, 600_000, 0).is_none());
+        // a refreshes with a shorter expiry: the shorter one counts.
+        reg(4, "acct-a", 60, 20_000);
+        assert!(r.by_source(ip, 79_999, 0).is_some());
+        assert!(r.by_source(ip, 80_000, 0).is_none());
+        // The sweep keeps what lives and forgets the rest.
+        reg(5, "acct-b", 3600, 30_000);
+        r.sweep(100_000, 0);
+        assert!(r.by_source(ip, 3_000_000, 0).is_some());
+        r.sweep(3_700_000, 0);
+        assert!(r.by_source(ip, 3_700_000, 0).is_none());
+        assert!(r.trunk_until.is_empty());
     }
 
     #[test]
