@@ -391,9 +391,14 @@ mod tests {
     const GRACE: u64 = 60_000;
 
     fn send(r: &Registrations, call: u128, asked: u64, now: u64) {
+        send_for(r, call, "tok1", asked, now);
+    }
+
+    /// A REGISTER of account `token` of trunk provider1.
+    fn send_for(r: &Registrations, call: u128, token: &str, asked: u64, now: u64) {
         assert!(r.sent(
             call,
-            "tok1",
+            token,
             "provider1",
             "sip.provider.example",
             "sip:acct@127.0.0.1:5080;line=x".into(),
@@ -487,17 +492,7 @@ mod tests {
     fn a_trunk_lives_while_any_of_its_registrations_does() {
         let r = Registrations::new(100);
         let reg = |call: u128, token: &str, asked: u64, now: u64| {
-            assert!(r.sent(
-                call,
-                token,
-                "provider1",
-                "sip.provider.example",
-                "sip:acct@127.0.0.1:5080;line=x".into(),
-                asked,
-                Transport::Udp,
-                Some(0),
-                now
-            ));
+            send_for(&r, call, token, asked, now);
             r.answered(call, 200, Some(asked), provider(), now).unwrap();
         };
         let ip = provider().ip();
