@@ -5,14 +5,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sipwarden::flow::{Flow, Side, Transport};
-use sipwarden::metrics::Metrics;
-use sipwarden::proxy::{Core, Keys, Settings};
+use sipwarden::flow::Flow;
+use sipwarden::proxy::Core;
 use sipwarden::sip::{scan, Framing, Limits};
+
+mod common;
+use common::{asterisk, core_from, public};
 
 /// Counts allocations so the bench can report allocations per message.
 struct Counting;
@@ -94,33 +95,8 @@ Allow-Events: presence, kpml, talk\r\nContent-Length: 0\r\n\r\n",
     )
 }
 
-fn core() -> Core {
-    let cfg = sipwarden::config::parse(CFG, "bench").expect("bench config");
-    Core::new(
-        Settings::new(cfg),
-        Keys::new([7; 32]),
-        Arc::new(Metrics::default()),
-    )
-}
-
 fn phone() -> Flow {
-    Flow {
-        side: Side::Public,
-        transport: Transport::Udp,
-        listener: 0,
-        local: "203.0.113.10:5060".parse().expect("literal"),
-        remote: "198.51.100.7:5062".parse().expect("literal"),
-    }
-}
-
-fn asterisk() -> Flow {
-    Flow {
-        side: Side::Internal,
-        transport: Transport::Udp,
-        listener: 0,
-        local: "127.0.0.1:5070".parse().expect("literal"),
-        remote: "127.0.0.1:5080".parse().expect("literal"),
-    }
+    public("198.51.100.7:5062".parse().expect("literal"))
 }
 
 /// Asterisk's 200 OK to the forwarded INVITE, built once.
@@ -158,7 +134,7 @@ fn allocs_per(mut f: impl FnMut()) -> f64 {
 }
 
 fn benches(c: &mut Criterion) {
-    let core = core();
+    let core = core_from(CFG);
     let limits = Limits::default();
     let inv = invite("sip:1002@sip-7f3k.example.com");
     let scan_msg = scanner();

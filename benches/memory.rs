@@ -3,12 +3,12 @@
 //! dialog at 1,000,000 dialogs, bytes per trunk registration at 100,000,
 //! and resident memory during a Call-ID flood against a capped table.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use sipwarden::flow::{Flow, Side, Transport};
-use sipwarden::metrics::Metrics;
-use sipwarden::proxy::{Core, Keys, Settings};
+use sipwarden::flow::Flow;
+use sipwarden::proxy::Core;
+
+mod common;
+use common::{asterisk, core_from, public};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -23,43 +23,19 @@ fn rss_bytes() -> u64 {
 }
 
 fn core(extra: &str) -> Core {
-    let cfg = sipwarden::config::parse(
-        &format!(
-            "[listen]\npublic = [\"udp:203.0.113.10:5060\"]\nadvertise = \"pbx.example.com:5060\"\n\
-             [filter]\ndomains = [\"sip-7f3k.example.com\"]\n[log]\ndrop_rate = 0\n\
-             [limits]\nrate = 1000000000\nburst = 1000000000\n[ban]\nafter_rejects = 0\n{extra}"
-        ),
-        "bench",
-    )
-    .expect("bench config");
-    Core::new(
-        Settings::new(cfg),
-        Keys::new([3; 32]),
-        Arc::new(Metrics::default()),
-    )
+    core_from(&format!(
+        "[listen]\npublic = [\"udp:203.0.113.10:5060\"]\nadvertise = \"pbx.example.com:5060\"\n\
+         [filter]\ndomains = [\"sip-7f3k.example.com\"]\n[log]\ndrop_rate = 0\n\
+         [limits]\nrate = 1000000000\nburst = 1000000000\n[ban]\nafter_rejects = 0\n{extra}"
+    ))
 }
 
+/// Phone number `i`, from its own address 10.x.y.z.
 fn phone(i: u32) -> Flow {
-    Flow {
-        side: Side::Public,
-        transport: Transport::Udp,
-        listener: 0,
-        local: "203.0.113.10:5060".parse().expect("literal"),
-        remote: std::net::SocketAddr::new(
-            std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
-            5062,
-        ),
-    }
-}
-
-fn asterisk() -> Flow {
-    Flow {
-        side: Side::Internal,
-        transport: Transport::Udp,
-        listener: 0,
-        local: "127.0.0.1:5070".parse().expect("literal"),
-        remote: "127.0.0.1:5080".parse().expect("literal"),
-    }
+    public(std::net::SocketAddr::new(
+        std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+        5062,
+    ))
 }
 
 /// An INVITE with a realistic, unique Call-ID (~40 bytes) and tag.
