@@ -27,15 +27,6 @@ start_sipwarden
 
 # replace_config SOURCE: atomic swap of the live file (rename), as an operator's editor would.
 replace_config() { cp "$1" "$CFG.tmp" && mv -f "$CFG.tmp" "$CFG"; }
-# wait_log PATTERN COUNT: until the log has COUNT lines matching PATTERN (<= 5 s).
-wait_log() {
-    local i
-    for i in $(seq 50); do
-        [ "$(grep -cE "$1" "$RUN/sipwarden.log")" -ge "$2" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 # probe NAME DOMAIN: OPTIONS sip:100@DOMAIN from 127.0.0.5, expecting 200.
 PROBE_N=0
 probe() {
@@ -74,7 +65,7 @@ sleep 2
 
 # 1. same file
 kill -HUP "$SW_PID"
-if wait_log 'config reloaded' 1; then pass "SIGHUP 1 (unchanged valid file) under load: 'config reloaded'"
+if wait_log_n 'config reloaded' 1; then pass "SIGHUP 1 (unchanged valid file) under load: 'config reloaded'"
 else fail "SIGHUP 1 (unchanged valid file): no 'config reloaded' in the log within 5 s"; fi
 sleep 1.5
 
@@ -82,7 +73,7 @@ sleep 1.5
 write_config "$RUN/two-domains.toml" "$DOMAIN" "$DOMAIN2"
 replace_config "$RUN/two-domains.toml"
 kill -HUP "$SW_PID"
-if wait_log 'config reloaded' 2; then pass "SIGHUP 2 (adds $DOMAIN2) under load: 'config reloaded'"
+if wait_log_n 'config reloaded' 2; then pass "SIGHUP 2 (adds $DOMAIN2) under load: 'config reloaded'"
 else fail "SIGHUP 2 (adds $DOMAIN2): no second 'config reloaded' in the log within 5 s"; fi
 probe after_add "$DOMAIN2"
 check "after SIGHUP 2: OPTIONS sip:100@$DOMAIN2 is admitted and answered 200" [ $? -eq 0 ]
@@ -92,7 +83,7 @@ sed 's/^domains = .*/&\nmode = "sometimes"/' "$RUN/two-domains.toml" > "$RUN/bro
 BAD_LINE=$(grep -nF 'mode = "sometimes"' "$RUN/broken.toml" | cut -d: -f1)
 replace_config "$RUN/broken.toml"
 kill -HUP "$SW_PID"
-if wait_log 'reload refused' 1; then
+if wait_log_n 'reload refused' 1; then
     pass "SIGHUP 3 (broken file) under load: the log says the reload was refused"
     log "$(grep -m1 'reload refused' "$RUN/sipwarden.log" | cut -c1-220)"
 else
