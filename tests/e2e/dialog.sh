@@ -40,10 +40,7 @@ CALL=$BG_PID
 
 # while the call is up (it is answered within a second): the scanner's BYEs
 answered=0
-for i in $(seq 100); do
-    grep -qa '^SIP/2.0 200' "$RUN/call.msg" 2>/dev/null && { answered=1; break; }
-    sleep 0.1
-done
+wait_match '^SIP/2.0 200' "$RUN/call.msg" && answered=1
 check "the caller's INVITE (secret domain in the Request-URI) was answered by kamailio" [ $answered = 1 ]
 CONTACT=$(awk '/message received/ {rx = 1} /message sent/ {rx = 0} rx && /^SIP\/2.0 200/ {p = 1} p && /^Contact:/ {print; exit}' \
     "$RUN/call.msg" | tr -d '\r' | sed 's/^Contact: *<\([^>]*\)>.*/\1/')

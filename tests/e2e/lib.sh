@@ -387,18 +387,26 @@ silent_scenario() {
 
 # capture_start NAME FILTER: dumpcap (tshark's capture engine; it is ready in
 # well under 0.1 s where tshark takes 1-2 s to load its dissectors) or else
+# wait_match PATTERN FILE [PID]: until FILE has a line matching the basic
+# regexp PATTERN (at most 10 s); gives up early once PID has exited.
+wait_match() {
+    local i
+    for i in $(seq 100); do
+        grep -qa "$1" "$2" 2>/dev/null && return 0
+        [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # tshark on lo, into $RUN/NAME.pcap; waits until it really captures (bounded).
 capture_start() {
-    local name=$1 filter=$2 i cap=tshark
+    local name=$1 filter=$2 cap=tshark
     command -v dumpcap > /dev/null 2>&1 && cap=dumpcap
     timeout -s INT 120 "$cap" -i lo -f "$filter" -w "$RUN/$name.pcap" -q > "$RUN/$name.tshark.log" 2>&1 &
     CAP_PID=$!
     PIDS+=("$CAP_PID")
-    for i in $(seq 100); do
-        grep -q "Capturing on" "$RUN/$name.tshark.log" 2>/dev/null && { sleep 0.3; return 0; }
-        kill -0 "$CAP_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_match "Capturing on" "$RUN/$name.tshark.log" "$CAP_PID" && { sleep 0.3; return 0; }
     cat "$RUN/$name.tshark.log" >&2
     die "tshark did not start capturing"
 }

@@ -52,11 +52,7 @@ run_mode() {
         -m 1 $T -s "$user" -key domain "$DOMAIN" -key contact_host "$PRIV" -key contact_port "$PHONE_PORT" \
         -i "$PHONE_IP" -p "$PHONE_PORT" -cid_str "e2e-nat-register-$mode-%u-%p"
     local phone=$BG_PID registered=0
-    for i in $(seq 100); do
-        grep -qa '^SIP/2.0 200' "$RUN/phone-$mode.msg" 2>/dev/null && { registered=1; break; }
-        kill -0 "$phone" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_match '^SIP/2.0 200' "$RUN/phone-$mode.msg" "$phone" && registered=1
     check "$mode: phone $user ($PHONE_IP, Contact $PRIV:$PHONE_PORT) registered through sipwarden over $TP: 200" [ $registered = 1 ]
 
     ul_dump "ul-$mode.txt"

@@ -55,10 +55,7 @@ sipp_bg caller 40 "127.0.0.1:$PUB" -sf "$SIPP_DIR/dialog_uac.xml" -m 1 -s 500 -k
     -key to_host 127.0.0.1 -key caller 1005 -i "$PEER_IP" -p "$PHONE_PORT" -d 6000 -cid_str "e2e-restart-call-%u-%p"
 CALLER=$BG_PID
 acked=0
-for i in $(seq 100); do
-    grep -qa '^ACK ' "$RUN/caller.msg" 2>/dev/null && { acked=1; break; }
-    sleep 0.1
-done
+wait_match '^ACK ' "$RUN/caller.msg" && acked=1
 check "the caller's call was answered and ACKed before the crash" [ $acked = 1 ]
 # the state file holds the registration and the confirmed dialog (<= 200 ms debounce)
 written=0
