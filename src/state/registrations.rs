@@ -363,9 +363,13 @@ impl Registrations {
             let e = latest.entry(r.trunk.clone()).or_insert(r.expires);
             *e = (*e).max(r.expires);
         }
+        // Also mends a latest expiry that a REGISTER answer racing a
+        // recomputation left too low; unchanged ones are not rewritten.
         self.trunk_until.retain(|t, _| latest.contains_key(t));
         for (t, until) in &latest {
-            self.trunk_until.insert(t.clone(), *until);
+            if self.trunk_until.get(t).map(|v| *v) != Some(*until) {
+                self.trunk_until.insert(t.clone(), *until);
+            }
         }
         let live: std::collections::HashSet<Arc<str>> = latest.into_keys().collect();
         // Addresses of trunks without any registration left are forgotten
