@@ -204,6 +204,8 @@ pub struct Message {
     /// (empty span: none).
     from_tag: Span,
     to_tag: Span,
+    /// The first value of the first Via, read while validating it.
+    top_via: via::ViaAt,
 }
 
 /// What `frame` found at the front of a stream buffer.
@@ -432,15 +434,17 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
     let mut to_tag = Span::default();
     let mut cseq = None;
     let mut max_forwards = None;
+    let mut top_via = None;
     for h in &headers {
         let v = &b[h.value.range()];
         match h.name {
             HeaderName::Via if !have[0] => {
                 // The top Via decides where responses go: it must be
                 // readable.
-                if via::first(b, h.value).is_none() {
+                let Some(v) = via::first(b, h.value) else {
                     return Err(ScanError::BadVia);
-                }
+                };
+                top_via = Some(via::ViaAt::of(b, &v));
                 have[0] = true;
             }
             // From and To must at least be name-addr or addr-spec:
@@ -499,6 +503,9 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
     let Some((cseq_num, cseq_method)) = cseq else {
         return Err(ScanError::MissingHeader(HeaderName::CSeq));
     };
+    let Some(top_via) = top_via else {
+        return Err(ScanError::MissingHeader(HeaderName::Via));
+    };
     if let StartLine::Request { method_span, .. } = start {
         if b[method_span.range()] != b[cseq_method.range()] {
             return Err(ScanError::CSeqMismatch);
@@ -515,6 +522,7 @@ pub fn scan(data: Bytes, framing: Framing, limits: &Limits) -> Result<Message, S
         max_forwards,
         from_tag,
         to_tag,
+        top_via,
         buf,
     })
 }
@@ -684,8 +692,7 @@ impl Message {
 
     /// The first value of the first Via header, with its position.
     pub fn top_via(&self) -> Option<Via<'_>> {
-        let h = self.first(HeaderName::Via)?;
-        via::first(&self.buf, h.value)
+        Some(self.top_via.view(&self.buf))
     }
 
     /// Every Via value in order, across lines and commas; `None` for one
