@@ -29,7 +29,10 @@ impl<'m> Editor<'m> {
         Editor {
             msg,
             edits: SmallVec::new(),
-            arena: Vec::with_capacity(256),
+            // An INVITE from a phone gets ~400 bytes (Via, two
+            // Record-Route, received, X-Sipwarden-Source): one allocation,
+            // not a reallocation on the way (callgrind: ~700 instructions).
+            arena: Vec::with_capacity(512),
         }
     }
 
