@@ -17,7 +17,7 @@ use super::rewrite::{
 };
 use super::route::pop_own_routes;
 use super::settings::Settings;
-use super::token::{Dir, FlowRef};
+use super::token::{Dir, FlowRef, FlowToken};
 
 impl Core {
     pub(super) fn forward_inbound(
@@ -187,7 +187,7 @@ impl Core {
 /// RFC 3327: our Path entry names the flow the REGISTER came in on, so
 /// Asterisk's later requests to the phone come back through that flow.
 /// Asterisk answers 420 to a Path without `Supported: path`.
-fn add_path(ed: &mut Editor<'_>, msg: &Message, ftok: &str, internal: &[u8], s: &Settings) {
+fn add_path(ed: &mut Editor<'_>, msg: &Message, ftok: &FlowToken, internal: &[u8], s: &Settings) {
     let at = msg
         .first(HeaderName::Path)
         .or_else(|| msg.first(HeaderName::Via))

@@ -20,7 +20,7 @@ use super::rewrite::{
 };
 use super::route::{next_hop, pop_own_routes};
 use super::settings::Settings;
-use super::token::Dir;
+use super::token::{Dir, FlowToken};
 
 impl Core {
     pub(super) fn forward_outbound(
@@ -97,8 +97,7 @@ impl Core {
             // Path token chose one (the phone's Contact may be private).
             let ftok = popped
                 .flow
-                .map(|f| self.keys.flow_token(&f))
-                .unwrap_or_default();
+                .map_or(FlowToken::NONE, |f| self.keys.flow_token(&f));
             // One token for both entries, over the Call-ID and the flow.
             let tok = self.keys.route_token(call_id, ftok.as_bytes());
             let user_sep: &[u8] = if ftok.is_empty() { b"" } else { b"@" };
