@@ -43,29 +43,28 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        // Dispatch on length first so most names cost one comparison.
-        let eq = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        // Dispatch on length first so most names cost one comparison,
+        // made a word at a time.
+        let eq = |s: &[u8]| eq_lower(name, s);
         match name.len() {
-            2 if eq(b"To") => HeaderName::To,
-            3 if eq(b"Via") => HeaderName::Via,
-            4 if eq(b"From") => HeaderName::From,
-            4 if eq(b"CSeq") => HeaderName::CSeq,
-            4 if eq(b"Path") => HeaderName::Path,
-            5 if eq(b"Route") => HeaderName::Route,
-            7 if eq(b"Call-ID") => HeaderName::CallId,
-            7 if eq(b"Contact") => HeaderName::Contact,
-            7 if eq(b"Expires") => HeaderName::Expires,
-            7 if eq(b"Require") => HeaderName::Require,
-            9 if eq(b"Supported") => HeaderName::Supported,
-            10 if eq(b"User-Agent") => HeaderName::UserAgent,
-            12 if eq(b"Max-Forwards") => HeaderName::MaxForwards,
-            12 if eq(b"Record-Route") => HeaderName::RecordRoute,
-            13 if eq(b"Authorization") => HeaderName::Authorization,
-            19 if eq(b"Proxy-Authorization") => HeaderName::ProxyAuthorization,
-            14 if eq(b"Content-Length") => HeaderName::ContentLength,
-            n if n >= 12 && name[..12].eq_ignore_ascii_case(b"X-Sipwarden-") => {
-                HeaderName::XSipwarden
-            }
+            2 if eq(b"to") => HeaderName::To,
+            3 if eq(b"via") => HeaderName::Via,
+            4 if eq(b"from") => HeaderName::From,
+            4 if eq(b"cseq") => HeaderName::CSeq,
+            4 if eq(b"path") => HeaderName::Path,
+            5 if eq(b"route") => HeaderName::Route,
+            7 if eq(b"call-id") => HeaderName::CallId,
+            7 if eq(b"contact") => HeaderName::Contact,
+            7 if eq(b"expires") => HeaderName::Expires,
+            7 if eq(b"require") => HeaderName::Require,
+            9 if eq(b"supported") => HeaderName::Supported,
+            10 if eq(b"user-agent") => HeaderName::UserAgent,
+            12 if eq(b"max-forwards") => HeaderName::MaxForwards,
+            12 if eq(b"record-route") => HeaderName::RecordRoute,
+            13 if eq(b"authorization") => HeaderName::Authorization,
+            19 if eq(b"proxy-authorization") => HeaderName::ProxyAuthorization,
+            14 if eq(b"content-length") => HeaderName::ContentLength,
+            n if n >= 12 && eq_lower(&name[..12], b"x-sipwarden-") => HeaderName::XSipwarden,
             _ => HeaderName::Other,
         }
     }
@@ -84,6 +83,27 @@ impl HeaderName {
                 | HeaderName::Require
         )
     }
+}
+
+/// Up to 8 bytes as a little-endian word, zero-padded.
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+/// `name` equals `lower` (lower-case letters, digits and `-`) ignoring
+/// ASCII case, eight bytes per step: bit 0x20 is ignored exactly where
+/// `lower` has a letter (the letters are the bytes with bit 0x40 set).
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    name.chunks(8).zip(lower.chunks(8)).all(|(a, l)| {
+        let l = word(l);
+        let case = (l & u64::from_le_bytes([0x40; 8])) >> 1;
+        word(a) | case == l
+    })
 }
 
 /// RFC 3261 token characters, as a table: the scanner's inner loop.
@@ -110,6 +130,29 @@ pub fn is_token_char(c: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_compare_agrees_with_ignore_case() {
+        let names: [&[u8]; 6] = [
+            b"call-id",
+            b"proxy-authorization",
+            b"to",
+            b"x-sipwarden-",
+            b"max-forwards",
+            b"via",
+        ];
+        for lower in names {
+            // Every single-byte change of every position.
+            for i in 0..lower.len() {
+                for c in 0..=255u8 {
+                    let mut n = lower.to_vec();
+                    n[i] = c;
+                    assert_eq!(eq_lower(&n, lower), n.eq_ignore_ascii_case(lower));
+                }
+            }
+            assert!(!eq_lower(&lower[1..], lower));
+        }
+    }
 
     #[test]
     fn compact_and_full_forms_in_any_case() {

@@ -312,12 +312,12 @@ fn scan_head(
                 h.value.end = ve as u32;
             }
         } else {
-            let mut i = pos;
-            while i < end && TOKEN[b[i] as usize] {
-                i += 1;
-            }
-            let name_end = i;
-            i = trim_start(b, i, end);
+            // The header name: token characters up to the colon.
+            let name_end = b[pos..end]
+                .iter()
+                .position(|&c| !TOKEN[c as usize])
+                .map_or(end, |k| pos + k);
+            let i = trim_start(b, name_end, end);
             if name_end == pos || i >= end || b[i] != b':' {
                 return Err(ScanError::BadHeader);
             }
