@@ -43,9 +43,19 @@ impl Text {
         self.len += n;
     }
 
-    fn push_num(&mut self, mut v: u32) {
+    fn push_byte(&mut self, c: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
+    }
+
+    /// Digits written one by one: the numbers here have one to five, and
+    /// a call to `memcpy` per octet and port cost more than the digits.
+    fn push_num(&mut self, v: u32) {
         let mut d = [0u8; 10];
         let mut i = d.len();
+        let mut v = v;
         loop {
             i -= 1;
             d[i] = b'0' + (v % 10) as u8;
@@ -54,7 +64,9 @@ impl Text {
                 break;
             }
         }
-        self.push(&d[i..]);
+        for &c in &d[i..] {
+            self.push_byte(c);
+        }
     }
 
     fn push_ip(&mut self, ip: IpAddr, bracket_v6: bool) {
@@ -62,7 +74,7 @@ impl Text {
             IpAddr::V4(v4) => {
                 for (i, o) in v4.octets().iter().enumerate() {
                     if i > 0 {
-                        self.push(b".");
+                        self.push_byte(b'.');
                     }
                     self.push_num(u32::from(*o));
                 }
@@ -108,7 +120,7 @@ pub fn ip_text(ip: IpAddr) -> Text {
 pub fn sockaddr_text(a: SocketAddr) -> Text {
     let mut t = Text::new();
     t.push_ip(a.ip(), true);
-    t.push(b":");
+    t.push_byte(b':');
     t.push_num(u32::from(a.port()));
     t
 }
