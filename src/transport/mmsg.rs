@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 /// Kernel representation of a socket address.
 fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -208,9 +209,12 @@ impl RecvBatch {
 pub fn send_all(fd: RawFd, msgs: &[(Bytes, SocketAddr)]) -> usize {
     let mut sent = 0;
     for chunk in msgs.chunks(64) {
-        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+        // On the stack for the few datagrams of ordinary traffic (three
+        // heap allocations per send otherwise); a flood's full batches
+        // spill to the heap once per batch.
+        let mut addrs: SmallVec<[(libc::sockaddr_storage, libc::socklen_t); 4]> =
             chunk.iter().map(|(_, a)| to_storage(a)).collect();
-        let mut iovs: Vec<libc::iovec> = chunk
+        let mut iovs: SmallVec<[libc::iovec; 4]> = chunk
             .iter()
             .map(|(d, _)| libc::iovec {
                 iov_base: d.as_ptr() as *mut libc::c_void,
@@ -218,7 +222,8 @@ pub fn send_all(fd: RawFd, msgs: &[(Bytes, SocketAddr)]) -> usize {
             })
             .collect();
         // SAFETY: all-zero mmsghdr is valid; filled in below.
-        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; chunk.len()];
+        let mut hdrs: SmallVec<[libc::mmsghdr; 4]> =
+            smallvec::smallvec![unsafe { zeroed() }; chunk.len()];
         for (i, h) in hdrs.iter_mut().enumerate() {
             h.msg_hdr.msg_name = (&mut addrs[i].0 as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = addrs[i].1;
