@@ -496,10 +496,14 @@ impl Core {
     /// unchanged. The other direction is no loop: a backend that proxies
     /// (rather than a B2BUA like Asterisk) sends requests back out.
     fn looped(&self, msg: &Message, dir: Dir, loop_key: [u8; 4]) -> bool {
-        // Almost always there is no Via of ours at all: one SIMD search.
+        // Almost always there is no Via of ours at all: one SIMD search
+        // per Via line (not over the whole header section).
         static OURS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
             std::sync::LazyLock::new(|| memchr::memmem::Finder::new(BRANCH_PREFIX));
-        if OURS.find(&msg.bytes()[..msg.head_len()]).is_none() {
+        if !msg
+            .all(HeaderName::Via)
+            .any(|h| OURS.find(msg.value(h)).is_some())
+        {
             return false;
         }
         let vias: SmallVec<[Via<'_>; 8]> = msg.vias().map_while(|v| v).collect();
