@@ -189,8 +189,11 @@ pub fn pop_top_via(ed: &mut Editor<'_>, msg: &Message) {
 pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
     let ip = canonical_ip(src.ip());
     let (rport, received) = via.rport_received_at();
-    let sent_by_differs = parse_host_ip(via.host).map(canonical_ip) != Some(ip);
     let ip_s = ip_text(ip);
+    // Usually the sent-by is written exactly as we would write the
+    // source: no need to parse it to compare.
+    let sent_by_differs =
+        via.host != ip_s.as_bytes() && parse_host_ip(via.host).map(canonical_ip) != Some(ip);
     match received {
         Some(p) => ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]),
         None if sent_by_differs || rport.is_some() => {
@@ -292,6 +295,49 @@ pub fn rewrite_contact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3581_received_only_when_the_source_differs_or_rport_asks() {
+        use crate::sip::{scan, Framing, Limits};
+        let run = |via: &str, src: &str| {
+            let m = scan(
+                bytes::Bytes::from(format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP {via}\r\nFrom: <sip:x@y>;tag=1\r\n\
+                     To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+                )),
+                Framing::Datagram,
+                &Limits::default(),
+            )
+            .unwrap();
+            let mut ed = Editor::new(&m);
+            rfc3581(&mut ed, &m.top_via().unwrap(), src.parse().unwrap());
+            let out = ed.finish();
+            let t = std::str::from_utf8(&out).unwrap();
+            t[t.find("Via: SIP/2.0/UDP ").unwrap() + 17..t.find("\r\nFrom").unwrap()].to_string()
+        };
+        let s = "192.0.2.7:5060";
+        assert_eq!(
+            run("192.0.2.7:5060;branch=z9hG4bK1", s),
+            "192.0.2.7:5060;branch=z9hG4bK1"
+        );
+        assert_eq!(
+            run("10.0.0.2:5060;branch=z9hG4bK1", s),
+            "10.0.0.2:5060;branch=z9hG4bK1;received=192.0.2.7"
+        );
+        assert_eq!(
+            run("192.0.2.7:5062;rport;branch=z9hG4bK1", s),
+            "192.0.2.7:5062;rport=5060;branch=z9hG4bK1;received=192.0.2.7"
+        );
+        // The same address written another way is the same address.
+        assert_eq!(
+            run("[2001:db8:0::7];branch=z9hG4bK1", "[2001:db8::7]:5060"),
+            "[2001:db8:0::7];branch=z9hG4bK1"
+        );
+        assert_eq!(
+            run("[2001:db8::8];branch=z9hG4bK1", "[2001:db8::7]:5060"),
+            "[2001:db8::8];branch=z9hG4bK1;received=2001:db8::7"
+        );
+    }
 
     #[test]
     fn text_formatting_matches_std() {
