@@ -31,8 +31,10 @@ pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
     if s.monitor || s.reject_403 {
         return None;
     }
-    // Start line: METHOD SP Request-URI SP SIP/2.0
-    let line_end = memchr::memchr(b'\n', data)?;
+    // Start line: METHOD SP Request-URI SP SIP/2.0. One pass of line
+    // ends serves the start line and the headers.
+    let mut lines = LineEnds::new(data);
+    let line_end = lines.next()?;
     let line = data[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&data[..line_end]);
@@ -58,10 +60,8 @@ pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
     let mut from = None;
     let mut ua = None;
     let mut pos = line_end + 1;
-    let mut lines = LineEnds::new(&data[pos..]);
-    let base = pos;
     loop {
-        let nl = base + lines.next()?;
+        let nl = lines.next()?;
         let l = data[pos..nl].strip_suffix(b"\r").unwrap_or(&data[pos..nl]);
         if l.is_empty() {
             break;
