@@ -382,6 +382,50 @@ async fn reload_applies_new_domains_and_refuses_bad_binds() {
     );
 }
 
+/// Each UDP worker remembers which socket its forwards leave from; a
+/// reload that moves the internal listener must move them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_forwards_to_the_new_internal_socket() {
+    let net = Net { n: 36 };
+    let backend = udp(format!("{}:5080", net.ip(2))).await;
+    let (server, _core) = start(&net, "");
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    let req = |cid: &str| {
+        request(
+            "OPTIONS",
+            "sip:1@pbx.secret.example",
+            "SIP/2.0/UDP 10.0.0.1:5062",
+            cid,
+        )
+    };
+    phone.send_to(req("m-1").as_bytes(), public).await.unwrap();
+    let (got, from) = recv(&backend).await;
+    assert!(got.contains("Call-ID: m-1"), "{got}");
+    assert_eq!(from.to_string(), format!("{}:5070", net.ip(1)));
+
+    let moved = net.config("").replace(
+        &format!(
+            "internal = [\"udp:{p}:5070\", \"tcp:{p}:5070\"]",
+            p = net.ip(1)
+        ),
+        &format!(
+            "internal = [\"udp:{p}:5071\", \"tcp:{p}:5071\"]",
+            p = net.ip(1)
+        ),
+    );
+    assert_ne!(moved, net.config(""));
+    server
+        .reload(Settings::new(
+            sipwarden::config::parse(&moved, "t").unwrap(),
+        ))
+        .unwrap();
+    phone.send_to(req("m-2").as_bytes(), public).await.unwrap();
+    let (got, from) = recv(&backend).await;
+    assert!(got.contains("Call-ID: m-2"), "{got}");
+    assert_eq!(from.to_string(), format!("{}:5071", net.ip(1)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_over_http() {
     let net = Net { n: 35 };

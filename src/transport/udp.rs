@@ -80,8 +80,7 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
     };
     let mut batch = RecvBatch::new(size, slot);
     let mut coalesce = Coalescer::new(size, pause);
-    // Sends of one batch, grouped by the socket they leave from.
-    let mut pending: Vec<(UdpEntry, Vec<(Bytes, SocketAddr)>)> = Vec::new();
+    let mut out = Outbox::default();
     while !stop.load(Relaxed) {
         let n = match batch.recv(fd) {
             Ok(n) => n,
@@ -94,6 +93,7 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
         if n == 0 {
             continue;
         }
+        out.check(&eg);
         let now = now_ms();
         let received = Instant::now();
         let mut t = received;
@@ -118,23 +118,12 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
                 local: entry.spec.addr,
                 remote,
             };
-            let out = eg.core.handle(now, &flow, d.data);
-            for send in out.sends {
+            let handled = eg.core.handle(now, &flow, d.data);
+            for send in handled.sends {
                 match (&send.dest, send.transport) {
                     (Dest::Addr(to), Transport::Udp) => {
-                        match eg.pick_udp(send.side, send.listener, to) {
-                            Some(e) => {
-                                let to = *to;
-                                match pending
-                                    .iter_mut()
-                                    .find(|(p, _)| Arc::ptr_eq(&p.socket, &e.socket))
-                                {
-                                    Some((_, v)) => v.push((send.data, to)),
-                                    None => pending.push((e, vec![(send.data, to)])),
-                                }
-                            }
-                            None => eg.no_socket(&send),
-                        }
+                        let to = *to;
+                        out.push(&eg, send, to)
                     }
                     _ => eg.send(send),
                 }
@@ -145,23 +134,84 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
                 .observe_ns(t2.duration_since(t).as_nanos() as u64);
             t = t2;
         }
-        for (e, msgs) in pending.iter_mut() {
-            if msgs.is_empty() {
-                continue;
-            }
-            let sent = send_all(e.socket.as_raw_fd(), msgs);
-            for _ in sent..msgs.len() {
-                eg.core.metrics().event(Event::SendErrors);
-            }
-            msgs.clear();
-        }
-        // Keep the groups (their Vec capacity) for the next batch, but do
-        // not pin sockets of a retired listener for long.
-        if pending.len() > 8 {
-            pending.clear();
-        }
+        out.flush(&eg);
         if let Some(d) = coalesce.pause(n, received, Instant::now()) {
             std::thread::sleep(d);
+        }
+    }
+}
+
+/// The UDP sends of one batch, grouped by the socket they leave from.
+///
+/// Which socket a send leaves from depends only on its side, the listener
+/// the core named and the destination's address family, and changes only
+/// when a reload swaps the socket list or the settings. Each group keeps
+/// its socket across batches, so a forwarded message costs no socket
+/// lookup and no reference-count traffic on the shared socket list (two
+/// workers on two cores each bounced those cache lines per message).
+#[derive(Default)]
+struct Outbox {
+    /// The socket list and settings the groups were picked under, held so
+    /// that a new list can never reuse their addresses.
+    picked_under: Option<(Arc<Vec<UdpEntry>>, Arc<crate::proxy::Settings>)>,
+    groups: Vec<Group>,
+}
+
+struct Group {
+    side: crate::flow::Side,
+    listener: Option<u8>,
+    v4: bool,
+    entry: UdpEntry,
+    msgs: Vec<(Bytes, SocketAddr)>,
+}
+
+impl Outbox {
+    /// Forgets the picks when a reload changed the sockets or settings.
+    fn check(&mut self, eg: &Egress) {
+        let socks = eg.udp.load();
+        let settings = eg.core.settings();
+        let same = self
+            .picked_under
+            .as_ref()
+            .is_some_and(|(u, s)| Arc::ptr_eq(u, &socks) && Arc::ptr_eq(s, &settings));
+        if !same {
+            self.groups.clear();
+            self.picked_under = Some((Arc::clone(&socks), settings));
+        }
+    }
+
+    fn push(&mut self, eg: &Egress, send: crate::proxy::Send, to: SocketAddr) {
+        let v4 = to.is_ipv4();
+        let found = self
+            .groups
+            .iter_mut()
+            .find(|g| g.side == send.side && g.listener == send.listener && g.v4 == v4);
+        match found {
+            Some(g) => g.msgs.push((send.data, to)),
+            None => match eg.pick_udp(send.side, send.listener, &to) {
+                Some(entry) => self.groups.push(Group {
+                    side: send.side,
+                    listener: send.listener,
+                    v4,
+                    entry,
+                    msgs: vec![(send.data, to)],
+                }),
+                None => eg.no_socket(&send),
+            },
+        }
+    }
+
+    /// Sends what the batch produced, a `sendmmsg` per socket.
+    fn flush(&mut self, eg: &Egress) {
+        for g in &mut self.groups {
+            if g.msgs.is_empty() {
+                continue;
+            }
+            let sent = send_all(g.entry.socket.as_raw_fd(), &g.msgs);
+            for _ in sent..g.msgs.len() {
+                eg.core.metrics().event(Event::SendErrors);
+            }
+            g.msgs.clear();
         }
     }
 }
