@@ -64,6 +64,11 @@ pub struct InDialog {
 pub struct Dialogs {
     map: DashMap<u128, Dialog, ahash::RandomState>,
     cap: AtomicUsize,
+    /// Entries in `map`, for the cap check of every new INVITE:
+    /// `DashMap::len` read-locks every shard (16 atomic operations on lines
+    /// that every worker writes). Kept by insert and remove, set from the
+    /// map by each sweep.
+    count: AtomicUsize,
     /// Keys with the time they were (re)queued. Keys already gone from the
     /// map are skipped when popped.
     queue: Mutex<VecDeque<(u128, u64)>>,
@@ -74,6 +79,7 @@ impl Dialogs {
         Dialogs {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
+            count: AtomicUsize::new(0),
             queue: Mutex::new(VecDeque::new()),
         }
     }
@@ -105,13 +111,13 @@ impl Dialogs {
             }
             return 0;
         }
-        let evicted = if self.map.len() >= self.cap.load(Relaxed) {
+        let evicted = if self.count.load(Relaxed) >= self.cap.load(Relaxed) {
             self.evict()
         } else {
             0
         };
         self.enqueue(key, now);
-        self.map.insert(
+        self.insert(
             key,
             Dialog {
                 to_tag: 0,
@@ -215,7 +221,15 @@ impl Dialogs {
     pub fn sweep(&self, now: u64) -> usize {
         let before = self.map.len();
         self.map.retain(|_, d| d.expires > now);
-        before.saturating_sub(self.map.len())
+        let after = self.map.len();
+        self.count.store(after, Relaxed);
+        before.saturating_sub(after)
+    }
+
+    fn insert(&self, key: u128, d: Dialog) {
+        if self.map.insert(key, d).is_none() {
+            self.count.fetch_add(1, Relaxed);
+        }
     }
 
     fn enqueue(&self, key: u128, now: u64) {
@@ -243,7 +257,13 @@ impl Dialogs {
                 q.push_back((key, d.last_seen));
                 continue;
             }
-            self.map.remove(&key);
+            if self.map.remove(&key).is_some() {
+                // Saturating: a sweep may have counted this removal
+                // already.
+                let _ = self
+                    .count
+                    .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(1)));
+            }
             return 1;
         }
         0
@@ -260,11 +280,11 @@ impl Dialogs {
 
     /// Restores an entry from the state file unless it expired meanwhile.
     pub fn restore(&self, key: u128, d: Dialog, now: u64) -> bool {
-        if d.expires <= now || self.map.len() >= self.cap.load(Relaxed) {
+        if d.expires <= now || self.count.load(Relaxed) >= self.cap.load(Relaxed) {
             return false;
         }
         self.enqueue(key, d.last_seen);
-        self.map.insert(key, d);
+        self.insert(key, d);
         true
     }
 }
