@@ -90,10 +90,12 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
                 continue;
             }
         };
+        // Also after an idle wait (the receive times out every 200 ms), so a
+        // worker without traffic does not keep a retired socket open.
+        out.check(&eg);
         if n == 0 {
             continue;
         }
-        out.check(&eg);
         let now = now_ms();
         let received = Instant::now();
         let mut t = received;
