@@ -111,6 +111,9 @@ pub struct Ctx<'a> {
     /// range, or a live registration's registrar). Looked up once: the
     /// caller also needs it, to exempt trunks from bans and rate limits.
     pub source_trunk: Option<Arc<str>>,
+    /// The fast path found the Request-URI in a secret domain, without a
+    /// `sw` token ([`crate::policy::quick::Quick::Full`]).
+    pub ruri_domain: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -132,6 +135,7 @@ impl<'a> Ctx<'a> {
             now,
             source,
             source_trunk,
+            ruri_domain: false,
         }
     }
 }
@@ -158,7 +162,13 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
         RouteCheck::None => {}
     }
     let grace = s.config.registration.grace.ms();
-    let ruri = msg.request_uri().and_then(Uri::parse);
+    // Read by the fast path already when it named a domain: then it has
+    // no token either.
+    let ruri = if c.ruri_domain {
+        None
+    } else {
+        msg.request_uri().and_then(Uri::parse)
+    };
     if let Some(tok) = contact_token(ruri.as_ref()) {
         let live = std::str::from_utf8(tok)
             .ok()
@@ -181,7 +191,7 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
             contact: None,
         });
     }
-    if domain_matches(msg, ruri.as_ref(), s) {
+    if c.ruri_domain || domain_matches(msg, ruri.as_ref(), s) {
         return Ok(Admission::plain(Reason::Domain));
     }
     if let Some(d) = in_dialog(msg, c.keys) {
@@ -246,10 +256,24 @@ mod tests {
     const SECRET: &str = "sip:100@sip-7f3k.example.com";
     const BY_IP: &str = "sip:100@203.0.113.9";
 
+    /// Admission as the core runs it: after the fast path, with its hint.
+    /// Every case also checks that the fast path only drops what admission
+    /// rejects, and that its hint changes no decision.
     fn admit(m: &Message, s: &Settings, keys: &Keys) -> Result<Reason, Reason> {
         let tables = Tables::new(&s.config);
-        let c = Ctx::new(s, keys, &tables, 0, "198.51.100.7".parse().unwrap());
-        admit_request(m, &c).map(|a| a.reason)
+        let mut c = Ctx::new(s, keys, &tables, 0, "198.51.100.7".parse().unwrap());
+        let plain = admit_request(m, &c).map(|a| a.reason);
+        match crate::policy::quick::quick(m.bytes(), s) {
+            crate::policy::quick::Quick::Drop(_) => {
+                assert!(plain.is_err(), "fast path dropped what admission admits")
+            }
+            crate::policy::quick::Quick::Full { ruri_domain } => {
+                c.ruri_domain = ruri_domain;
+                let hinted = admit_request(m, &c).map(|a| a.reason);
+                assert_eq!(hinted, plain, "the fast path's hint changed the decision");
+            }
+        }
+        plain
     }
 
     #[test]

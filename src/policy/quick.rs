@@ -24,36 +24,65 @@ fn host_of(value: &[u8]) -> Option<&[u8]> {
     Some(Uri::parse(na.uri)?.host)
 }
 
+/// What the fast path found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quick {
+    /// A request that the admission rules would certainly reject.
+    Drop(Reason),
+    /// The full path decides. `ruri_domain`: the Request-URI names a secret
+    /// domain (and `match` includes it) and carries no `sw` token, so
+    /// admission need not parse it again (~600 instructions per forwarded
+    /// request).
+    Full { ruri_domain: bool },
+}
+
 /// `Some(reason)` when the datagram is a request that the admission rules
 /// would certainly reject; `None` when the full path must decide.
 pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
+    match quick(data, s) {
+        Quick::Drop(r) => Some(r),
+        Quick::Full { .. } => None,
+    }
+}
+
+/// The fast path's verdict, with what it learnt for the full path.
+pub fn quick(data: &[u8], s: &Settings) -> Quick {
+    const FULL: Quick = Quick::Full { ruri_domain: false };
     // Monitor mode forwards everything; on_reject = "403" answers.
     if s.monitor || s.reject_403 {
-        return None;
+        return FULL;
     }
+    match drop_reason(data, s) {
+        Ok(r) => Quick::Drop(r),
+        Err(ruri_domain) => Quick::Full { ruri_domain },
+    }
+}
+
+/// `Ok(reason)` to drop; `Err(ruri_domain)` for the full path.
+fn drop_reason(data: &[u8], s: &Settings) -> Result<Reason, bool> {
     // Start line: METHOD SP Request-URI SP SIP/2.0. One pass of line
     // ends serves the start line and the headers.
     let mut lines = LineEnds::new(data);
-    let line_end = lines.next()?;
+    let line_end = lines.next().ok_or(false)?;
     let line = data[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&data[..line_end]);
-    let sp1 = memchr::memchr(b' ', line)?;
+    let sp1 = memchr::memchr(b' ', line).ok_or(false)?;
     let method = &line[..sp1];
     if method.is_empty() || method == b"CANCEL" || !method.iter().all(|&c| TOKEN[c as usize]) {
-        return None;
+        return Err(false);
     }
     let rest = &line[sp1 + 1..];
-    let sp2 = memchr::memchr(b' ', rest)?;
+    let sp2 = memchr::memchr(b' ', rest).ok_or(false)?;
     if &rest[sp2 + 1..] != b"SIP/2.0" {
-        return None;
+        return Err(false);
     }
-    let ruri = Uri::parse(&rest[..sp2])?;
+    let ruri = Uri::parse(&rest[..sp2]).ok_or(false)?;
     if params::find(ruri.params, b"sw").is_some() {
-        return None;
+        return Err(false);
     }
     if s.match_ruri && s.domains.matches(ruri.host) {
-        return None;
+        return Err(true);
     }
     // The headers that can admit a request, and User-Agent.
     let mut to = None;
@@ -61,7 +90,7 @@ pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
     let mut ua = None;
     let mut pos = line_end + 1;
     loop {
-        let nl = lines.next()?;
+        let nl = lines.next().ok_or(false)?;
         let l = data[pos..nl].strip_suffix(b"\r").unwrap_or(&data[pos..nl]);
         if l.is_empty() {
             break;
@@ -69,14 +98,14 @@ pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
         let first = l[0];
         if first == b' ' || first == b'\t' {
             // A folded line: the full scanner reads these.
-            return None;
+            return Err(false);
         }
         if matches!(first | 0x20, b't' | b'r' | b'f' | b'u') {
-            let colon = memchr::memchr(b':', l)?;
+            let colon = memchr::memchr(b':', l).ok_or(false)?;
             let name = l[..colon].trim_ascii_end();
             let value = l[colon + 1..].trim_ascii();
             match HeaderName::from_bytes(name) {
-                HeaderName::Route => return None,
+                HeaderName::Route => return Err(false),
                 HeaderName::To if to.is_none() => to = Some(value),
                 HeaderName::From if from.is_none() => from = Some(value),
                 HeaderName::UserAgent if ua.is_none() => ua = Some(value),
@@ -85,26 +114,26 @@ pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
         }
         pos = nl + 1;
     }
-    let to = to?;
-    let na = NameAddr::parse(to)?;
+    let to = to.ok_or(false)?;
+    let na = NameAddr::parse(to).ok_or(false)?;
     // A To tag: maybe in a dialog, which only the table can tell.
     if params::find(na.params, b"tag").is_some() {
-        return None;
+        return Err(false);
     }
     if s.match_to && Uri::parse(na.uri).is_some_and(|u| s.domains.matches(u.host)) {
-        return None;
+        return Err(false);
     }
     if s.match_from {
-        let from = from?;
+        let from = from.ok_or(false)?;
         if host_of(from).is_none_or(|h| s.domains.matches(h)) {
-            return None;
+            return Err(false);
         }
     }
     let blocked = match (&s.user_agents, ua) {
         (Some(ac), Some(ua)) => ac.is_match(ua),
         _ => false,
     };
-    Some(if blocked {
+    Ok(if blocked {
         Reason::UserAgent
     } else {
         Reason::NoDomain
@@ -205,6 +234,21 @@ mod tests {
             .unwrap()
             .replace("1.1.1.1", "sip-7f3k.example.com");
         assert_eq!(prefilter(fm.as_bytes(), &f), None);
+        // The full path learns when the Request-URI already matched.
+        let secret = msg(
+            "OPTIONS sip:100@sip-7f3k.example.com SIP/2.0",
+            "To: <sip:1@x>\r\n",
+        );
+        assert_eq!(quick(&secret, &s), Quick::Full { ruri_domain: true });
+        let token = msg(
+            "INVITE sip:acct@sip-7f3k.example.com;sw=abc SIP/2.0",
+            "To: <sip:1@x>\r\n",
+        );
+        assert_eq!(quick(&token, &s), Quick::Full { ruri_domain: false });
+        let by_to = msg(by_ip, "To: <sip:1@sip-7f3k.example.com>\r\n");
+        assert_eq!(quick(&by_to, &s), Quick::Full { ruri_domain: false });
+        let to_only = settings("match = [\"to\"]\n");
+        assert_eq!(quick(&secret, &to_only), Quick::Drop(Reason::NoDomain));
         // Monitor mode forwards everything: never decided here.
         let m = settings("mode = \"monitor\"\n");
         assert_eq!(

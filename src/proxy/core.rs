@@ -311,7 +311,7 @@ impl Core {
                 return out;
             }
         }
-        let ctx = admission::Ctx::new(s, &self.keys, &self.tables, now, src);
+        let mut ctx = admission::Ctx::new(s, &self.keys, &self.tables, now, src);
         let exempt = allowed || ctx.source_trunk.is_some();
         if !exempt && self.tables.bans.is_banned(src, now) {
             if let Some(out) = hold(Reason::Banned) {
@@ -324,8 +324,9 @@ impl Core {
         // bans), so only a trunk's source, admitted whatever it names, must
         // skip it.
         if ctx.source_trunk.is_none() {
-            if let Some(reason) = quick::prefilter(&data, s) {
-                return Output::verdict(Verdict::drop(reason));
+            match quick::quick(&data, s) {
+                quick::Quick::Drop(reason) => return Output::verdict(Verdict::drop(reason)),
+                quick::Quick::Full { ruri_domain } => ctx.ruri_domain = ruri_domain,
             }
         }
         let msg = match self.scan(s, flow, data) {
