@@ -57,6 +57,17 @@ pub struct InDialog {
     pub cseq: u32,
 }
 
+/// Eviction queues: a power of two, more than the workers of a
+/// machine this runs on will contend with.
+const QUEUES: usize = 8;
+
+/// Keys with the time they were (re)queued.
+type Queue = VecDeque<(u128, u64)>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The table. Bounded: when full, the longest-idle entry goes, found by
 /// a second-chance queue in insertion order (an entry active since it was
 /// queued is requeued), so making room is O(1) amortized and never stalls
@@ -69,9 +80,10 @@ pub struct Dialogs {
     /// that every worker writes). Kept by insert and remove, set from the
     /// map by each sweep.
     count: AtomicUsize,
-    /// Keys with the time they were (re)queued. Keys already gone from the
-    /// map are skipped when popped.
-    queue: Mutex<VecDeque<(u128, u64)>>,
+    /// Keys with the time they were (re)queued, in [`QUEUES`] queues by
+    /// key, so that workers adding dialogs at once rarely take the same
+    /// lock. Keys already gone from the map are skipped when popped.
+    queues: Box<[Mutex<Queue>]>,
 }
 
 impl Dialogs {
@@ -80,7 +92,7 @@ impl Dialogs {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
             count: AtomicUsize::new(0),
-            queue: Mutex::new(VecDeque::new()),
+            queues: (0..QUEUES).map(|_| Mutex::new(VecDeque::new())).collect(),
         }
     }
 
@@ -233,28 +245,40 @@ impl Dialogs {
     }
 
     fn enqueue(&self, key: u128, now: u64) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = lock(&self.queues[(key >> 64) as usize % QUEUES]);
         q.push_back((key, now));
         // Keys that expired by the sweep linger in the queue; keep it within
-        // twice the table's size.
-        if q.len() > 2 * self.cap.load(Relaxed) + 1024 {
+        // twice its share of the table.
+        if q.len() > (2 * self.cap.load(Relaxed) + 1024) / QUEUES {
             q.retain(|(k, _)| self.map.contains_key(k));
         }
     }
 
     /// Makes room for one entry: the oldest queued entry that has not been
-    /// active since it was queued goes.
+    /// active since it was queued goes. Only at the cap (a flood), so it
+    /// may take every queue's lock (always in index order) to find the
+    /// oldest front.
     fn evict(&self) -> usize {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut qs: Vec<_> = self.queues.iter().map(lock).collect();
         // Bounded: every entry gets at most one second chance per pass.
-        let mut budget = q.len() * 2 + 1;
-        while let Some((key, queued)) = q.pop_front() {
+        let mut budget = qs.iter().map(|q| q.len()).sum::<usize>() * 2 + 1;
+        loop {
+            let Some(i) = (0..qs.len())
+                .filter_map(|i| qs[i].front().map(|&(_, t)| (t, i)))
+                .min()
+                .map(|(_, i)| i)
+            else {
+                return 0;
+            };
+            let Some((key, queued)) = qs[i].pop_front() else {
+                return 0;
+            };
             budget = budget.saturating_sub(1);
             let Some(d) = self.map.get(&key).map(|d| *d) else {
                 continue;
             };
             if d.last_seen > queued && budget > 0 {
-                q.push_back((key, d.last_seen));
+                qs[i].push_back((key, d.last_seen));
                 continue;
             }
             if self.map.remove(&key).is_some() {
@@ -266,7 +290,6 @@ impl Dialogs {
             }
             return 1;
         }
-        0
     }
 
     /// Confirmed dialogs, for the state file.
@@ -382,22 +405,30 @@ mod tests {
 
     #[test]
     fn bounded_with_eviction_of_the_idlest() {
+        // Keys spread over every eviction queue, as hashed keys are.
+        let key = |k: u128| (k << 64) | k;
         let d = Dialogs::new(80);
         for k in 0..80u128 {
-            d.invite(k, 1, k as u64, &T);
+            d.invite(key(k), 1, k as u64, &T);
         }
         // A busy old dialog stays.
-        d.invite_response(0, 200, Some(1), 500, &T);
-        let evicted = d.invite(1000, 1, 1000, &T);
+        d.invite_response(key(0), 200, Some(1), 500, &T);
+        let evicted = d.invite(key(1000), 1, 1000, &T);
         assert_eq!(evicted, 1);
         assert!(d.len() <= 80);
-        assert!(d.get(0).is_some(), "recently active");
-        assert!(d.get(1).is_none(), "idlest gone");
-        assert!(d.get(2).is_some(), "one at a time");
-        assert!(d.get(1000).is_some());
+        assert!(d.get(key(0)).is_some(), "recently active");
+        assert!(d.get(key(1)).is_none(), "idlest gone");
+        assert!(d.get(key(2)).is_some(), "one at a time");
+        assert!(d.get(key(1000)).is_some());
+        // The next ones go oldest first, whichever queue they sit in.
+        for k in 0..6u128 {
+            d.invite(key(2000 + k), 1, 2000, &T);
+            assert!(d.get(key(2 + k)).is_none(), "{k}");
+            assert!(d.get(key(3 + k)).is_some(), "{k}");
+        }
         // A flood never grows it past the cap.
-        for k in 2000..12_000u128 {
-            d.invite(k, 1, 2000 + k as u64, &T);
+        for k in 3000..13_000u128 {
+            d.invite(key(k), 1, 3000 + k as u64, &T);
         }
         assert!(d.len() <= 80);
     }
