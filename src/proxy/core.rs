@@ -143,6 +143,12 @@ impl Core {
         self.settings.load_full()
     }
 
+    /// Whether `s` are the current settings: a check per receive batch,
+    /// without the shared reference-count update of [`Core::settings`].
+    pub fn settings_are(&self, s: &Arc<Settings>) -> bool {
+        Arc::ptr_eq(&self.settings.load(), s)
+    }
+
     /// Swaps in new settings atomically: a message being handled finishes
     /// with the old ones, the next one sees the new ones. Tables are kept.
     pub fn reload(&self, settings: Settings) {

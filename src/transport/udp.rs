@@ -171,14 +171,13 @@ impl Outbox {
     /// Forgets the picks when a reload changed the sockets or settings.
     fn check(&mut self, eg: &Egress) {
         let socks = eg.udp.load();
-        let settings = eg.core.settings();
         let same = self
             .picked_under
             .as_ref()
-            .is_some_and(|(u, s)| Arc::ptr_eq(u, &socks) && Arc::ptr_eq(s, &settings));
+            .is_some_and(|(u, s)| Arc::ptr_eq(u, &socks) && eg.core.settings_are(s));
         if !same {
             self.groups.clear();
-            self.picked_under = Some((Arc::clone(&socks), settings));
+            self.picked_under = Some((Arc::clone(&socks), eg.core.settings()));
         }
     }
 
