@@ -83,7 +83,7 @@ pub struct Dialogs {
     /// Keys with the time they were (re)queued, in [`QUEUES`] queues by
     /// key, so that workers adding dialogs at once rarely take the same
     /// lock. Keys already gone from the map are skipped when popped.
-    queues: Box<[Mutex<Queue>]>,
+    queues: [Mutex<Queue>; QUEUES],
 }
 
 impl Dialogs {
@@ -92,7 +92,7 @@ impl Dialogs {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
             count: AtomicUsize::new(0),
-            queues: (0..QUEUES).map(|_| Mutex::new(VecDeque::new())).collect(),
+            queues: std::array::from_fn(|_| Mutex::new(VecDeque::new())),
         }
     }
 
@@ -259,7 +259,7 @@ impl Dialogs {
     /// may take every queue's lock (always in index order) to find the
     /// oldest front.
     fn evict(&self) -> usize {
-        let mut qs: Vec<_> = self.queues.iter().map(lock).collect();
+        let mut qs: [_; QUEUES] = std::array::from_fn(|i| lock(&self.queues[i]));
         // Bounded: every entry gets at most one second chance per pass.
         let mut budget = qs.iter().map(|q| q.len()).sum::<usize>() * 2 + 1;
         loop {
