@@ -47,6 +47,8 @@ impl Trigger {
 pub struct Bans {
     map: DashMap<IpAddr, Entry, ahash::RandomState>,
     cap: AtomicUsize,
+    /// Entries in `map`, for the cap check of a new source.
+    count: super::EntryCount,
     /// Last time room was made in a full table (at most once a second).
     last_room: AtomicU64,
 }
@@ -56,6 +58,7 @@ impl Bans {
         Bans {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
+            count: super::EntryCount::default(),
             last_room: AtomicU64::new(0),
         }
     }
@@ -101,15 +104,21 @@ impl Bans {
         if limit == 0 {
             return None;
         }
-        if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
+        if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
             if super::once_a_second(&self.last_room, now) {
                 self.make_room(now);
             }
-            if self.map.len() >= self.cap.load(Relaxed) {
+            if self.count.get() >= self.cap.load(Relaxed) {
                 return None;
             }
         }
-        let mut e = self.map.entry(ip).or_default();
+        let mut e = match self.map.entry(ip) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                self.count.added();
+                v.insert(Entry::default())
+            }
+        };
         if e.banned_until > now {
             return None;
         }
@@ -160,12 +169,14 @@ impl Bans {
             }
             e.banned_until > now || now.saturating_sub(e.window_start) < window
         });
+        self.count.set(self.map.len());
         lifted
     }
 
     /// At the cap: drop counters of unbanned sources (bans are kept).
     fn make_room(&self, now: u64) {
         self.map.retain(|_, e| e.banned_until > now);
+        self.count.set(self.map.len());
     }
 }
 

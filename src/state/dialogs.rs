@@ -75,11 +75,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Dialogs {
     map: DashMap<u128, Dialog, ahash::RandomState>,
     cap: AtomicUsize,
-    /// Entries in `map`, for the cap check of every new INVITE:
-    /// `DashMap::len` read-locks every shard (16 atomic operations on lines
-    /// that every worker writes). Kept by insert and remove, set from the
-    /// map by each sweep.
-    count: AtomicUsize,
+    /// Entries in `map`, for the cap check of every new INVITE.
+    count: super::EntryCount,
     /// Keys with the time they were (re)queued, in [`QUEUES`] queues by
     /// key, so that workers adding dialogs at once rarely take the same
     /// lock. Keys already gone from the map are skipped when popped.
@@ -91,7 +88,7 @@ impl Dialogs {
         Dialogs {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
-            count: AtomicUsize::new(0),
+            count: super::EntryCount::default(),
             queues: std::array::from_fn(|_| Mutex::new(VecDeque::new())),
         }
     }
@@ -123,7 +120,7 @@ impl Dialogs {
             }
             return 0;
         }
-        let evicted = if self.count.load(Relaxed) >= self.cap.load(Relaxed) {
+        let evicted = if self.count.get() >= self.cap.load(Relaxed) {
             self.evict()
         } else {
             0
@@ -234,13 +231,13 @@ impl Dialogs {
         let before = self.map.len();
         self.map.retain(|_, d| d.expires > now);
         let after = self.map.len();
-        self.count.store(after, Relaxed);
+        self.count.set(after);
         before.saturating_sub(after)
     }
 
     fn insert(&self, key: u128, d: Dialog) {
         if self.map.insert(key, d).is_none() {
-            self.count.fetch_add(1, Relaxed);
+            self.count.added();
         }
     }
 
@@ -282,11 +279,7 @@ impl Dialogs {
                 continue;
             }
             if self.map.remove(&key).is_some() {
-                // Saturating: a sweep may have counted this removal
-                // already.
-                let _ = self
-                    .count
-                    .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(1)));
+                self.count.removed();
             }
             return 1;
         }
@@ -303,7 +296,7 @@ impl Dialogs {
 
     /// Restores an entry from the state file unless it expired meanwhile.
     pub fn restore(&self, key: u128, d: Dialog, now: u64) -> bool {
-        if d.expires <= now || self.count.load(Relaxed) >= self.cap.load(Relaxed) {
+        if d.expires <= now || self.count.get() >= self.cap.load(Relaxed) {
             return false;
         }
         self.enqueue(key, d.last_seen);

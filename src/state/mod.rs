@@ -21,6 +21,36 @@ pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64, now: u64) -> bo
     now >= prev + 1000 && last.compare_exchange(prev, now, Relaxed, Relaxed).is_ok()
 }
 
+/// Entries of a table, for the cap check a new entry makes.
+/// `DashMap::len` read-locks every shard: 16 atomic operations on lines
+/// that every worker writes, for every new dialog or, under a flood from
+/// many sources, every message. Kept by the table's inserts and removals
+/// (saturating: a sweep may already have counted a removal) and set from
+/// the map after each sweep, so any drift lasts a second at most.
+#[derive(Default)]
+pub(crate) struct EntryCount(std::sync::atomic::AtomicUsize);
+
+impl EntryCount {
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn added(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn removed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(1)));
+    }
+
+    pub(crate) fn set(&self, n: usize) {
+        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Every table of one process.
 pub struct Tables {
     pub dialogs: Dialogs,

@@ -28,6 +28,8 @@ struct Buckets {
 pub struct Rates {
     map: DashMap<IpAddr, Buckets, ahash::RandomState>,
     cap: AtomicUsize,
+    /// Entries in `map`, for the cap check of a new source.
+    count: super::EntryCount,
     /// When the full table was last swept: at most once a second, so a
     /// flood from many sources cannot make every packet cost a sweep.
     last_sweep: AtomicU64,
@@ -43,6 +45,7 @@ impl Rates {
         Rates {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             cap: AtomicUsize::new(cap.max(1)),
+            count: super::EntryCount::default(),
             last_sweep: AtomicU64::new(0),
         }
     }
@@ -63,19 +66,25 @@ impl Rates {
     /// A full table admits untracked sources (fail open: the domain
     /// filter still applies) rather than starving new callers.
     pub fn allow(&self, ip: IpAddr, register: bool, now: u64, b: &Budget) -> bool {
-        if !self.map.contains_key(&ip) && self.map.len() >= self.cap.load(Relaxed) {
+        if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
             if super::once_a_second(&self.last_sweep, now) {
                 self.sweep(now, b);
             }
-            if self.map.len() >= self.cap.load(Relaxed) {
+            if self.count.get() >= self.cap.load(Relaxed) {
                 return true;
             }
         }
-        let mut e = self.map.entry(ip).or_insert(Buckets {
-            general: u64::from(b.burst) * 1000,
-            register: u64::from(b.register_burst) * 1000,
-            last: now,
-        });
+        let mut e = match self.map.entry(ip) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                self.count.added();
+                v.insert(Buckets {
+                    general: u64::from(b.burst) * 1000,
+                    register: u64::from(b.register_burst) * 1000,
+                    last: now,
+                })
+            }
+        };
         let elapsed = now.saturating_sub(e.last);
         e.last = now.max(e.last);
         e.general = refill(e.general, elapsed, b.rate, b.burst);
@@ -102,6 +111,7 @@ impl Rates {
                 || refill(e.register, elapsed, b.register_rate, b.register_burst)
                     < u64::from(b.register_burst) * 1000
         });
+        self.count.set(self.map.len());
     }
 }
 
