@@ -36,15 +36,6 @@ pub enum Quick {
     Full { ruri_domain: bool },
 }
 
-/// `Some(reason)` when the datagram is a request that the admission rules
-/// would certainly reject; `None` when the full path must decide.
-pub fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
-    match quick(data, s) {
-        Quick::Drop(r) => Some(r),
-        Quick::Full { .. } => None,
-    }
-}
-
 /// The fast path's verdict, with what it learnt for the full path.
 pub fn quick(data: &[u8], s: &Settings) -> Quick {
     const FULL: Quick = Quick::Full { ruri_domain: false };
@@ -143,6 +134,14 @@ fn drop_reason(data: &[u8], s: &Settings) -> Result<Reason, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reason to drop, if the fast path drops.
+    fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
+        match quick(data, s) {
+            Quick::Drop(r) => Some(r),
+            Quick::Full { .. } => None,
+        }
+    }
 
     fn settings(extra: &str) -> Settings {
         Settings::new(
