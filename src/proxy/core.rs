@@ -479,13 +479,13 @@ impl Core {
         if let Some(out) = self.hop_checks(flow, msg, dir, loop_key) {
             return Err(out);
         }
-        match (msg.top_via(), msg.first(HeaderName::Via)) {
-            (Some(top), Some(first_via)) => Ok(Hop {
+        match msg.first(HeaderName::Via) {
+            Some(first_via) => Ok(Hop {
                 loop_key,
-                top,
+                top: msg.top_via(),
                 first_via,
             }),
-            _ => Err(Output::verdict(Verdict::drop(Reason::Malformed))),
+            None => Err(Output::verdict(Verdict::drop(Reason::Malformed))),
         }
     }
 

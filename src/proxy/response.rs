@@ -42,7 +42,7 @@ impl Core {
             self.learn_dialog(s, now, msg, code);
         }
         if expect == Dir::Inbound && matches!(method, Method::Register | Method::Invite) {
-            let authed = msg.top_via().is_some_and(|v| v.param(b"swa").is_some());
+            let authed = msg.top_via().param(b"swa").is_some();
             let failed = code == 403 || (authed && matches!(code, 401 | 407));
             if let (true, super::action::Dest::Addr(a)) = (failed, &dest) {
                 self.count_auth_failure(s, now, a.ip());

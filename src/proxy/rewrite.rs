@@ -310,7 +310,7 @@ mod tests {
             )
             .unwrap();
             let mut ed = Editor::new(&m);
-            rfc3581(&mut ed, &m.top_via().unwrap(), src.parse().unwrap());
+            rfc3581(&mut ed, &m.top_via(), src.parse().unwrap());
             let out = ed.finish();
             let t = std::str::from_utf8(&out).unwrap();
             t[t.find("Via: SIP/2.0/UDP ").unwrap() + 17..t.find("\r\nFrom").unwrap()].to_string()

@@ -690,9 +690,11 @@ impl Message {
         (!self.to_tag.is_empty()).then(|| self.slice(self.to_tag))
     }
 
-    /// The first value of the first Via header, with its position.
-    pub fn top_via(&self) -> Option<Via<'_>> {
-        Some(self.top_via.view(&self.buf))
+    /// The first value of the first Via header, with its position. Every
+    /// scanned message has one: the scanner refuses a message without a
+    /// readable top Via.
+    pub fn top_via(&self) -> Via<'_> {
+        self.top_via.view(&self.buf)
     }
 
     /// Every Via value in order, across lines and commas; `None` for one
