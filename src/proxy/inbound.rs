@@ -4,7 +4,6 @@
 //! identifies sources and trunks by.
 
 use crate::flow::{Flow, Side};
-use crate::metrics::Event;
 use crate::policy::admission::Admission;
 use crate::policy::Verdict;
 use crate::sip::{Editor, HeaderName, Message, Method};
@@ -33,6 +32,7 @@ impl Core {
             loop_key,
             top,
             first_via,
+            dialog,
         } = match self.begin_forward(flow, msg, Dir::Inbound) {
             Ok(h) => h,
             Err(out) => return out,
@@ -136,7 +136,7 @@ impl Core {
         if let Some(trunk) = &adm.trunk {
             ed.append_header(b"X-Sipwarden-Trunk", &[trunk.as_bytes()]);
         }
-        self.track_dialog(s, now, msg);
+        self.track_dialog(s, now, dialog);
         Output::send(
             verdict,
             Send {
@@ -149,38 +149,6 @@ impl Core {
                 reuse_only: false,
             },
         )
-    }
-
-    /// The dialog table follows INVITEs and BYEs in either direction.
-    pub(super) fn track_dialog(&self, s: &Settings, now: u64, msg: &Message) {
-        let Some(ftag) = msg.from_tag() else {
-            return;
-        };
-        match msg.method() {
-            Some(Method::Invite) if msg.to_tag().is_none() => {
-                let key = self.keys.dialog_key(msg.call_id(), ftag);
-                let evicted = self
-                    .tables
-                    .dialogs
-                    .invite(key, msg.cseq_num, now, &s.lifetimes);
-                for _ in 0..evicted {
-                    self.metrics.event(Event::DialogsRefused);
-                }
-            }
-            Some(Method::Bye) => {
-                let cid = msg.call_id();
-                self.tables
-                    .dialogs
-                    .end(self.keys.dialog_key(cid, ftag), now, &s.lifetimes);
-                if let Some(t) = msg.to_tag() {
-                    self.tables
-                        .dialogs
-                        .end(self.keys.dialog_key(cid, t), now, &s.lifetimes);
-                }
-                self.mark_dirty();
-            }
-            _ => {}
-        }
     }
 }
 

@@ -34,6 +34,7 @@ impl Core {
             loop_key,
             top,
             first_via,
+            dialog,
         } = match self.begin_forward(flow, msg, Dir::Outbound) {
             Ok(h) => h,
             Err(out) => return out,
@@ -138,7 +139,7 @@ impl Core {
         rfc3581(&mut ed, &top, flow.remote);
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
-        self.track_dialog(s, now, msg);
+        self.track_dialog(s, now, dialog);
         // A TCP flow whose connection is gone is connected to again (a
         // phone not behind NAT listens where it sent from); if that fails,
         // Asterisk gets 430 Flow Failed (RFC 5626 5.3) at once instead of
