@@ -69,14 +69,35 @@ impl Text {
         }
     }
 
+    /// An IPv4 octet and the dot before it (unless first): digits
+    /// written in place after one bounds check (callgrind: the digit loop
+    /// of `push_num` was ~40 instructions per octet).
+    fn push_octet(&mut self, o: u8, dot: bool) {
+        let Some(out) = self.buf.get_mut(self.len..self.len + 4) else {
+            return;
+        };
+        let mut n = 0;
+        if dot {
+            out[0] = b'.';
+            n = 1;
+        }
+        if o >= 100 {
+            out[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            out[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        out[n] = b'0' + o % 10;
+        self.len += n + 1;
+    }
+
     fn push_ip(&mut self, ip: IpAddr, bracket_v6: bool) {
         match canonical_ip(ip) {
             IpAddr::V4(v4) => {
                 for (i, o) in v4.octets().iter().enumerate() {
-                    if i > 0 {
-                        self.push_byte(b'.');
-                    }
-                    self.push_num(u32::from(*o));
+                    self.push_octet(*o, i > 0);
                 }
             }
             IpAddr::V6(v6) => {
@@ -358,6 +379,10 @@ mod tests {
                 ip_text(sa.ip()).as_bytes(),
                 canonical_ip(sa.ip()).to_string().as_bytes()
             );
+        }
+        for o in 0..=255u8 {
+            let ip = IpAddr::from([o, 9, o, 100]);
+            assert_eq!(ip_text(ip).as_bytes(), ip.to_string().as_bytes());
         }
         for n in [0u32, 7, 69, 255, 65535, 4_294_967_295] {
             assert_eq!(num_text(n).as_bytes(), n.to_string().as_bytes());
