@@ -62,9 +62,16 @@ fn block_mask(block: &[u8]) -> u64 {
 }
 
 /// The same for exactly 64 bytes.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn full_mask(b: &[u8; 64]) -> u64 {
+    eq_mask(b, b'\n')
+}
+
+/// Bit i set when `b[i] == c` (four SSE2 compares on x86_64, where SSE2
+/// is always present).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn eq_mask(b: &[u8; 64], c: u8) -> u64 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
@@ -72,22 +79,22 @@ fn full_mask(b: &[u8; 64]) -> u64 {
     // SAFETY: SSE2 is part of the x86_64 baseline; the four unaligned
     // 16-byte loads stay within the 64-byte array.
     unsafe {
-        let nl = _mm_set1_epi8(b'\n' as i8);
+        let needle = _mm_set1_epi8(c as i8);
         let m = |i: usize| {
             let v = _mm_loadu_si128(p.add(i));
-            u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, nl)) as u16)
+            u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, needle)) as u16)
         };
         m(0) | m(1) << 16 | m(2) << 32 | m(3) << 48
     }
 }
 
-/// The same for exactly 64 bytes (portable).
+/// The same (portable).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn full_mask(b: &[u8; 64]) -> u64 {
+pub(crate) fn eq_mask(b: &[u8; 64], c: u8) -> u64 {
     let mut m = 0u64;
-    for (i, &c) in b.iter().enumerate() {
-        m |= u64::from(c == b'\n') << i;
+    for (i, &x) in b.iter().enumerate() {
+        m |= u64::from(x == c) << i;
     }
     m
 }
