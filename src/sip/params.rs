@@ -53,6 +53,11 @@ pub struct Params<'a> {
 }
 
 fn masks(list: &[u8]) -> Option<(u64, u64)> {
+    // Short lists (`;lr`, a tag) are cheaper byte by byte than setting up
+    // the masks.
+    if list.len() <= 16 {
+        return None;
+    }
     let mut block = [0u8; 64];
     block.get_mut(..list.len())?.copy_from_slice(list);
     if super::lines::eq_mask(&block, b'"') != 0 {
@@ -88,7 +93,7 @@ impl<'a> Params<'a> {
             };
             return (end, eq.map(|e| e - start));
         }
-        // Quotes, or a long list: byte by byte.
+        // Short or long lists, or quotes: byte by byte.
         let mut i = start;
         let mut eq = None;
         let mut quoted = false;
