@@ -621,9 +621,9 @@ impl Core {
 
     /// The top Via is ours and verifies against the Via below it.
     pub(super) fn verify_top_via<'m>(&self, msg: &'m Message) -> Option<(BranchInfo, Via<'m>)> {
-        let mut vias = msg.vias();
-        let top = vias.next()??;
-        let next = vias.next()??;
+        // The scanner found the top Via's branch already.
+        let top = msg.top_via();
+        let next = msg.vias().nth(1)??;
         let branch = top.branch()?;
         if !branch.starts_with(BRANCH_PREFIX) {
             return None;
