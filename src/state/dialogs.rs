@@ -140,13 +140,12 @@ impl Table {
         lock(&self.sets[i].0)
     }
 
+    /// Every live entry, each set copied under its lock (no allocation
+    /// per set).
     fn live(&self) -> impl Iterator<Item = (u128, Dialog)> + '_ {
         self.sets.iter().flat_map(|s| {
-            let set = lock(&s.0);
-            set.iter()
-                .filter(|s| s.key != 0)
-                .map(|s| (s.key, s.d))
-                .collect::<Vec<_>>()
+            let set = *lock(&s.0);
+            set.into_iter().filter(|s| s.key != 0).map(|s| (s.key, s.d))
         })
     }
 }
