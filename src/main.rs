@@ -57,12 +57,14 @@ fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
             println!(
-                "{}: OK: {} public socket(s), {} domain(s), {} trunk(s), mode {:?}",
+                "{}: OK: {} public socket(s), {} domain(s), {} trunk(s), mode {:?}, \
+                 dialog table {:.1} MiB (allocated at start)",
                 path.display(),
                 c.listen.public.len(),
                 c.filter.domains.len(),
                 c.trunks.len(),
-                c.filter.mode
+                c.filter.mode,
+                sipwarden::state::Dialogs::bytes_for(c.dialog.max_entries) as f64 / 1048576.0
             );
             ExitCode::SUCCESS
         }

@@ -201,6 +201,13 @@ impl Dialogs {
         self.count.set(kept);
     }
 
+    /// Memory the table for `cap` entries takes, all of it from the
+    /// start: a sidecar under a memory limit that starts at all will not
+    /// be killed for it under a Call-ID flood.
+    pub fn bytes_for(cap: usize) -> usize {
+        Table::sets_for(cap.max(1)) * std::mem::size_of::<Set>()
+    }
+
     pub fn len(&self) -> usize {
         self.count.get()
     }
@@ -598,6 +605,18 @@ mod tests {
         }
         d.sweep(0);
         assert!(d.len() <= 80);
+    }
+
+    #[test]
+    fn memory_is_what_the_docs_say() {
+        // README and the example config promise about 112 bytes per entry.
+        assert_eq!(std::mem::size_of::<Set>() % 64, 0);
+        let per_entry = Dialogs::bytes_for(100_000) / 100_000;
+        assert!((100..=120).contains(&per_entry), "{per_entry}");
+        assert_eq!(
+            Dialogs::bytes_for(100_000),
+            Dialogs::new(100_000).table.load().sets.len() * std::mem::size_of::<Set>()
+        );
     }
 
     #[test]
