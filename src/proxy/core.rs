@@ -643,7 +643,7 @@ impl Core {
             tracing::info!(source = %ip, "ban lifted");
         }
         self.tables.rates.sweep(now, &s.budget);
-        let gone_d = self.tables.dialogs.sweep(now);
+        let gone_d = self.tables.dialogs.sweep_step(now);
         let gone_r = self.tables.regs.sweep(now, grace);
         if gone_r > 0 {
             self.mark_dirty();

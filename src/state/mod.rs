@@ -46,6 +46,13 @@ impl EntryCount {
             .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(1)));
     }
 
+    pub(crate) fn removed_n(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(n)));
+    }
+
     pub(crate) fn set(&self, n: usize) {
         self.0.store(n, std::sync::atomic::Ordering::Relaxed);
     }
