@@ -97,7 +97,7 @@ impl<'a> Uri<'a> {
             if de == ds || de - ds > 5 {
                 return None;
             }
-            let p: u32 = std::str::from_utf8(&hp[ds..de]).ok()?.parse().ok()?;
+            let p = digits_value(&hp[ds..de]);
             port = Some(u16::try_from(p).ok()?);
             pe = de;
         }
@@ -132,6 +132,14 @@ impl<'a> Uri<'a> {
 }
 
 /// Host text (IPv4, bracketed or bare IPv6) to an address.
+/// The value of at most five ASCII digits (a port, checked by the caller
+/// to be 1-5 digits): without the UTF-8 check and `str::parse` the
+/// standard route costs (callgrind: ~80 instructions per Via).
+pub(crate) fn digits_value(d: &[u8]) -> u32 {
+    d.iter()
+        .fold(0u32, |n, &c| n * 10 + u32::from(c.wrapping_sub(b'0')))
+}
+
 pub fn parse_host_ip(host: &[u8]) -> Option<IpAddr> {
     let h = if host.first() == Some(&b'[') && host.last() == Some(&b']') {
         &host[1..host.len() - 1]

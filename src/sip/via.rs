@@ -112,7 +112,7 @@ pub fn parse_at(b: &[u8], s: usize, e: usize) -> Option<Via<'_>> {
         if j == ds || j - ds > 5 {
             return None;
         }
-        let p: u32 = std::str::from_utf8(&b[ds..j]).ok()?.parse().ok()?;
+        let p = super::uri::digits_value(&b[ds..j]);
         port = Some(u16::try_from(p).ok()?);
     }
     let ps = skip_ws(b, j, e);
