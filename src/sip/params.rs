@@ -127,26 +127,34 @@ impl<'a> Iterator for Params<'a> {
             let start = self.pos;
             let (end, eq) = self.split(start);
             self.pos = end + 1;
-            let item = &list[start..end];
-            let (name, value) = match eq {
-                Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
-                None => (trim(item), None),
-            };
-            if name.is_empty() {
-                continue;
+            if let Some(p) = item(list, start, end, eq) {
+                return Some(p);
             }
-            // Report the range without surrounding whitespace.
-            let lead = item.len() - item.trim_ascii_start().len();
-            let tail = item.len() - item.trim_ascii_end().len();
-            return Some(Param {
-                name,
-                value,
-                start: start + lead,
-                end: end - tail,
-            });
         }
         None
     }
+}
+
+/// The parameter at `list[start..end]` whose `=` (if any) is `eq` bytes in;
+/// None when its name is empty.
+fn item(list: &[u8], start: usize, end: usize, eq: Option<usize>) -> Option<Param<'_>> {
+    let item = &list[start..end];
+    let (name, value) = match eq {
+        Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
+        None => (trim(item), None),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    // Report the range without surrounding whitespace.
+    let lead = item.len() - item.trim_ascii_start().len();
+    let tail = item.len() - item.trim_ascii_end().len();
+    Some(Param {
+        name,
+        value,
+        start: start + lead,
+        end: end - tail,
+    })
 }
 
 pub fn find<'a>(list: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
@@ -162,7 +170,9 @@ pub fn find_param<'a>(list: &'a [u8], name: &[u8]) -> Option<Param<'a>> {
 mod tests {
     use super::*;
 
-    /// The memchr-based splitter this replaced, kept as the reference.
+    /// The memchr-based splitter this replaced, kept as the reference for
+    /// where items and their `=` are (turning an item into a `Param` is
+    /// shared).
     fn reference(list: &[u8]) -> Vec<Param<'_>> {
         let mut out = Vec::new();
         let mut pos = 0;
@@ -186,22 +196,8 @@ mod tests {
             }
             let end = i.min(list.len());
             pos = end + 1;
-            let item = &list[start..end];
-            let (name, value) = match memchr::memchr(b'=', item) {
-                Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
-                None => (trim(item), None),
-            };
-            if name.is_empty() {
-                continue;
-            }
-            let lead = item.len() - item.trim_ascii_start().len();
-            let tail = item.len() - item.trim_ascii_end().len();
-            out.push(Param {
-                name,
-                value,
-                start: start + lead,
-                end: end - tail,
-            });
+            let eq = memchr::memchr(b'=', &list[start..end]);
+            out.extend(item(list, start, end, eq));
         }
         out
     }
