@@ -93,7 +93,7 @@ struct Set(Mutex<[Slot; WAYS]>);
 
 type Slots = [Slot; WAYS];
 
-fn lock(m: &Mutex<Slots>) -> MutexGuard<'_, Slots> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -107,11 +107,35 @@ fn find(set: &mut Slots, key: u128) -> Option<&mut Dialog> {
     set.iter_mut().find(|s| s.key == key).map(|s| &mut s.d)
 }
 
+/// An empty slot.
+fn free(set: &Slots) -> Option<usize> {
+    set.iter().position(|s| s.key == 0)
+}
+
 /// The live slot idle longest: the one eviction takes.
 fn idlest(set: &Slots) -> Option<usize> {
     (0..WAYS)
         .filter(|&i| set[i].key != 0)
         .min_by_key(|&i| set[i].d.last_seen)
+}
+
+/// Empties the expired slots of `count` sets from `start` (wrapping).
+/// Returns how many were dropped and how many live entries it saw.
+fn sweep_sets(table: &Table, start: usize, count: usize, now: u64) -> (usize, usize) {
+    let n = table.sets.len();
+    let (mut dropped, mut live) = (0, 0);
+    for i in 0..count {
+        let mut set = table.set((start + i) % n);
+        for slot in set.iter_mut().filter(|s| s.key != 0) {
+            if slot.d.expires <= now {
+                *slot = EMPTY;
+                dropped += 1;
+            } else {
+                live += 1;
+            }
+        }
+    }
+    (dropped, live)
 }
 
 /// The sets, allocated once for a cap.
@@ -189,7 +213,7 @@ impl Dialogs {
     /// move may be lost (rare, and only when `max_entries` changes).
     pub fn set_cap(&self, cap: usize) {
         let cap = cap.max(1);
-        let _one = self.resizing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = lock(&self.resizing);
         self.cap.store(cap, Relaxed);
         let old = self.table.load_full();
         if Table::sets_for(cap) == old.sets.len() {
@@ -199,7 +223,7 @@ impl Dialogs {
         let mut kept = 0;
         for (key, d) in old.live() {
             let mut set = new.set(new.index(key));
-            if let Some(i) = set.iter().position(|s| s.key == 0) {
+            if let Some(i) = free(&set) {
                 set[i] = Slot { key, d };
                 kept += 1;
             }
@@ -281,7 +305,7 @@ impl Dialogs {
         }
         let full = self.count.get() >= self.cap.load(Relaxed);
         if !full {
-            if let Some(i) = set.iter().position(|s| s.key == 0) {
+            if let Some(i) = free(&set) {
                 set[i] = new;
                 self.count.added();
                 return 0;
@@ -297,7 +321,7 @@ impl Dialogs {
         let evicted = self.evict_near(&table, at);
         let mut set = table.set(at);
         if find(&mut set, key).is_none() {
-            if let Some(i) = set.iter().position(|s| s.key == 0) {
+            if let Some(i) = free(&set) {
                 set[i] = new;
                 self.count.added();
             }
@@ -413,18 +437,7 @@ impl Dialogs {
     /// Drops expired entries. Returns how many were dropped.
     pub fn sweep(&self, now: u64) -> usize {
         let table = self.table.load();
-        let (mut dropped, mut live) = (0, 0);
-        for s in table.sets.iter() {
-            let mut set = lock(&s.0);
-            for slot in set.iter_mut().filter(|s| s.key != 0) {
-                if slot.d.expires <= now {
-                    *slot = EMPTY;
-                    dropped += 1;
-                } else {
-                    live += 1;
-                }
-            }
-        }
+        let (dropped, live) = sweep_sets(&table, 0, table.sets.len(), now);
         self.count.set(live);
         dropped
     }
@@ -444,14 +457,7 @@ impl Dialogs {
             return self.sweep(now);
         }
         let start = self.cursor.fetch_add(step, Relaxed) % n;
-        let mut dropped = 0;
-        for i in 0..step {
-            let mut set = lock(&table.sets[(start + i) % n].0);
-            for slot in set.iter_mut().filter(|s| s.key != 0 && s.d.expires <= now) {
-                *slot = EMPTY;
-                dropped += 1;
-            }
-        }
+        let (dropped, _) = sweep_sets(&table, start, step, now);
         self.count.removed_n(dropped);
         dropped
     }
@@ -478,7 +484,7 @@ impl Dialogs {
             *old = d;
             return true;
         }
-        let Some(i) = set.iter().position(|s| s.key == 0) else {
+        let Some(i) = free(&set) else {
             return false;
         };
         set[i] = Slot { key, d };

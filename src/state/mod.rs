@@ -26,7 +26,7 @@ pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64, now: u64) -> bo
 /// that every worker writes, for every new dialog or, under a flood from
 /// many sources, every message. Kept by the table's inserts and removals
 /// (saturating: a sweep may already have counted a removal) and set from
-/// the map after each sweep, so any drift lasts a second at most.
+/// the map after each whole sweep, so any drift lasts until the next one.
 #[derive(Default)]
 pub(crate) struct EntryCount(std::sync::atomic::AtomicUsize);
 
@@ -40,10 +40,7 @@ impl EntryCount {
     }
 
     pub(crate) fn removed(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = self
-            .0
-            .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(1)));
+        self.removed_n(1);
     }
 
     pub(crate) fn removed_n(&self, n: usize) {
