@@ -9,7 +9,8 @@
 #   kamailio-default    Kamailio 5.6, bench/kamailio-bench.cfg, default allocator
 #   kamailio-tlsf       the same with -x tlsf
 #   raw-sendto          tools/swbench rawrelay, recvfrom/sendto (no parsing)
-#   raw-mmsg            rawrelay, recvmmsg/sendmmsg (the physical limit)
+#   raw-mmsg            rawrelay, recvmmsg/sendmmsg, relayed from a socket
+#                       connected to the backend (the physical limit)
 # runs the scenarios (flood, forward, latency at half ceiling, mix, tcp;
 # RUNS times each), the system under test pinned to core 0, the load
 # generator and the sink to core 1, and prints a markdown table (medians,
@@ -215,7 +216,7 @@ label_of() {
         kamailio-default) echo "Kamailio $(kamailio -v 2>/dev/null | sed -n 's/^version: kamailio \([0-9.]*\).*/\1/p'), default allocator";;
         kamailio-tlsf) echo "Kamailio $(kamailio -v 2>/dev/null | sed -n 's/^version: kamailio \([0-9.]*\).*/\1/p'), -x tlsf";;
         raw-sendto) echo "raw relay, recvfrom/sendto";;
-        raw-mmsg) echo "raw relay, recvmmsg/sendmmsg";;
+        raw-mmsg) echo "raw relay, recvmmsg/sendmmsg, connected";;
         *) echo "$1";;
     esac
 }
@@ -290,9 +291,9 @@ start_sut() { # SYSTEM MODE -> sets SUT_PID, or returns 1 with the reason in STA
                 -A PUBLIC_PORT="$PUBLIC_PORT" -A BACKEND_PORT="$BACKEND_PORT" >"$logf" 2>&1 &
             ;;
         raw-*)
-            local io=mmsg
-            [ "$sys" = raw-sendto ] && io=simple
-            "${NICE_PRE[@]}" taskset -c $SUT_CPU "$REL/rawrelay" --listen "127.0.0.1:$PUBLIC_PORT" --mode "$mode" --io "$io" \
+            local io=(--io mmsg --connected)
+            [ "$sys" = raw-sendto ] && io=(--io simple)
+            "${NICE_PRE[@]}" taskset -c $SUT_CPU "$REL/rawrelay" --listen "127.0.0.1:$PUBLIC_PORT" --mode "$mode" "${io[@]}" \
                 --backend "127.0.0.1:$BACKEND_PORT" --rcvbuf "$RCVBUF" --duration 900 >"$logf" 2>&1 &
             ;;
         *) START_ERR="unknown system $sys"; return 1;;

@@ -466,3 +466,124 @@ async fn metrics_are_served_over_http() {
     );
     assert!(body.contains("sipwarden_tcp_connections"));
 }
+
+/// The kernel's UDP sockets (`/proc/net/udp`) bound to `local` and
+/// connected to `remote`.
+fn connected_sockets(local: &str, remote: &str) -> usize {
+    let hex = |a: &str| {
+        let a: std::net::SocketAddrV4 = a.parse().unwrap();
+        let ip = u32::from_le_bytes(a.ip().octets());
+        format!("{ip:08X}:{:04X}", a.port())
+    };
+    let (l, r) = (hex(local), hex(remote));
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3 && f[1] == l && f[2] == r && f[3] == "01"
+        })
+        .count()
+}
+
+/// Forwards to the backend leave from a socket connected to it (no route
+/// lookup per datagram), bound to the internal address like the others;
+/// what the backend sends comes in on it; anyone else who sends to the
+/// internal address still reaches the listener's other sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_has_a_connected_socket() {
+    let net = Net { n: 37 };
+    let backend = udp(format!("{}:5080", net.ip(2))).await;
+    let (_server, _core) = start(&net, "");
+    let internal = format!("{}:5070", net.ip(1));
+    assert_eq!(
+        connected_sockets(&internal, &format!("{}:5080", net.ip(2))),
+        1
+    );
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    let inv = request(
+        "INVITE",
+        "sip:1@pbx.secret.example",
+        "SIP/2.0/UDP 10.0.0.1:5062",
+        "c-1",
+    );
+    phone.send_to(inv.as_bytes(), public).await.unwrap();
+    let (got, from) = recv(&backend).await;
+    assert!(got.contains("Call-ID: c-1"), "{got}");
+    assert_eq!(from.to_string(), internal);
+    backend
+        .send_to(answer(&got, 200).as_bytes(), from)
+        .await
+        .unwrap();
+    let (resp, _) = recv(&phone).await;
+    assert!(
+        resp.starts_with("SIP/2.0 200 OK\r\n") && resp.contains("Call-ID: c-1"),
+        "{resp}"
+    );
+
+    // Another sender on the internal address (not the backend's).
+    let other = udp(format!("{}:5080", net.ip(6))).await;
+    let opt = request(
+        "OPTIONS",
+        &format!("sip:1001@{}:5062", net.ip(3)),
+        &format!("SIP/2.0/UDP {}:5080", net.ip(6)),
+        "c-2",
+    )
+    .replace(
+        "Max-Forwards",
+        &format!("Route: <sip:{internal};lr>\r\nMax-Forwards"),
+    );
+    other.send_to(opt.as_bytes(), &internal).await.unwrap();
+    let (got, from) = recv(&phone).await;
+    assert!(got.contains("Call-ID: c-2"), "{got}");
+    assert_eq!(from, public);
+}
+
+/// A reload that moves the backend connects a new socket to it and closes
+/// the one connected to the old address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reconnects_to_a_moved_backend() {
+    let net = Net { n: 38 };
+    let internal = format!("{}:5070", net.ip(1));
+    let (old, new) = (format!("{}:5080", net.ip(2)), format!("{}:5080", net.ip(7)));
+    let (server, _core) = start(&net, "");
+    assert_eq!(connected_sockets(&internal, &old), 1);
+    let backend = udp(new.clone()).await;
+    let moved = net.config("").replace(&old, &new);
+    assert_ne!(moved, net.config(""));
+    server
+        .reload(Settings::new(
+            sipwarden::config::parse(&moved, "t").unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(connected_sockets(&internal, &new), 1);
+    // The old socket closes once its worker and every worker's send
+    // picks let go of it (a receive timeout, 200 ms, at most).
+    for _ in 0..250 {
+        if connected_sockets(&internal, &old) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(connected_sockets(&internal, &old), 0);
+
+    let phone = udp(format!("{}:5062", net.ip(3))).await;
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    let inv = request(
+        "INVITE",
+        "sip:1@pbx.secret.example",
+        "SIP/2.0/UDP 10.0.0.1:5062",
+        "r-1",
+    );
+    phone.send_to(inv.as_bytes(), public).await.unwrap();
+    let (got, from) = recv(&backend).await;
+    assert!(got.contains("Call-ID: r-1"), "{got}");
+    assert_eq!(from.to_string(), internal);
+    backend
+        .send_to(answer(&got, 200).as_bytes(), from)
+        .await
+        .unwrap();
+    let (resp, _) = recv(&phone).await;
+    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+}

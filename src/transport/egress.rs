@@ -23,6 +23,12 @@ pub struct UdpEntry {
     pub side: Side,
     pub spec: SocketSpec,
     pub socket: Arc<std::net::UdpSocket>,
+    /// Set on the socket of the internal listener that is connected to
+    /// the backend: it sends there without a route lookup per datagram,
+    /// and (as the best match in the kernel's lookup) receives all the
+    /// backend sends to the listener's address. Never picked for other
+    /// destinations.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Shared by every receive thread and task.
@@ -127,7 +133,10 @@ impl Egress {
                 Side::Internal => &settings.internal,
             };
             if let Some(spec) = list.get(usize::from(i)) {
-                if let Some(e) = socks.iter().find(|e| e.side == side && e.spec == *spec) {
+                if let Some(e) = socks
+                    .iter()
+                    .find(|e| e.side == side && e.spec == *spec && e.peer.is_none())
+                {
                     if family_fits(&e.spec.addr, dest) {
                         return Some(e.clone());
                     }
@@ -136,7 +145,18 @@ impl Egress {
         }
         socks
             .iter()
-            .find(|e| e.side == side && family_fits(&e.spec.addr, dest))
+            .find(|e| e.side == side && family_fits(&e.spec.addr, dest) && e.peer.is_none())
+            .cloned()
+    }
+
+    /// The socket of `from`'s listener that is connected (to the
+    /// backend), if it has one: sends to its peer that would leave from
+    /// `from` leave from it instead, from the same address and port.
+    pub fn connected(&self, from: &UdpEntry) -> Option<UdpEntry> {
+        self.udp
+            .load()
+            .iter()
+            .find(|e| e.side == from.side && e.spec == from.spec && e.peer.is_some())
             .cloned()
     }
 
@@ -150,8 +170,13 @@ impl Egress {
             self.no_socket(send);
             return;
         };
-        let msg = [(send.data.clone(), dest)];
-        if super::mmsg::send_all(e.socket.as_raw_fd(), &msg) != 1 {
+        let sent = match self.connected(&e).filter(|c| c.peer == Some(dest)) {
+            Some(c) => {
+                super::mmsg::send_connected(c.socket.as_raw_fd(), std::slice::from_ref(&send.data))
+            }
+            None => super::mmsg::send_all(e.socket.as_raw_fd(), &[(send.data.clone(), dest)]),
+        };
+        if sent != 1 {
             self.core.metrics().event(Event::SendErrors);
             tracing::debug!(%dest, "UDP send failed");
         }

@@ -173,7 +173,10 @@ impl RecvBatch {
             return match e.kind() {
                 io::ErrorKind::WouldBlock
                 | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => Ok(0),
+                | io::ErrorKind::Interrupted
+                // A connected socket's pending ICMP error (its peer was
+                // down when something was sent): reading it clears it.
+                | io::ErrorKind::ConnectionRefused => Ok(0),
                 _ => Err(e),
             };
         }
@@ -207,33 +210,61 @@ impl RecvBatch {
 /// as the kernel allows, without blocking. Returns how many were sent;
 /// the rest (send buffer full) are dropped by the caller's count.
 pub fn send_all(fd: RawFd, msgs: &[(Bytes, SocketAddr)]) -> usize {
+    send_each(fd, msgs.len(), |i| (&msgs[i].0, Some(&msgs[i].1)))
+}
+
+/// Sends datagrams to the peer of a connected socket: no address per
+/// message, so the kernel reuses the socket's cached route instead of
+/// looking one up per datagram (on loopback ~0.35 µs of the ~3 µs a
+/// datagram costs to send and deliver).
+pub fn send_connected(fd: RawFd, msgs: &[Bytes]) -> usize {
+    send_each(fd, msgs.len(), |i| (&msgs[i], None))
+}
+
+/// `msg(i)`: the `i`th datagram and its destination; every message has
+/// one, or none has (a connected socket).
+fn send_each<'a>(
+    fd: RawFd,
+    n: usize,
+    msg: impl Fn(usize) -> (&'a Bytes, Option<&'a SocketAddr>),
+) -> usize {
     let mut sent = 0;
-    for chunk in msgs.chunks(64) {
+    let mut start = 0;
+    while start < n {
+        let end = (start + 64).min(n);
         // On the stack for the few datagrams of ordinary traffic (three
         // heap allocations per send otherwise); a flood's full batches
         // spill to the heap once per batch.
-        let mut addrs: SmallVec<[(libc::sockaddr_storage, libc::socklen_t); 4]> =
-            chunk.iter().map(|(_, a)| to_storage(a)).collect();
-        let mut iovs: SmallVec<[libc::iovec; 4]> = chunk
-            .iter()
-            .map(|(d, _)| libc::iovec {
+        let mut addrs: SmallVec<[(libc::sockaddr_storage, libc::socklen_t); 4]> = SmallVec::new();
+        let mut iovs: SmallVec<[libc::iovec; 4]> = SmallVec::new();
+        for i in start..end {
+            let (d, to) = msg(i);
+            if let Some(to) = to {
+                addrs.push(to_storage(to));
+            }
+            iovs.push(libc::iovec {
                 iov_base: d.as_ptr() as *mut libc::c_void,
                 iov_len: d.len(),
-            })
-            .collect();
+            });
+        }
+        debug_assert!(addrs.is_empty() || addrs.len() == iovs.len());
         // SAFETY: all-zero mmsghdr is valid; filled in below.
         let mut hdrs: SmallVec<[libc::mmsghdr; 4]> =
-            smallvec::smallvec![unsafe { zeroed() }; chunk.len()];
+            smallvec::smallvec![unsafe { zeroed() }; end - start];
         for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = (&mut addrs[i].0 as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = addrs[i].1;
+            // A null name: the connected socket's peer.
+            if let Some((st, len)) = addrs.get_mut(i) {
+                h.msg_hdr.msg_name = (st as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = *len;
+            }
             h.msg_hdr.msg_iov = &mut iovs[i];
             h.msg_hdr.msg_iovlen = 1;
         }
         let mut off = 0;
+        let mut retried = usize::MAX;
         while off < hdrs.len() {
-            // SAFETY: headers point at `addrs`, `iovs` and the Bytes in
-            // `chunk`, all alive for the call; the kernel only reads them.
+            // SAFETY: headers point at `addrs`, `iovs` and the Bytes that
+            // `msg` lent, all alive for the call; the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -247,6 +278,13 @@ pub fn send_all(fd: RawFd, msgs: &[(Bytes, SocketAddr)]) -> usize {
                 if r < 0 && e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                // A connected socket reports an ICMP error of an earlier
+                // datagram (the peer was down) on the next send, which was
+                // not sent: send it again, once.
+                if r < 0 && e.kind() == io::ErrorKind::ConnectionRefused && retried != off {
+                    retried = off;
+                    continue;
+                }
                 // Full send buffer, or an unreachable destination: skip
                 // the message at `off` and go on with the rest.
                 off += 1;
@@ -255,6 +293,7 @@ pub fn send_all(fd: RawFd, msgs: &[(Bytes, SocketAddr)]) -> usize {
             off += r as usize;
             sent += r as usize;
         }
+        start = end;
     }
     sent
 }
@@ -320,5 +359,41 @@ mod tests {
             }
         }
         assert_eq!(held[3], "datagram 3");
+    }
+
+    /// A connected socket whose peer was down holds the ICMP error for its
+    /// next call: the next send must still go out, and a receive must
+    /// report nothing rather than fail.
+    #[test]
+    fn connected_socket_recovers_after_its_peer_was_down() {
+        // A port nobody listens on, then a listener on it.
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = probe.local_addr().unwrap();
+        drop(probe);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect(to).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        assert_eq!(send_connected(s.as_raw_fd(), &[Bytes::from("lost")]), 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let peer = std::net::UdpSocket::bind(to).unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        // The ICMP error is pending; this send reports it, then goes.
+        assert_eq!(send_connected(s.as_raw_fd(), &[Bytes::from("after")]), 1);
+        let mut buf = [0u8; 64];
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after");
+
+        // The same error met by a receive instead.
+        drop(peer);
+        assert_eq!(send_connected(s.as_raw_fd(), &[Bytes::from("lost")]), 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut batch = RecvBatch::new(2, 64);
+        assert_eq!(batch.recv(s.as_raw_fd()).unwrap(), 0);
+        let peer = std::net::UdpSocket::bind(to).unwrap();
+        peer.send_to(b"back", s.local_addr().unwrap()).unwrap();
+        assert_eq!(batch.recv(s.as_raw_fd()).unwrap(), 1);
+        assert_eq!(batch.take(0).unwrap().data, "back");
     }
 }

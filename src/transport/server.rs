@@ -21,6 +21,8 @@ use super::{http, udp};
 struct Running {
     side: Side,
     spec: SocketSpec,
+    /// The backend, for the one-socket listener connected to it.
+    peer: Option<SocketAddr>,
     listener: Arc<AtomicU8>,
     /// TCP: the accept task.
     task: Option<JoinHandle<()>>,
@@ -49,25 +51,55 @@ pub struct Server {
     metrics: Mutex<Option<(SocketAddr, JoinHandle<()>)>>,
 }
 
-fn wanted(s: &Settings) -> Vec<(Side, SocketSpec, u8)> {
-    let mut v: Vec<(Side, SocketSpec, u8)> = s
+/// A listener: its side, socket, index among the side's sockets, and the
+/// peer it is connected to (see [`backend_peer`]).
+type Want = (Side, SocketSpec, u8, Option<SocketAddr>);
+
+fn wanted(s: &Settings) -> Vec<Want> {
+    let mut v: Vec<Want> = s
         .public
         .iter()
         .enumerate()
-        .map(|(i, sp)| (Side::Public, *sp, i as u8))
+        .map(|(i, sp)| (Side::Public, *sp, i as u8, None))
         .collect();
     v.extend(
         s.internal
             .iter()
             .enumerate()
-            .map(|(i, sp)| (Side::Internal, *sp, i as u8)),
+            .map(|(i, sp)| (Side::Internal, *sp, i as u8, None)),
     );
+    if let Some((i, sp, peer)) = backend_peer(s) {
+        v.push((Side::Internal, sp, i, Some(peer)));
+    }
     v
 }
 
-fn bind(spec: &SocketSpec, workers: usize) -> std::io::Result<Bound> {
+/// The internal UDP socket that talks to a UDP backend gets one more
+/// socket on its address, connected to the backend: every forwarded
+/// request leaves through it without a route lookup (on loopback ~0.35
+/// µs of a ~3 µs send, measured), and what the backend sends back
+/// arrives on it (a connected socket is the kernel's best match). The
+/// listener's other sockets still take everything from anyone else.
+/// Not for port 0, whose real port only the first bind learns.
+fn backend_peer(s: &Settings) -> Option<(u8, SocketSpec, SocketAddr)> {
+    let i = s.backend_listener;
+    let sp = *s.internal.get(usize::from(i))?;
+    let b = s.backend;
+    let fits = sp.transport == Transport::Udp
+        && b.transport == Transport::Udp
+        && sp.addr.port() != 0
+        && sp.addr.is_ipv4() == b.addr.is_ipv4();
+    fits.then_some((i, sp, b.addr))
+}
+
+fn bind(spec: &SocketSpec, workers: usize, peer: Option<SocketAddr>) -> std::io::Result<Bound> {
     match spec.transport {
-        Transport::Udp => Ok(Bound::Udp(udp::bind_n(spec.addr, workers)?)),
+        Transport::Udp => match peer {
+            Some(p) => Ok(Bound::Udp(vec![Arc::new(udp::bind_connected(
+                spec.addr, p,
+            )?)])),
+            None => Ok(Bound::Udp(udp::bind_n(spec.addr, workers)?)),
+        },
         Transport::Tcp => {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(spec.addr),
@@ -128,22 +160,33 @@ impl Server {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let want = wanted(s);
         let mut fresh = Vec::new();
-        for (side, spec, idx) in &want {
-            if running.iter().any(|r| r.side == *side && r.spec == *spec) {
+        for &(side, spec, idx, peer) in &want {
+            if running
+                .iter()
+                .any(|r| r.side == side && r.spec == spec && r.peer == peer)
+            {
                 continue;
             }
-            let b = bind(spec, s.udp_workers)
-                .map_err(|e| format!("cannot bind {} socket {spec}: {e}", side.as_str()))?;
-            fresh.push((*side, *spec, *idx, b));
+            match (bind(&spec, s.udp_workers, peer), peer) {
+                (Ok(b), _) => fresh.push((side, spec, idx, peer, b)),
+                // Only a shortcut: the listener's own sockets reach the
+                // backend too.
+                (Err(e), Some(p)) => {
+                    tracing::warn!(socket = %spec, backend = %p, error = %e, "cannot connect a socket to the backend; sending unconnected")
+                }
+                (Err(e), None) => {
+                    return Err(format!("cannot bind {} socket {spec}: {e}", side.as_str()))
+                }
+            }
         }
         if swap {
             self.eg.core.reload(s.clone());
         }
         // Existing listeners keep running with their new index.
         for r in running.iter() {
-            if let Some((_, _, idx)) = want
+            if let Some((_, _, idx, _)) = want
                 .iter()
-                .find(|(sd, sp, _)| *sd == r.side && *sp == r.spec)
+                .find(|(sd, sp, _, p)| *sd == r.side && *sp == r.spec && *p == r.peer)
             {
                 r.listener.store(*idx, Relaxed);
             }
@@ -155,11 +198,11 @@ impl Server {
             .iter()
             .filter(|e| {
                 want.iter()
-                    .any(|(sd, sp, _)| *sd == e.side && *sp == e.spec)
+                    .any(|(sd, sp, _, p)| *sd == e.side && *sp == e.spec && *p == e.peer)
             })
             .cloned()
             .collect();
-        for (side, spec, idx, b) in fresh {
+        for (side, spec, idx, peer, b) in fresh {
             let listener = Arc::new(AtomicU8::new(idx));
             let stop = Arc::new(AtomicBool::new(false));
             let task = match b {
@@ -169,11 +212,16 @@ impl Server {
                             side,
                             spec,
                             socket: sock,
+                            peer,
                         };
                         udp_list.push(entry.clone());
                         let (eg, l, st) = (self.eg.clone(), listener.clone(), stop.clone());
+                        let name = match peer {
+                            Some(_) => "udp-backend".to_string(),
+                            None => format!("udp-{}-{i}", side.as_str()),
+                        };
                         let spawned = std::thread::Builder::new()
-                            .name(format!("udp-{}-{i}", side.as_str()))
+                            .name(name)
                             .spawn(move || udp::worker(eg, entry, l, st));
                         if let Err(e) = spawned {
                             tracing::error!(socket = %spec, error = %e, "cannot start a UDP worker");
@@ -188,10 +236,16 @@ impl Server {
                     listener.clone(),
                 ))),
             };
-            tracing::info!(side = side.as_str(), socket = %spec, "listening");
+            match peer {
+                Some(p) => {
+                    tracing::info!(side = side.as_str(), socket = %spec, backend = %p, "connected to the backend")
+                }
+                None => tracing::info!(side = side.as_str(), socket = %spec, "listening"),
+            }
             running.push(Running {
                 side,
                 spec,
+                peer,
                 listener,
                 task,
                 stop,
@@ -201,7 +255,7 @@ impl Server {
         running.retain(|r| {
             let keep = want
                 .iter()
-                .any(|(sd, sp, _)| *sd == r.side && *sp == r.spec);
+                .any(|(sd, sp, _, p)| *sd == r.side && *sp == r.spec && *p == r.peer);
             if !keep {
                 tracing::info!(side = r.side.as_str(), socket = %r.spec, "closing listener");
                 r.retire();

@@ -21,7 +21,7 @@ use crate::proxy::Dest;
 
 use super::coalesce::Coalescer;
 use super::egress::{Egress, UdpEntry};
-use super::mmsg::{send_all, RecvBatch};
+use super::mmsg::{send_all, send_connected, RecvBatch};
 use super::now_ms;
 
 /// Receive buffer asked of the kernel: bursts of retransmissions and
@@ -44,6 +44,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     s.set_read_timeout(Some(WAKE))?;
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Binds a socket on `addr` (which other sockets of its listener hold too)
+/// and connects it to `peer`. The kernel then delivers what `peer` sends
+/// to `addr` to this socket alone (a connected socket is the better
+/// match), and sends to `peer` skip the route lookup.
+pub fn bind_connected(addr: SocketAddr, peer: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = bind(addr)?;
+    s.connect(peer)?;
+    Ok(s)
 }
 
 /// Binds `n` sockets on one address (port 0 is resolved by the first).
@@ -165,6 +175,10 @@ struct Group {
     v4: bool,
     entry: UdpEntry,
     msgs: Vec<(Bytes, SocketAddr)>,
+    /// The socket of `entry`'s listener connected to the backend, and
+    /// what goes there.
+    connected: Option<(UdpEntry, SocketAddr)>,
+    to_peer: Vec<Bytes>,
 }
 
 impl Outbox {
@@ -187,32 +201,147 @@ impl Outbox {
             .groups
             .iter_mut()
             .find(|g| g.side == send.side && g.listener == send.listener && g.v4 == v4);
-        match found {
-            Some(g) => g.msgs.push((send.data, to)),
+        let g = match found {
+            Some(g) => g,
             None => match eg.pick_udp(send.side, send.listener, &to) {
-                Some(entry) => self.groups.push(Group {
-                    side: send.side,
-                    listener: send.listener,
-                    v4,
-                    entry,
-                    msgs: vec![(send.data, to)],
-                }),
-                None => eg.no_socket(&send),
+                Some(entry) => {
+                    let connected = eg
+                        .connected(&entry)
+                        .and_then(|c| c.peer.map(|peer| (c, peer)));
+                    self.groups.push(Group {
+                        side: send.side,
+                        listener: send.listener,
+                        v4,
+                        entry,
+                        msgs: Vec::new(),
+                        connected,
+                        to_peer: Vec::new(),
+                    });
+                    let last = self.groups.len() - 1;
+                    &mut self.groups[last]
+                }
+                None => return eg.no_socket(&send),
             },
+        };
+        match &g.connected {
+            Some((_, peer)) if *peer == to => g.to_peer.push(send.data),
+            _ => g.msgs.push((send.data, to)),
         }
     }
 
     /// Sends what the batch produced, a `sendmmsg` per socket.
     fn flush(&mut self, eg: &Egress) {
         for g in &mut self.groups {
-            if g.msgs.is_empty() {
-                continue;
+            if let Some((c, _)) = &g.connected {
+                if !g.to_peer.is_empty() {
+                    let sent = send_connected(c.socket.as_raw_fd(), &g.to_peer);
+                    count_unsent(eg, g.to_peer.len() - sent);
+                    g.to_peer.clear();
+                }
             }
-            let sent = send_all(g.entry.socket.as_raw_fd(), &g.msgs);
-            for _ in sent..g.msgs.len() {
-                eg.core.metrics().event(Event::SendErrors);
+            if !g.msgs.is_empty() {
+                let sent = send_all(g.entry.socket.as_raw_fd(), &g.msgs);
+                count_unsent(eg, g.msgs.len() - sent);
+                g.msgs.clear();
             }
-            g.msgs.clear();
         }
+    }
+}
+
+fn count_unsent(eg: &Egress, n: usize) {
+    for _ in 0..n {
+        eg.core.metrics().event(Event::SendErrors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Side;
+    use crate::metrics::Metrics;
+    use crate::proxy::{Core, Keys, Send, Settings};
+
+    /// A batch's sends to the backend leave from the listener's connected
+    /// socket, its other sends from the listener's own; `Egress::send`
+    /// (the path of TCP-received messages) does the same.
+    #[tokio::test]
+    async fn sends_to_the_backend_take_the_connected_socket() {
+        let ip = "127.0.39.1";
+        let cfg = format!(
+            "[listen]\npublic = [\"udp:{ip}:5060\"]\ninternal = \"udp:{ip}:5070\"\n\
+             advertise = \"{ip}:5060\"\n[backend]\naddress = \"udp:127.0.39.2:5080\"\n\
+             [filter]\ndomains = [\"pbx.secret.example\"]\n"
+        );
+        let settings = Settings::new(crate::config::parse(&cfg, "t").unwrap());
+        let spec = settings.internal[0];
+        let core = Arc::new(Core::new(
+            settings,
+            Keys::new([1; 32]),
+            Arc::new(Metrics::default()),
+        ));
+        let recv_on = |a: &str| {
+            let s = std::net::UdpSocket::bind(a).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        };
+        let backend = recv_on("127.0.39.2:5080");
+        let other = recv_on("127.0.39.3:5080");
+        // The connected socket on another port than the listener's, so the
+        // receiver can tell which one a datagram left from.
+        let own = bind(spec.addr).unwrap();
+        let conn = std::net::UdpSocket::bind("127.0.39.1:0").unwrap();
+        conn.connect(backend.local_addr().unwrap()).unwrap();
+        let conn_addr = conn.local_addr().unwrap();
+        let entry = |socket, peer| UdpEntry {
+            side: Side::Internal,
+            spec,
+            socket: Arc::new(socket),
+            peer,
+        };
+        let eg = Arc::new(Egress {
+            core,
+            udp: arc_swap::ArcSwap::from_pointee(vec![
+                entry(own, None),
+                entry(conn, Some(backend.local_addr().unwrap())),
+            ]),
+            tcp: Arc::new(super::super::tcp::TcpConns::default()),
+            dns: Arc::new(super::super::dns::Dns::system()),
+            rt: tokio::runtime::Handle::current(),
+        });
+        let send = |to: &std::net::UdpSocket, text: &'static str| Send {
+            side: Side::Internal,
+            transport: Transport::Udp,
+            listener: Some(0),
+            dest: Dest::Addr(to.local_addr().unwrap()),
+            data: Bytes::from(text),
+            on_fail: None,
+            reuse_only: false,
+        };
+        let from_of = |s: &std::net::UdpSocket| {
+            let mut buf = [0u8; 64];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+        };
+
+        let mut out = Outbox::default();
+        out.check(&eg);
+        // The group's first send goes elsewhere: the backend's still find
+        // the connected socket.
+        for (to, text) in [(&other, "o1"), (&backend, "b1"), (&backend, "b2")] {
+            let s = send(to, text);
+            let Dest::Addr(a) = s.dest else {
+                unreachable!()
+            };
+            out.push(&eg, s, a);
+        }
+        out.flush(&eg);
+        assert_eq!(from_of(&other), ("o1".into(), spec.addr));
+        assert_eq!(from_of(&backend), ("b1".into(), conn_addr));
+        assert_eq!(from_of(&backend), ("b2".into(), conn_addr));
+
+        eg.send(send(&backend, "b3"));
+        eg.send(send(&other, "o2"));
+        assert_eq!(from_of(&backend), ("b3".into(), conn_addr));
+        assert_eq!(from_of(&other), ("o2".into(), spec.addr));
     }
 }

@@ -51,8 +51,15 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// Both ways of sending, one after the other (two tests side by side
+/// would double the chance that `free_port` hands out a port twice).
 #[test]
 fn forward_through_the_raw_relay() {
+    relay_forwards_everything(false);
+    relay_forwards_everything(true);
+}
+
+fn relay_forwards_everything(connected: bool) {
     let (relay_port, sink_port) = (free_port(), free_port());
     let sink_addr = format!("127.0.0.1:{sink_port}");
     let relay_addr = format!("127.0.0.1:{relay_port}");
@@ -60,21 +67,22 @@ fn forward_through_the_raw_relay() {
         env!("CARGO_BIN_EXE_swsink"),
         &s(&["--listen", &sink_addr, "--duration", "20", "--no-tcp"]),
     );
-    let relay = spawn(
-        env!("CARGO_BIN_EXE_rawrelay"),
-        &s(&[
-            "--listen",
-            &relay_addr,
-            "--backend",
-            &sink_addr,
-            "--mode",
-            "relay",
-            "--io",
-            "mmsg",
-            "--duration",
-            "20",
-        ]),
-    );
+    let mut args = s(&[
+        "--listen",
+        &relay_addr,
+        "--backend",
+        &sink_addr,
+        "--mode",
+        "relay",
+        "--io",
+        "mmsg",
+        "--duration",
+        "20",
+    ]);
+    if connected {
+        args.push("--connected".into());
+    }
+    let relay = spawn(env!("CARGO_BIN_EXE_rawrelay"), &args);
     sleep(Duration::from_millis(300));
     let load = swload(&[
         "--scenario",
@@ -97,6 +105,7 @@ fn forward_through_the_raw_relay() {
     assert!(sent >= 900, "{load}");
     assert_eq!(r["received"].as_u64(), Some(sent), "{r}");
     assert_eq!(r["forwarded"].as_u64(), Some(sent), "{r}");
+    assert_eq!(r["connected"].as_bool(), Some(connected), "{r}");
     assert_eq!(k["received"].as_u64(), Some(sent), "{k}");
     assert_eq!(k["requests"]["INVITE"].as_u64(), Some(sent));
     assert_eq!(k["latency_us"]["count"].as_u64(), Some(sent));

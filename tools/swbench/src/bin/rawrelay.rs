@@ -6,7 +6,9 @@
 //! datagram through a process; any proxy's number is that plus its own
 //! work. `--io simple` uses one recvfrom/sendto per datagram, `--io mmsg`
 //! batches with recvmmsg/sendmmsg. Relayed datagrams leave from the
-//! listening socket, as a proxy's would.
+//! listening socket, as a proxy's would, or with `--connected` from a
+//! second socket connected to the backend (no route lookup per datagram,
+//! which is what sipwarden does for its backend).
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -54,6 +56,10 @@ struct Args {
     /// SO_RCVBUF request in bytes (same as every other system under test).
     #[arg(long, default_value_t = 4_194_304)]
     rcvbuf: usize,
+    /// mmsg relay: send from a socket connected to --backend (no address
+    /// per datagram) instead of from the listening socket.
+    #[arg(long)]
+    connected: bool,
     /// Datagrams per recvmmsg/sendmmsg.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -95,7 +101,13 @@ fn run_simple(sock: &UdpSocket, args: &Args, deadline: u64, c: &mut Counts) {
     }
 }
 
-fn run_mmsg(sock: &UdpSocket, args: &Args, deadline: u64, c: &mut Counts) {
+fn run_mmsg(
+    sock: &UdpSocket,
+    out: Option<&UdpSocket>,
+    args: &Args,
+    deadline: u64,
+    c: &mut Counts,
+) {
     let mut batch = Batch::new(args.batch.clamp(1, 1024), 65_536);
     let fd = sock.as_raw_fd();
     while !signal::stopped() && clock::mono_ns() < deadline {
@@ -111,10 +123,15 @@ fn run_mmsg(sock: &UdpSocket, args: &Args, deadline: u64, c: &mut Counts) {
             }
         }
         if args.mode == Mode::Relay && n > 0 {
-            for i in 0..n {
-                batch.set_addr(i, &args.backend);
-            }
-            let (ok, failed) = batch.send_all(fd, n, true);
+            let (ok, failed) = match out {
+                Some(o) => batch.send_all(o.as_raw_fd(), n, false),
+                None => {
+                    for i in 0..n {
+                        batch.set_addr(i, &args.backend);
+                    }
+                    batch.send_all(fd, n, true)
+                }
+            };
             c.forwarded += ok as u64;
             c.send_errors += failed as u64;
         }
@@ -136,16 +153,25 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     // A receive timeout lets the loop notice the deadline when no traffic comes.
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
+    let out = match (args.connected, args.io) {
+        (false, _) => None,
+        (true, Io::Mmsg) => Some(
+            net::udp_socket(SocketAddr::new(args.listen.ip(), 0), Some(args.backend), bufs)
+                .map_err(|e| format!("connecting to {}: {e}", args.backend))?,
+        ),
+        (true, Io::Simple) => return Err("--connected needs --io mmsg".into()),
+    };
     let start = clock::mono_ns();
     let deadline = start + (args.duration * 1e9) as u64;
     let mut c = Counts::default();
     match args.io {
         Io::Simple => run_simple(&sock, args, deadline, &mut c),
-        Io::Mmsg => run_mmsg(&sock, args, deadline, &mut c),
+        Io::Mmsg => run_mmsg(&sock, out.as_ref(), args, deadline, &mut c),
     }
     Ok(json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "io": format!("{:?}", args.io).to_lowercase(),
+        "connected": args.connected,
         "received": c.received,
         "forwarded": c.forwarded,
         "send_errors": c.send_errors,
