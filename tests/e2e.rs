@@ -142,6 +142,16 @@ fn e2e_call_udp() {
     run_script("call_udp.sh");
 }
 
+/// Kamailio (the Asterisk stand-in) stops and starts again behind a
+/// running sipwarden, whose forwards leave from a socket connected to it:
+/// the first REGISTER after the restart (no retransmissions) gets its 200,
+/// a call through the restarted backend completes, no send error, no
+/// receive warning.
+#[test]
+fn e2e_backend_restart() {
+    run_script("backend_restart.sh");
+}
+
 /// The same with the phones on TCP (`-t t1`); the kamailio leg stays UDP.
 #[test]
 fn e2e_call_tcp() {
