@@ -46,7 +46,11 @@ summary_interval = "0s"
 }
 
 fn start(net: &Net, extra: &str) -> (Arc<Server>, Arc<Core>) {
-    let cfg = sipwarden::config::parse(&net.config(extra), "test").expect("config");
+    start_with(&net.config(extra))
+}
+
+fn start_with(text: &str) -> (Arc<Server>, Arc<Core>) {
+    let cfg = sipwarden::config::parse(text, "test").expect("config");
     let core = Arc::new(Core::new(
         Settings::new(cfg),
         Keys::new([9; 32]),
@@ -486,19 +490,26 @@ fn connected_sockets(local: &str, remote: &str) -> usize {
         .count()
 }
 
-/// Forwards to the backend leave from a socket connected to it (no route
-/// lookup per datagram), bound to the internal address like the others;
-/// what the backend sends comes in on it; anyone else who sends to the
-/// internal address still reaches the listener's other sockets.
+/// Forwards to the backend leave from sockets connected to it (no route
+/// lookup per datagram; one per worker), bound to the internal address
+/// like the others; what the backend sends comes in on one of them;
+/// anyone else who sends to the internal address still reaches the
+/// listener's other sockets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_backend_has_a_connected_socket() {
+async fn the_backend_has_connected_sockets() {
     let net = Net { n: 37 };
     let backend = udp(format!("{}:5080", net.ip(2))).await;
-    let (_server, _core) = start(&net, "");
+    // Three workers: more sockets than this machine's cores, so the test
+    // says the same on any machine.
+    let (_server, core) = start_with(
+        &net.config("")
+            .replace("advertise =", "workers = 3\nadvertise ="),
+    );
     let internal = format!("{}:5070", net.ip(1));
+    assert_eq!(core.settings().udp_workers, 3);
     assert_eq!(
         connected_sockets(&internal, &format!("{}:5080", net.ip(2))),
-        1
+        3
     );
     let phone = udp(format!("{}:5062", net.ip(3))).await;
     let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
@@ -547,8 +558,9 @@ async fn reload_reconnects_to_a_moved_backend() {
     let net = Net { n: 38 };
     let internal = format!("{}:5070", net.ip(1));
     let (old, new) = (format!("{}:5080", net.ip(2)), format!("{}:5080", net.ip(7)));
-    let (server, _core) = start(&net, "");
-    assert_eq!(connected_sockets(&internal, &old), 1);
+    let (server, core) = start(&net, "");
+    let workers = core.settings().udp_workers;
+    assert_eq!(connected_sockets(&internal, &old), workers);
     let backend = udp(new.clone()).await;
     let moved = net.config("").replace(&old, &new);
     assert_ne!(moved, net.config(""));
@@ -557,9 +569,9 @@ async fn reload_reconnects_to_a_moved_backend() {
             sipwarden::config::parse(&moved, "t").unwrap(),
         ))
         .unwrap();
-    assert_eq!(connected_sockets(&internal, &new), 1);
-    // The old socket closes once its worker and every worker's send
-    // picks let go of it (a receive timeout, 200 ms, at most).
+    assert_eq!(connected_sockets(&internal, &new), workers);
+    // The old sockets close once their workers and every worker's send
+    // picks let go of them (a receive timeout, 200 ms, at most).
     for _ in 0..250 {
         if connected_sockets(&internal, &old) == 0 {
             break;

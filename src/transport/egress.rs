@@ -149,15 +149,18 @@ impl Egress {
             .cloned()
     }
 
-    /// The socket of `from`'s listener that is connected (to the
-    /// backend), if it has one: sends to its peer that would leave from
-    /// `from` leave from it instead, from the same address and port.
-    pub fn connected(&self, from: &UdpEntry) -> Option<UdpEntry> {
-        self.udp
-            .load()
-            .iter()
-            .find(|e| e.side == from.side && e.spec == from.spec && e.peer.is_some())
-            .cloned()
+    /// The `worker`th (modulo their number) of the sockets of `from`'s
+    /// listener that are connected (to the backend), if it has them: sends
+    /// to their peer that would leave from `from` leave from it instead,
+    /// from the same address and port.
+    pub fn connected(&self, from: &UdpEntry, worker: usize) -> Option<UdpEntry> {
+        let socks = self.udp.load();
+        let of = |e: &&UdpEntry| e.side == from.side && e.spec == from.spec && e.peer.is_some();
+        let n = socks.iter().filter(of).count();
+        if n == 0 {
+            return None;
+        }
+        socks.iter().filter(of).nth(worker % n).cloned()
     }
 
     pub fn no_socket(&self, send: &Send) {
@@ -170,7 +173,9 @@ impl Egress {
             self.no_socket(send);
             return;
         };
-        let sent = match self.connected(&e).filter(|c| c.peer == Some(dest)) {
+        // Sends from the async tasks (messages that came over TCP) share
+        // the first connected socket.
+        let sent = match self.connected(&e, 0).filter(|c| c.peer == Some(dest)) {
             Some(c) => {
                 super::mmsg::send_connected(c.socket.as_raw_fd(), std::slice::from_ref(&send.data))
             }

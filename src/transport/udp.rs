@@ -46,14 +46,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// Binds a socket on `addr` (which other sockets of its listener hold too)
-/// and connects it to `peer`. The kernel then delivers what `peer` sends
-/// to `addr` to this socket alone (a connected socket is the better
-/// match), and sends to `peer` skip the route lookup.
-pub fn bind_connected(addr: SocketAddr, peer: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let s = bind(addr)?;
-    s.connect(peer)?;
-    Ok(s)
+/// Binds `n` sockets on `addr` (which the listener's own sockets hold
+/// too) and connects them to `peer`. The kernel then delivers what `peer`
+/// sends to `addr` to one of them (a connected socket is the better
+/// match; the first of equals), and sends to `peer` skip the route lookup.
+pub fn bind_connected_n(
+    addr: SocketAddr,
+    peer: SocketAddr,
+    n: usize,
+) -> std::io::Result<Vec<Arc<std::net::UdpSocket>>> {
+    (0..n.max(1))
+        .map(|_| {
+            let s = bind(addr)?;
+            s.connect(peer)?;
+            Ok(Arc::new(s))
+        })
+        .collect()
 }
 
 /// Binds `n` sockets on one address (port 0 is resolved by the first).
@@ -67,8 +75,16 @@ pub fn bind_n(addr: SocketAddr, n: usize) -> std::io::Result<Vec<Arc<std::net::U
     Ok(v)
 }
 
-/// Serves one socket until `stop` is set.
-pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: Arc<AtomicBool>) {
+/// Serves one socket until `stop` is set. `index`: which of its
+/// listener's workers this is (it sends to the backend through the
+/// connected socket of the same index).
+pub fn worker(
+    eg: Arc<Egress>,
+    entry: UdpEntry,
+    index: usize,
+    listener: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+) {
     // Timer slack of 1 µs, so the coalescing nap is what it says (the
     // default slack is 50 µs).
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
@@ -90,7 +106,7 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
     };
     let mut batch = RecvBatch::new(size, slot);
     let mut coalesce = Coalescer::new(size, pause);
-    let mut out = Outbox::default();
+    let mut out = Outbox::new(index);
     while !stop.load(Relaxed) {
         let n = match batch.recv(fd) {
             Ok(n) => n,
@@ -161,8 +177,9 @@ pub fn worker(eg: Arc<Egress>, entry: UdpEntry, listener: Arc<AtomicU8>, stop: A
 /// its socket across batches, so a forwarded message costs no socket
 /// lookup and no reference-count traffic on the shared socket list (two
 /// workers on two cores each bounced those cache lines per message).
-#[derive(Default)]
 struct Outbox {
+    /// The worker's index: picks its own connected socket.
+    worker: usize,
     /// The socket list and settings the groups were picked under, held so
     /// that a new list can never reuse their addresses.
     picked_under: Option<(Arc<Vec<UdpEntry>>, Arc<crate::proxy::Settings>)>,
@@ -182,6 +199,14 @@ struct Group {
 }
 
 impl Outbox {
+    fn new(worker: usize) -> Outbox {
+        Outbox {
+            worker,
+            picked_under: None,
+            groups: Vec::new(),
+        }
+    }
+
     /// Forgets the picks when a reload changed the sockets or settings.
     fn check(&mut self, eg: &Egress) {
         let socks = eg.udp.load();
@@ -206,7 +231,7 @@ impl Outbox {
             None => match eg.pick_udp(send.side, send.listener, &to) {
                 Some(entry) => {
                     let connected = eg
-                        .connected(&entry)
+                        .connected(&entry, self.worker)
                         .and_then(|c| c.peer.map(|peer| (c, peer)));
                     self.groups.push(Group {
                         side: send.side,
@@ -262,10 +287,11 @@ mod tests {
     use crate::proxy::{Core, Keys, Send, Settings};
 
     /// A batch's sends to the backend leave from the listener's connected
-    /// socket, its other sends from the listener's own; `Egress::send`
-    /// (the path of TCP-received messages) does the same.
+    /// socket of the worker's index, its other sends from the listener's
+    /// own; `Egress::send` (the path of TCP-received messages) uses the
+    /// first connected socket.
     #[tokio::test]
-    async fn sends_to_the_backend_take_the_connected_socket() {
+    async fn sends_to_the_backend_take_the_workers_connected_socket() {
         let ip = "127.0.39.1";
         let cfg = format!(
             "[listen]\npublic = [\"udp:{ip}:5060\"]\ninternal = \"udp:{ip}:5070\"\n\
@@ -286,23 +312,29 @@ mod tests {
         };
         let backend = recv_on("127.0.39.2:5080");
         let other = recv_on("127.0.39.3:5080");
-        // The connected socket on another port than the listener's, so the
+        // The connected sockets on other ports than the listener's, so the
         // receiver can tell which one a datagram left from.
         let own = bind(spec.addr).unwrap();
-        let conn = std::net::UdpSocket::bind("127.0.39.1:0").unwrap();
-        conn.connect(backend.local_addr().unwrap()).unwrap();
-        let conn_addr = conn.local_addr().unwrap();
+        let conn = || {
+            let c = std::net::UdpSocket::bind("127.0.39.1:0").unwrap();
+            c.connect(backend.local_addr().unwrap()).unwrap();
+            let a = c.local_addr().unwrap();
+            (c, a)
+        };
+        let ((c0, a0), (c1, a1)) = (conn(), conn());
         let entry = |socket, peer| UdpEntry {
             side: Side::Internal,
             spec,
             socket: Arc::new(socket),
             peer,
         };
+        let to_backend = Some(backend.local_addr().unwrap());
         let eg = Arc::new(Egress {
             core,
             udp: arc_swap::ArcSwap::from_pointee(vec![
                 entry(own, None),
-                entry(conn, Some(backend.local_addr().unwrap())),
+                entry(c0, to_backend),
+                entry(c1, to_backend),
             ]),
             tcp: Arc::new(super::super::tcp::TcpConns::default()),
             dns: Arc::new(super::super::dns::Dns::system()),
@@ -323,25 +355,27 @@ mod tests {
             (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
         };
 
-        let mut out = Outbox::default();
-        out.check(&eg);
-        // The group's first send goes elsewhere: the backend's still find
-        // the connected socket.
-        for (to, text) in [(&other, "o1"), (&backend, "b1"), (&backend, "b2")] {
-            let s = send(to, text);
-            let Dest::Addr(a) = s.dest else {
-                unreachable!()
-            };
-            out.push(&eg, s, a);
+        for (worker, via) in [(0, a0), (1, a1), (2, a0)] {
+            let mut out = Outbox::new(worker);
+            out.check(&eg);
+            // The group's first send goes elsewhere: the backend's still
+            // find the connected socket.
+            for (to, text) in [(&other, "o1"), (&backend, "b1"), (&backend, "b2")] {
+                let s = send(to, text);
+                let Dest::Addr(a) = s.dest else {
+                    unreachable!()
+                };
+                out.push(&eg, s, a);
+            }
+            out.flush(&eg);
+            assert_eq!(from_of(&other), ("o1".into(), spec.addr));
+            assert_eq!(from_of(&backend), ("b1".into(), via), "worker {worker}");
+            assert_eq!(from_of(&backend), ("b2".into(), via), "worker {worker}");
         }
-        out.flush(&eg);
-        assert_eq!(from_of(&other), ("o1".into(), spec.addr));
-        assert_eq!(from_of(&backend), ("b1".into(), conn_addr));
-        assert_eq!(from_of(&backend), ("b2".into(), conn_addr));
 
         eg.send(send(&backend, "b3"));
         eg.send(send(&other, "o2"));
-        assert_eq!(from_of(&backend), ("b3".into(), conn_addr));
+        assert_eq!(from_of(&backend), ("b3".into(), a0));
         assert_eq!(from_of(&other), ("o2".into(), spec.addr));
     }
 }
