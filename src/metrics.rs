@@ -18,6 +18,20 @@ const SLOTS: usize = SIDES * TRANSPORTS * REASONS * DISPOSITIONS;
 const BUCKETS: [f64; 10] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 1e-1,
 ];
+/// The same bounds in nanoseconds, for the per-message observation (no
+/// float conversion on every message).
+const BUCKETS_NS: [u64; 10] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
 
 /// Events counted outside the per-message matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,11 +227,10 @@ impl Metrics {
 
     /// Records the time one message took to process.
     pub fn observe_ns(&self, ns: u64) {
-        let s = ns as f64 * 1e-9;
-        let i = BUCKETS
+        let i = BUCKETS_NS
             .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(BUCKETS.len());
+            .position(|b| ns <= *b)
+            .unwrap_or(BUCKETS_NS.len());
         let sh = self.shard();
         sh.hist[i].fetch_add(1, Relaxed);
         sh.hist_sum_ns.fetch_add(ns, Relaxed);
@@ -319,6 +332,23 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rendered bounds (seconds) and the observed ones (ns) agree, and
+    /// an observation on a bound falls in that bound's bucket.
+    #[test]
+    fn bucket_bounds_agree() {
+        for (f, n) in BUCKETS.iter().zip(BUCKETS_NS) {
+            assert_eq!((f * 1e9).round() as u64, n);
+        }
+        let m = Metrics::default();
+        m.observe_ns(2_500);
+        m.observe_ns(2_501);
+        m.observe_ns(u64::MAX);
+        let sh = m.shard();
+        assert_eq!(sh.hist[1].load(Relaxed), 1);
+        assert_eq!(sh.hist[2].load(Relaxed), 1);
+        assert_eq!(sh.hist[BUCKETS.len()].load(Relaxed), 1);
+    }
 
     #[test]
     fn counts_and_renders() {

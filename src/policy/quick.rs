@@ -92,7 +92,8 @@ fn drop_reason(data: &[u8], s: &Settings) -> Result<Reason, bool> {
             return Err(false);
         }
         if matches!(first | 0x20, b't' | b'r' | b'f' | b'u') {
-            let colon = memchr::memchr(b':', l).ok_or(false)?;
+            // A header name is a few bytes: a loop, not a memchr call.
+            let colon = l.iter().position(|&c| c == b':').ok_or(false)?;
             let name = l[..colon].trim_ascii_end();
             let value = l[colon + 1..].trim_ascii();
             match HeaderName::from_bytes(name) {
