@@ -232,11 +232,17 @@ impl Core {
     /// that arrived on `flow` at `now_ms` (milliseconds since the epoch:
     /// the state file keeps absolute times).
     pub fn handle(&self, now_ms: u64, flow: &Flow, data: Bytes) -> Output {
-        let s = self.settings.load();
+        self.handle_with(&self.settings.load(), now_ms, flow, data)
+    }
+
+    /// [`Core::handle`] under settings the caller loaded: a UDP worker
+    /// loads them once per receive, not once per message. A reload then
+    /// reaches the messages of the next receive.
+    pub fn handle_with(&self, s: &Settings, now_ms: u64, flow: &Flow, data: Bytes) -> Output {
         let raw = data.clone();
         let out = match flow.side {
-            Side::Public => self.on_public(&s, now_ms, flow, data),
-            Side::Internal => self.on_internal(&s, now_ms, flow, data),
+            Side::Public => self.on_public(s, now_ms, flow, data),
+            Side::Internal => self.on_internal(s, now_ms, flow, data),
         };
         if let Some(v) = out.verdict {
             self.metrics
@@ -245,7 +251,7 @@ impl Core {
                 || (v.disposition == Disposition::Replied && v.reason == Reason::NoDomain);
             if rejected {
                 if flow.side == Side::Public && counts_for_ban(v.reason) {
-                    self.count_reject(&s, now_ms, flow);
+                    self.count_reject(s, now_ms, flow);
                 }
                 if v.disposition != Disposition::Replied {
                     self.log_drop(now_ms, flow, v, &raw);
