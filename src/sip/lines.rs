@@ -28,7 +28,7 @@ impl<'a> LineEnds<'a> {
 impl Iterator for LineEnds<'_> {
     type Item = usize;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         loop {
             if self.mask != 0 {
