@@ -242,6 +242,7 @@ write_sipwarden_config() {
 public = ["udp:127.0.0.1:$PUBLIC_PORT", "tcp:127.0.0.1:$PUBLIC_PORT"]
 internal = "udp:127.0.0.1:$INTERNAL_PORT"
 advertise = "127.0.0.1:$PUBLIC_PORT"
+udp_rcvbuf = $RCVBUF
 ${SIPWARDEN_LISTEN_EXTRA:-}
 
 [backend]

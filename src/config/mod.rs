@@ -167,6 +167,13 @@ fn validate(cfg: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
             "between 1 and 1024 datagrams".into(),
         ));
     }
+    if !((64 << 10)..=(1 << 30)).contains(&cfg.listen.udp_rcvbuf) {
+        return Err(fail(
+            "listen",
+            "udp_rcvbuf",
+            "between 65536 and 1073741824 bytes".into(),
+        ));
+    }
     if cfg.listen.udp_coalesce.0 > std::time::Duration::from_millis(10) {
         return Err(fail(
             "listen",
@@ -411,6 +418,8 @@ mod tests {
         );
         let e = err(&format!("{MIN}udp_batch = 0\n"));
         assert_eq!(e.key.as_deref(), Some("listen.udp_batch"));
+        let e = err(&format!("{MIN}udp_rcvbuf = 1000\n"));
+        assert_eq!(e.key.as_deref(), Some("listen.udp_rcvbuf"));
 
         let shown = err(&format!("{MIN}[filter]\non_reject = \"404\"\n")).to_string();
         assert!(

@@ -113,6 +113,15 @@ pub struct Listen {
     /// latency, and only while batches arrive well filled; "0us" = never.
     #[serde(default = "d_udp_coalesce")]
     pub udp_coalesce: Dur,
+    /// Receive buffer asked of the kernel for each UDP socket (bytes):
+    /// what a flood or a burst may queue while the workers are busy. The
+    /// kernel grants at most `net.core.rmem_max` (a warning says so).
+    #[serde(default = "d_udp_rcvbuf")]
+    pub udp_rcvbuf: usize,
+}
+
+fn d_udp_rcvbuf() -> usize {
+    4 << 20
 }
 
 fn d_udp_batch() -> usize {

@@ -96,11 +96,14 @@ fn backend_peer(s: &Settings) -> Option<(u8, SocketSpec, SocketAddr)> {
     fits.then_some((i, sp, b.addr))
 }
 
-fn bind(spec: &SocketSpec, workers: usize, peer: Option<SocketAddr>) -> std::io::Result<Bound> {
+fn bind(spec: &SocketSpec, s: &Settings, peer: Option<SocketAddr>) -> std::io::Result<Bound> {
+    let (workers, rcvbuf) = (s.udp_workers, s.config.listen.udp_rcvbuf);
     match spec.transport {
         Transport::Udp => match peer {
-            Some(p) => Ok(Bound::Udp(udp::bind_connected_n(spec.addr, p, workers)?)),
-            None => Ok(Bound::Udp(udp::bind_n(spec.addr, workers)?)),
+            Some(p) => Ok(Bound::Udp(udp::bind_connected_n(
+                spec.addr, p, workers, rcvbuf,
+            )?)),
+            None => Ok(Bound::Udp(udp::bind_n(spec.addr, workers, rcvbuf)?)),
         },
         Transport::Tcp => {
             let s = socket2::Socket::new(
@@ -169,7 +172,7 @@ impl Server {
             {
                 continue;
             }
-            match (bind(&spec, s.udp_workers, peer), peer) {
+            match (bind(&spec, s, peer), peer) {
                 (Ok(b), _) => fresh.push((side, spec, idx, peer, b)),
                 // Only a shortcut: the listener's own sockets reach the
                 // backend too.

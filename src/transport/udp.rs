@@ -24,23 +24,22 @@ use super::egress::{Egress, UdpEntry};
 use super::mmsg::{send_all, send_connected, RecvBatch};
 use super::now_ms;
 
-/// Receive buffer asked of the kernel: bursts of retransmissions and
-/// floods must not overflow it while the core is busy.
-const RCVBUF: usize = 4 << 20;
 /// How often a blocked receive wakes up to see if it must stop.
 const WAKE: Duration = Duration::from_millis(200);
 
 /// Binds one UDP socket: SO_REUSEPORT (several workers, and a reload can
 /// bind the new socket before the old one closes), v6-only for IPv6, a
-/// large receive buffer, a receive timeout so the worker can stop.
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// receive buffer of `rcvbuf` bytes (`listen.udp_rcvbuf`: bursts and
+/// floods must not overflow it while the core is busy), a receive timeout
+/// so the worker can stop.
+pub fn bind(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
-    let _ = s.set_recv_buffer_size(RCVBUF);
+    let _ = s.set_recv_buffer_size(rcvbuf);
     s.set_read_timeout(Some(WAKE))?;
     s.bind(&addr.into())?;
     Ok(s.into())
@@ -54,10 +53,11 @@ pub fn bind_connected_n(
     addr: SocketAddr,
     peer: SocketAddr,
     n: usize,
+    rcvbuf: usize,
 ) -> std::io::Result<Vec<Arc<std::net::UdpSocket>>> {
     (0..n.max(1))
         .map(|_| {
-            let s = bind(addr)?;
+            let s = bind(addr, rcvbuf)?;
             s.connect(peer)?;
             Ok(Arc::new(s))
         })
@@ -65,14 +65,40 @@ pub fn bind_connected_n(
 }
 
 /// Binds `n` sockets on one address (port 0 is resolved by the first).
-pub fn bind_n(addr: SocketAddr, n: usize) -> std::io::Result<Vec<Arc<std::net::UdpSocket>>> {
-    let first = bind(addr)?;
+pub fn bind_n(
+    addr: SocketAddr,
+    n: usize,
+    rcvbuf: usize,
+) -> std::io::Result<Vec<Arc<std::net::UdpSocket>>> {
+    let first = bind(addr, rcvbuf)?;
+    warn_if_capped(&first, addr, rcvbuf);
     let actual = first.local_addr()?;
     let mut v = vec![Arc::new(first)];
     for _ in 1..n.max(1) {
-        v.push(Arc::new(bind(actual)?));
+        v.push(Arc::new(bind(actual, rcvbuf)?));
     }
     Ok(v)
+}
+
+/// The receive buffer the kernel granted (Linux reports twice the size
+/// asked, its bookkeeping included).
+pub fn granted_rcvbuf(s: &std::net::UdpSocket) -> usize {
+    socket2::SockRef::from(s).recv_buffer_size().unwrap_or(0)
+}
+
+/// Says so when the kernel granted less than `listen.udp_rcvbuf`: on a
+/// stock system `net.core.rmem_max` caps it at ~208 KiB, a few
+/// milliseconds of a flood.
+fn warn_if_capped(s: &std::net::UdpSocket, addr: SocketAddr, asked: usize) {
+    let granted = granted_rcvbuf(s);
+    if granted < asked {
+        tracing::warn!(
+            socket = %addr,
+            asked,
+            granted,
+            "UDP receive buffer smaller than listen.udp_rcvbuf: raise the sysctl net.core.rmem_max"
+        );
+    }
 }
 
 /// Serves one socket until `stop` is set. `index`: which of its
@@ -316,6 +342,19 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::proxy::{Core, Keys, Send, Settings};
 
+    /// `listen.udp_rcvbuf` reaches the kernel (it doubles what it grants;
+    /// 200,000 bytes is below a stock `net.core.rmem_max`).
+    #[test]
+    fn sockets_get_the_receive_buffer_asked() {
+        for asked in [100_000, 200_000] {
+            let socks = bind_n("127.0.0.1:0".parse().unwrap(), 2, asked).unwrap();
+            for s in &socks {
+                assert!(granted_rcvbuf(s) >= asked, "{}", granted_rcvbuf(s));
+                assert!(granted_rcvbuf(s) <= 2 * asked + 4096);
+            }
+        }
+    }
+
     /// A batch's sends to the backend leave from the listener's connected
     /// socket of the worker's index, its other sends from the listener's
     /// own; `Egress::send` (the path of TCP-received messages) uses the
@@ -344,7 +383,7 @@ mod tests {
         let other = recv_on("127.0.39.3:5080");
         // The connected sockets on other ports than the listener's, so the
         // receiver can tell which one a datagram left from.
-        let own = bind(spec.addr).unwrap();
+        let own = bind(spec.addr, 1 << 20).unwrap();
         let conn = || {
             let c = std::net::UdpSocket::bind("127.0.39.1:0").unwrap();
             c.connect(backend.local_addr().unwrap()).unwrap();
