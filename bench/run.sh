@@ -11,6 +11,8 @@
 #   raw-sendto          tools/swbench rawrelay, recvfrom/sendto (no parsing)
 #   raw-mmsg            rawrelay, recvmmsg/sendmmsg, relayed from a socket
 #                       connected to the backend (the physical limit)
+#   raw-mmsg-addr       the same relayed from the listening socket, an address
+#                       per datagram (not in the default list; SYSTEMS=)
 # runs the scenarios (flood, forward, latency at half ceiling, mix, tcp;
 # RUNS times each), the system under test pinned to core 0, the load
 # generator and the sink to core 1, and prints a markdown table (medians,
@@ -217,6 +219,7 @@ label_of() {
         kamailio-tlsf) echo "Kamailio $(kamailio -v 2>/dev/null | sed -n 's/^version: kamailio \([0-9.]*\).*/\1/p'), -x tlsf";;
         raw-sendto) echo "raw relay, recvfrom/sendto";;
         raw-mmsg) echo "raw relay, recvmmsg/sendmmsg, connected";;
+        raw-mmsg-addr) echo "raw relay, recvmmsg/sendmmsg, an address per datagram";;
         *) echo "$1";;
     esac
 }
@@ -294,6 +297,7 @@ start_sut() { # SYSTEM MODE -> sets SUT_PID, or returns 1 with the reason in STA
         raw-*)
             local io=(--io mmsg --connected)
             [ "$sys" = raw-sendto ] && io=(--io simple)
+            [ "$sys" = raw-mmsg-addr ] && io=(--io mmsg)
             "${NICE_PRE[@]}" taskset -c $SUT_CPU "$REL/rawrelay" --listen "127.0.0.1:$PUBLIC_PORT" --mode "$mode" "${io[@]}" \
                 --backend "127.0.0.1:$BACKEND_PORT" --rcvbuf "$RCVBUF" --duration 900 >"$logf" 2>&1 &
             ;;
