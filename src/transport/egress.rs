@@ -23,10 +23,10 @@ pub struct UdpEntry {
     pub side: Side,
     pub spec: SocketSpec,
     pub socket: Arc<std::net::UdpSocket>,
-    /// Set on the socket of the internal listener that is connected to
-    /// the backend: it sends there without a route lookup per datagram,
-    /// and (as the best match in the kernel's lookup) receives all the
-    /// backend sends to the listener's address. Never picked for other
+    /// Set on the internal listener's sockets connected to the backend
+    /// (one per worker): they send there without a route lookup per
+    /// datagram, and one of them (the kernel's best match) receives what
+    /// the backend sends to the listener's address. Never picked for other
     /// destinations.
     pub peer: Option<SocketAddr>,
 }

@@ -21,7 +21,7 @@ use super::{http, udp};
 struct Running {
     side: Side,
     spec: SocketSpec,
-    /// The backend, for the one-socket listener connected to it.
+    /// The backend, for the listener whose sockets are connected to it.
     peer: Option<SocketAddr>,
     listener: Arc<AtomicU8>,
     /// TCP: the accept task.
