@@ -513,25 +513,7 @@ async fn the_backend_has_connected_sockets() {
     );
     let phone = udp(format!("{}:5062", net.ip(3))).await;
     let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
-    let inv = request(
-        "INVITE",
-        "sip:1@pbx.secret.example",
-        "SIP/2.0/UDP 10.0.0.1:5062",
-        "c-1",
-    );
-    phone.send_to(inv.as_bytes(), public).await.unwrap();
-    let (got, from) = recv(&backend).await;
-    assert!(got.contains("Call-ID: c-1"), "{got}");
-    assert_eq!(from.to_string(), internal);
-    backend
-        .send_to(answer(&got, 200).as_bytes(), from)
-        .await
-        .unwrap();
-    let (resp, _) = recv(&phone).await;
-    assert!(
-        resp.starts_with("SIP/2.0 200 OK\r\n") && resp.contains("Call-ID: c-1"),
-        "{resp}"
-    );
+    invite_answered(&phone, public, &backend, &internal, "c-1").await;
 
     // Another sender on the internal address (not the backend's).
     let other = udp(format!("{}:5080", net.ip(6))).await;
@@ -582,20 +564,36 @@ async fn reload_reconnects_to_a_moved_backend() {
 
     let phone = udp(format!("{}:5062", net.ip(3))).await;
     let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    invite_answered(&phone, public, &backend, &internal, "r-1").await;
+}
+
+/// The phone's INVITE reaches the backend from the internal address, and
+/// the backend's 200 (sent back to it, so through a connected socket)
+/// reaches the phone.
+async fn invite_answered(
+    phone: &UdpSocket,
+    public: SocketAddr,
+    backend: &UdpSocket,
+    internal: &str,
+    call_id: &str,
+) {
     let inv = request(
         "INVITE",
         "sip:1@pbx.secret.example",
         "SIP/2.0/UDP 10.0.0.1:5062",
-        "r-1",
+        call_id,
     );
     phone.send_to(inv.as_bytes(), public).await.unwrap();
-    let (got, from) = recv(&backend).await;
-    assert!(got.contains("Call-ID: r-1"), "{got}");
+    let (got, from) = recv(backend).await;
+    assert!(got.contains(&format!("Call-ID: {call_id}")), "{got}");
     assert_eq!(from.to_string(), internal);
     backend
         .send_to(answer(&got, 200).as_bytes(), from)
         .await
         .unwrap();
-    let (resp, _) = recv(&phone).await;
-    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    let (resp, _) = recv(phone).await;
+    assert!(
+        resp.starts_with("SIP/2.0 200 OK\r\n") && resp.contains(&format!("Call-ID: {call_id}")),
+        "{resp}"
+    );
 }
