@@ -471,21 +471,27 @@ async fn metrics_are_served_over_http() {
     assert!(body.contains("sipwarden_tcp_connections"));
 }
 
-/// The kernel's UDP sockets (`/proc/net/udp`) bound to `local` and
-/// connected to `remote`.
+/// This process's UDP sockets bound to `local` and connected to `remote`,
+/// found through its open descriptors. (`/proc/net/udp` is no good here:
+/// the kernel writes it in pages and resumes each page by position, so
+/// while other tests open and close sockets a read lists some twice and
+/// misses others.)
 fn connected_sockets(local: &str, remote: &str) -> usize {
-    let hex = |a: &str| {
-        let a: std::net::SocketAddrV4 = a.parse().unwrap();
-        let ip = u32::from_le_bytes(a.ip().octets());
-        format!("{ip:08X}:{:04X}", a.port())
-    };
-    let (l, r) = (hex(local), hex(remote));
-    std::fs::read_to_string("/proc/net/udp")
+    use std::os::fd::BorrowedFd;
+    let (local, remote): (SocketAddr, SocketAddr) =
+        (local.parse().unwrap(), remote.parse().unwrap());
+    std::fs::read_dir("/proc/self/fd")
         .unwrap()
-        .lines()
-        .filter(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            f.len() > 3 && f[1] == l && f[2] == r && f[3] == "01"
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| {
+            // SAFETY: the descriptor is only queried; if it was closed
+            // since the listing, or is not a socket, the calls fail.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let s = socket2::SockRef::from(&fd);
+            let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+            s.r#type().ok() == Some(socket2::Type::DGRAM)
+                && addr(s.local_addr()) == Some(local)
+                && addr(s.peer_addr()) == Some(remote)
         })
         .count()
 }
