@@ -28,6 +28,9 @@
 #   PUBLIC_PORT=5060 INTERNAL_PORT=5070 BACKEND_PORT=5080
 #   SRC_ADDRS=4 SRC_PORTS=2 TCP_CONNS=8
 #   FLOOD_RATE=0 offered flood load in msgs/s (0 = as fast as one core can send)
+#   FORWARD_RATE=0 offered forward load in msgs/s (0 = as fast as possible):
+#                CPU per forwarded message at the same load pinned and
+#                unpinned (latency and mix then run at half this rate)
 #   FLOOD_GENERATORS=1  load generators sending the flood side by side, each
 #                as fast as it can (2 with SUT_CPU=0-1 LOAD_CPU=0-1: "with both
 #                cores, drop everything two load generators can send")
@@ -55,7 +58,7 @@ REL=$CARGO_TARGET_DIR/release
 START_TS=$SECONDS
 # The command as run, with the knobs that were set, for the table's header.
 CMDLINE=""
-for v in DURATION RUNS SYSTEMS SCENARIOS RCVBUF PUBLIC_PORT INTERNAL_PORT BACKEND_PORT SRC_ADDRS SRC_PORTS TCP_CONNS FLOOD_RATE FLOOD_GENERATORS SUT_CPU LOAD_CPU BUDGET NICE SIPWARDEN_BIN SIPWARDEN_POLICY SIPWARDEN_LISTEN_EXTRA; do
+for v in DURATION RUNS SYSTEMS SCENARIOS RCVBUF PUBLIC_PORT INTERNAL_PORT BACKEND_PORT SRC_ADDRS SRC_PORTS TCP_CONNS FLOOD_RATE FORWARD_RATE FLOOD_GENERATORS SUT_CPU LOAD_CPU BUDGET NICE SIPWARDEN_BIN SIPWARDEN_POLICY SIPWARDEN_LISTEN_EXTRA; do
     val=${!v:-}
     [ -n "$val" ] || continue
     case $val in *" "*) val="'$val'";; esac
@@ -79,6 +82,12 @@ TCP_CONNS=${TCP_CONNS:-8}
 # pays a wake-up every few datagrams. FLOOD_RATE=N offers every system the
 # same N msgs/s instead (see bench/README.md).
 FLOOD_RATE=${FLOOD_RATE:-0}
+# Forward load: as fast as possible by default (the ceiling). Unpinned
+# (SUT_CPU=0-1 LOAD_CPU=0-1) the load generator and the sink share the
+# system's cores and cap its rate below its ceiling, so it sleeps and pays
+# wake-ups a saturated run does not: FORWARD_RATE=N compares CPU per
+# message pinned and unpinned at one offered load.
+FORWARD_RATE=${FORWARD_RATE:-0}
 FLOOD_GENERATORS=${FLOOD_GENERATORS:-1}
 case $FLOOD_GENERATORS in [1-8]) ;; *) echo "FLOOD_GENERATORS must be 1..8" >&2; exit 2;; esac
 BUDGET=${BUDGET:-540}
@@ -197,8 +206,8 @@ for b in swload swsink rawrelay swstat; do
 done
 SWSTAT=$REL/swstat
 SIPWARDEN_BIN=${SIPWARDEN_BIN:-$REL/sipwarden}
-printf '{"kind":"env","date":"%s","nproc":%s,"kernel":"%s","runs":%s,"duration":%s,"rcvbuf":%s,"fifo":%s,"nice":"%s","flood_rate":%s,"command":"%s"}\n' \
-    "$(date -u +%Y-%m-%dT%H:%MZ)" "$NPROC" "$(uname -r)" "$RUNS" "$DURATION" "$RCVBUF" "$FIFO" "${NICE:-0}" "$FLOOD_RATE" \
+printf '{"kind":"env","date":"%s","nproc":%s,"kernel":"%s","runs":%s,"duration":%s,"rcvbuf":%s,"fifo":%s,"nice":"%s","flood_rate":%s,"forward_rate":%s,"command":"%s"}\n' \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" "$NPROC" "$(uname -r)" "$RUNS" "$DURATION" "$RCVBUF" "$FIFO" "${NICE:-0}" "$FLOOD_RATE" "$FORWARD_RATE" \
     "$CMDLINE" >> "$RESULTS"
 
 # ---------------------------------------------------------------- helpers
@@ -417,6 +426,7 @@ run_one() { # SYSTEM SCENARIO RUN
     fi
     case $scen in
         flood) rate=$FLOOD_RATE;;
+        forward) rate=$FORWARD_RATE;;
         latency|mix)
             local ceil; ceil=$("$SWSTAT" ceiling "$RESULTS" "$sys")
             rate=$(( ${ceil:-0} / 2 )); fifo=1

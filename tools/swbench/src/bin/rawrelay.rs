@@ -101,13 +101,7 @@ fn run_simple(sock: &UdpSocket, args: &Args, deadline: u64, c: &mut Counts) {
     }
 }
 
-fn run_mmsg(
-    sock: &UdpSocket,
-    out: Option<&UdpSocket>,
-    args: &Args,
-    deadline: u64,
-    c: &mut Counts,
-) {
+fn run_mmsg(sock: &UdpSocket, out: Option<&UdpSocket>, args: &Args, deadline: u64, c: &mut Counts) {
     let mut batch = Batch::new(args.batch.clamp(1, 1024), 65_536);
     let fd = sock.as_raw_fd();
     while !signal::stopped() && clock::mono_ns() < deadline {
@@ -156,8 +150,12 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     let out = match (args.connected, args.io) {
         (false, _) => None,
         (true, Io::Mmsg) => Some(
-            net::udp_socket(SocketAddr::new(args.listen.ip(), 0), Some(args.backend), bufs)
-                .map_err(|e| format!("connecting to {}: {e}", args.backend))?,
+            net::udp_socket(
+                SocketAddr::new(args.listen.ip(), 0),
+                Some(args.backend),
+                bufs,
+            )
+            .map_err(|e| format!("connecting to {}: {e}", args.backend))?,
         ),
         (true, Io::Simple) => return Err("--connected needs --io mmsg".into()),
     };

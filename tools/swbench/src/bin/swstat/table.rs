@@ -375,9 +375,14 @@ pub fn render(input: &str) -> String {
         };
         let _ = writeln!(
             o,
-            "Date: {} · nproc: {} · kernel: {} · {} runs x {} s per scenario · receive buffer {} bytes · nice {} · SCHED_FIFO for latency runs: {} · flood offered {} msgs/s (0 = max)\n\nCommand: `{}`\n",
+            "Date: {} · nproc: {} · kernel: {} · {} runs x {} s per scenario · receive buffer {} bytes · nice {} · SCHED_FIFO for latency runs: {} · flood offered {} msgs/s, forward offered {} msgs/s (0 = max)\n\nCommand: `{}`\n",
             g("date"), g("nproc"), g("kernel"), g("runs"), g("duration"), g("rcvbuf"), g("nice"),
-            if g("fifo") == "1" { "yes" } else { "no" }, g("flood_rate"), g("command")
+            if g("fifo") == "1" { "yes" } else { "no" }, g("flood_rate"),
+            {
+                let f = g("forward_rate");
+                if f.is_empty() { "0".to_string() } else { f }
+            },
+            g("command")
         );
     }
     o.push_str("| system | forward msgs/s | CPU µs / forwarded msg | flood CPU µs / dropped msg | flood msgs/s handled (share of sent) | TCP forward msgs/s | CPU µs / TCP msg | one-way latency at ½ ceiling p50 / p99 / p99.9 µs | mix: calls OK | mix: call latency p50 / p99 / p99.9 µs | peak RSS MiB |\n");
