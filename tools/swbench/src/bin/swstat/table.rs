@@ -373,16 +373,15 @@ pub fn render(input: &str) -> String {
                 .map(|v| v.to_string().trim_matches('"').to_string())
                 .unwrap_or_default()
         };
+        // Results written before the forward load could be paced have none.
+        let forward_rate = Some(g("forward_rate"))
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| "0".into());
         let _ = writeln!(
             o,
             "Date: {} · nproc: {} · kernel: {} · {} runs x {} s per scenario · receive buffer {} bytes · nice {} · SCHED_FIFO for latency runs: {} · flood offered {} msgs/s, forward offered {} msgs/s (0 = max)\n\nCommand: `{}`\n",
             g("date"), g("nproc"), g("kernel"), g("runs"), g("duration"), g("rcvbuf"), g("nice"),
-            if g("fifo") == "1" { "yes" } else { "no" }, g("flood_rate"),
-            {
-                let f = g("forward_rate");
-                if f.is_empty() { "0".to_string() } else { f }
-            },
-            g("command")
+            if g("fifo") == "1" { "yes" } else { "no" }, g("flood_rate"), forward_rate, g("command")
         );
     }
     o.push_str("| system | forward msgs/s | CPU µs / forwarded msg | flood CPU µs / dropped msg | flood msgs/s handled (share of sent) | TCP forward msgs/s | CPU µs / TCP msg | one-way latency at ½ ceiling p50 / p99 / p99.9 µs | mix: calls OK | mix: call latency p50 / p99 / p99.9 µs | peak RSS MiB |\n");
@@ -494,6 +493,14 @@ mod tests {
         assert!(out.contains("n/a (sipwarden not available)"));
         assert!(out.contains("dropped 5 datagrams"));
         assert!(out.contains("nproc: 2"));
+        // SAMPLE predates FORWARD_RATE: read as full speed.
+        assert!(out.contains("forward offered 0 msgs/s"));
+        let paced = SAMPLE.replacen(
+            r#""kernel":"6.1""#,
+            r#""kernel":"6.1","forward_rate":100000"#,
+            1,
+        );
+        assert!(render(&paced).contains("forward offered 100000 msgs/s"));
     }
 
     #[test]
