@@ -14,12 +14,9 @@ const REASONS: usize = Reason::ALL.len();
 const DISPOSITIONS: usize = Disposition::ALL.len();
 const SLOTS: usize = SIDES * TRANSPORTS * REASONS * DISPOSITIONS;
 
-/// Upper bounds (seconds) of the processing-time histogram buckets.
-const BUCKETS: [f64; 10] = [
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 1e-1,
-];
-/// The same bounds in nanoseconds, for the per-message observation (no
-/// float conversion on every message).
+/// Upper bounds of the processing-time histogram, in nanoseconds: the
+/// per-message observation compares integers (no float conversion on every
+/// message); the exposition shows them in seconds.
 const BUCKETS_NS: [u64; 10] = [
     1_000,
     2_500,
@@ -123,7 +120,7 @@ const SHARDS: usize = 8;
 struct Shard {
     messages: Box<[AtomicU64]>,
     events: [AtomicU64; EVENTS.len()],
-    hist: [AtomicU64; BUCKETS.len() + 1],
+    hist: [AtomicU64; BUCKETS_NS.len() + 1],
     hist_sum_ns: AtomicU64,
 }
 
@@ -307,14 +304,16 @@ impl Metrics {
         );
         o.push_str("# TYPE sipwarden_processing_seconds histogram\n");
         let mut cum = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
+        for (i, ns) in BUCKETS_NS.iter().enumerate() {
             cum += self.sum(|s| &s.hist[i]);
+            // Division by the exact 1e9 gives the double nearest the bound.
+            let b = *ns as f64 / 1e9;
             let _ = writeln!(
                 o,
                 "sipwarden_processing_seconds_bucket{{le=\"{b:e}\"}} {cum}"
             );
         }
-        cum += self.sum(|s| &s.hist[BUCKETS.len()]);
+        cum += self.sum(|s| &s.hist[BUCKETS_NS.len()]);
         let _ = writeln!(
             o,
             "sipwarden_processing_seconds_bucket{{le=\"+Inf\"}} {cum}"
@@ -333,21 +332,27 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// The rendered bounds (seconds) and the observed ones (ns) agree, and
-    /// an observation on a bound falls in that bound's bucket.
+    /// The rendered bounds (seconds) are the observed ones (ns), and an
+    /// observation on a bound falls in that bound's bucket.
     #[test]
     fn bucket_bounds_agree() {
-        for (f, n) in BUCKETS.iter().zip(BUCKETS_NS) {
-            assert_eq!((f * 1e9).round() as u64, n);
-        }
         let m = Metrics::default();
+        let shown = m.render(&[]);
+        let labels = [
+            "1e-6", "2.5e-6", "5e-6", "1e-5", "2.5e-5", "5e-5", "1e-4", "1e-3", "1e-2", "1e-1",
+        ];
+        for (label, n) in labels.iter().zip(BUCKETS_NS) {
+            let line = format!("sipwarden_processing_seconds_bucket{{le=\"{label}\"}} 0\n");
+            assert!(shown.contains(&line), "{line} in {shown}");
+            assert_eq!((label.parse::<f64>().unwrap() * 1e9).round() as u64, n);
+        }
         m.observe_ns(2_500);
         m.observe_ns(2_501);
         m.observe_ns(u64::MAX);
         let sh = m.shard();
         assert_eq!(sh.hist[1].load(Relaxed), 1);
         assert_eq!(sh.hist[2].load(Relaxed), 1);
-        assert_eq!(sh.hist[BUCKETS.len()].load(Relaxed), 1);
+        assert_eq!(sh.hist[BUCKETS_NS.len()].load(Relaxed), 1);
     }
 
     #[test]
