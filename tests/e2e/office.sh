@@ -61,7 +61,8 @@ phase_checks() {
     if [ "$rc" -eq 0 ] && [ "${ok:-x}" = "$PHONES" ] && [ "${failed:-x}" = 0 ]; then
         pass "($name) all $PHONES phones on $OFFICE_IP registered (REGISTER, 401, credentials, 200)"
     else
-        fail "($name) the phones' registrations"; show_sipp "$name"
+        # (SIPp's error file has no final newline)
+        fail "($name) the phones' registrations"; show_sipp "$name"; echo
     fi
     if office_banned; then fail "($name) log: the office was banned: $(grep 'banned' "$RUN/sipwarden.log" | grep "source=$OFFICE_IP " | head -1 | sed 's/^.*WARN //')"
     else pass "($name) log: no ban of $OFFICE_IP"; fi
@@ -97,7 +98,9 @@ M=$RUN/m-storm.txt
 BANS=$(gauge "$M" sipwarden_bans_total)
 check "metrics: sipwarden_bans_total = $BANS (the scanner only)" [ "$BANS" -eq 1 ]
 check "metrics: sipwarden_bans = $(gauge "$M" sipwarden_bans) banned now (the scanner)" [ "$(gauge "$M" sipwarden_bans)" -eq 1 ]
-timeout 60 tshark -r "$RUN/office.pcap" -Y sip -T fields -E separator='|' -e ip.src -e udp.srcport -e ip.dst \
+# (decoded as SIP by port: the phones' ephemeral ports may be another
+# protocol's, 54328 is Elasticsearch's, and tshark would not see SIP there)
+timeout 60 tshark -r "$RUN/office.pcap" -d "udp.port==$PUB,sip" -d "udp.port==$BE,sip" -Y sip -T fields -E separator='|' -e ip.src -e udp.srcport -e ip.dst \
     -e udp.dstport -e sip.Method -e sip.Status-Code -e sip.Call-ID 2>/dev/null > "$RUN/office.txt"
 # figures PHASE: SENT (REGISTERs from the office to the public port), FWD (with
 # the phase's Call-IDs to the backend port), OK (distinct Call-IDs answered
@@ -117,11 +120,20 @@ for ph in boot storm; do
     figures "$ph"
     if [ "$ph" = boot ]; then rl=$RL_BOOT; b=$BANS_BOOT; else rl=$((RL - RL_BOOT)); b=$((BANS - BANS_BOOT)); fi
     check "($ph) capture: $OK of $PHONES phones answered 200 through sipwarden" [ "$OK" -eq "$PHONES" ]
-    check "($ph) capture: every REGISTER the phones sent was forwarded ($FWD of $SENT)" [ "$SENT" -ge $((2 * PHONES)) -a "$FWD" -eq "$SENT" ]
     rtx=RTX_$ph
+    # A machine stall can make SIPp retransmit and the copies spend the
+    # REGISTER burst: then some may be rate-limited (they pass on a later
+    # retransmission: the phones all registered above). Without
+    # retransmissions the 200 REGISTERs must fit the default burst.
+    check "($ph) every REGISTER the phones sent (tshark) was forwarded or rate-limited: $SENT = $FWD + $rl" \
+        [ "$SENT" -ge $((2 * PHONES)) -a "$SENT" -eq $((FWD + rl)) ]
+    if [ "${!rtx:-x}" = 0 ]; then
+        check "($ph) no retransmissions, so nothing was rate-limited ($rl)" [ "$rl" -eq 0 ]
+    else
+        log "($ph) SIPp retransmitted ${!rtx:-?} times (the machine stalled): $rl rate-limited, not checked"
+    fi
     ROWS+=("$(printf "$FMT" "$ph" "$PHONES" "$SENT" "${!rtx:-?}" "$FWD" "$OK" "$rl" "$b" "$([ "$OFFICE_BANS" -gt 0 ] && echo yes || echo no)")")
 done
-check "metrics: rate-limited drops = $RL (the default budgets hold the office)" [ "$RL" -eq 0 ]
 SC=$(awk -F'|' -v ip="$SCANNER_IP" -v pub="$PUB" '$1 == ip && $4 == pub && $5 != ""' "$RUN/office.txt" | wc -l)
 SCF=$(awk -F'|' -v be="$BE" '$4 == be && index($7, "e2e-scanner-") == 1' "$RUN/office.txt" | wc -l)
 check "capture: the scanner sent $SC requests, $SCF reached kamailio" [ "$SC" -ge 20 -a "$SCF" -eq 0 ]
