@@ -227,3 +227,12 @@ fn e2e_dialog() {
 fn e2e_defence() {
     run_script("defence.sh");
 }
+
+/// An office behind one NAT address (issue 12), with the default limits and
+/// ban settings: 100 SIPp phones on one address boot at once (401, then
+/// credentials, 200) and register again at once: all register, no ban,
+/// nothing rate-limited; a scanner on another address is still banned.
+#[test]
+fn e2e_office() {
+    run_script("office.sh");
+}

@@ -283,7 +283,7 @@ pub struct Limits {
     #[serde(default = "d_burst")]
     pub burst: u32,
     /// Separate REGISTER budget per source, so a phone's registrations are
-    /// not starved by its calls and a guesser is slowed down early.
+    /// not starved by its calls and subscriptions.
     #[serde(default = "d_register_rate")]
     pub register_rate: u32,
     #[serde(default = "d_register_burst")]
@@ -300,17 +300,27 @@ pub struct Limits {
     pub max_sources: usize,
 }
 
+// The budgets are sized for an office of 100 phones behind one NAT
+// address booting at once, not for one phone (docs/admission.md, "Rate
+// budgets and bans"): going over them only delays messages, it never bans.
 fn d_rate() -> u32 {
     50
 }
+/// 100 phones x 10 requests at boot (SUBSCRIBEs for the mailbox and four
+/// BLF keys, each challenged once).
 fn d_burst() -> u32 {
-    100
+    1000
 }
+/// Refills the REGISTER burst in 40 s: a re-registration of 100 phones
+/// (200 REGISTERs with the challenge) every 20 s is absorbed.
 fn d_register_rate() -> u32 {
-    5
+    10
 }
+/// 100 phones x 2 REGISTERs (challenge, credentials) x 2: each once
+/// retransmitted (timer E, 500 ms) while a busy PBX answers slowly, or
+/// a boot followed at once by a full re-registration.
 fn d_register_burst() -> u32 {
-    20
+    400
 }
 fn d_max_message() -> usize {
     65535
@@ -346,7 +356,9 @@ pub struct Ban {
     /// Rejected messages within `window` that ban a source (0 = never).
     #[serde(default = "d_after_rejects")]
     pub after_rejects: u32,
-    /// 401/403 final responses from Asterisk within `window` (0 = never).
+    /// Failed authentications within `window` (0 = never): 403, or 401/407
+    /// to a request with credentials unless the nonce was stale; the same
+    /// credentials answered again count once.
     #[serde(default = "d_after_auth")]
     pub after_auth_failures: u32,
     #[serde(default = "d_window")]

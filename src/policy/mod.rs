@@ -2,6 +2,7 @@
 //! functions of the message, its source, the tables and the config.
 
 pub mod admission;
+pub mod ban;
 pub mod domain;
 pub mod quick;
 pub mod verdict;

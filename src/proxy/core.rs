@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::{Event, Gauge, Metrics};
-use crate::policy::{admission, quick, Disposition, Reason, Verdict};
+use crate::policy::{admission, ban, quick, Disposition, Reason, Verdict};
 use crate::sip::via::Via;
 use crate::sip::{scan, Framing, Header, HeaderName, Message, Method, ScanError};
 use crate::state::persist::{SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION};
@@ -89,19 +89,6 @@ fn monitored(mut out: Output, would: Option<Reason>) -> Output {
         }
     }
     out
-}
-
-/// Rejections that count toward a ban.
-fn counts_for_ban(r: Reason) -> bool {
-    matches!(
-        r,
-        Reason::NoDomain
-            | Reason::UserAgent
-            | Reason::ForgedToken
-            | Reason::RateLimited
-            | Reason::Malformed
-            | Reason::TooLarge
-    )
 }
 
 /// A request about to be forwarded: its loop digest and top Via.
@@ -250,7 +237,7 @@ impl Core {
             let rejected = matches!(v.disposition, Disposition::Dropped | Disposition::WouldDrop)
                 || (v.disposition == Disposition::Replied && v.reason == Reason::NoDomain);
             if rejected {
-                if flow.side == Side::Public && counts_for_ban(v.reason) {
+                if flow.side == Side::Public && ban::counts_as_reject(v.reason) {
                     self.count_reject(s, now_ms, flow);
                 }
                 if v.disposition != Disposition::Replied {
@@ -272,14 +259,18 @@ impl Core {
         }
     }
 
-    /// 401/407 to a request with credentials, or 403, from Asterisk to a
-    /// REGISTER or INVITE: a failed authentication of that source.
-    pub(super) fn count_auth_failure(&self, s: &Settings, now: u64, ip: IpAddr) {
+    /// A failed authentication of that source ([`ban::auth_failed`]), of
+    /// the credentials `key` names (0: unknown).
+    pub(super) fn count_auth_failure(&self, s: &Settings, now: u64, ip: IpAddr, key: u32) {
         let ip = canonical_ip(ip);
         if s.is_allowed(ip) || s.trunk_by_source(ip).is_some() {
             return;
         }
-        if let Some(t) = self.tables.bans.auth_failure(ip, now, &s.ban, !s.monitor) {
+        if let Some(t) = self
+            .tables
+            .bans
+            .auth_failure(ip, now, &s.ban, !s.monitor, key)
+        {
             self.announce_ban(s, ip, t);
         }
     }
@@ -370,16 +361,20 @@ impl Core {
             let out = self.relay_response(s, now, flow, &msg, Dir::Outbound);
             return monitored(out, would);
         }
-        if !exempt {
-            let register = msg.method() == Some(Method::Register);
-            if !self.tables.rates.allow(src, register, now, &s.budget) {
-                if let Some(out) = hold(Reason::RateLimited) {
-                    return out;
-                }
-            }
-        }
         match admission::admit_request(&msg, &ctx) {
             Ok(a) => {
+                // Only what would be admitted spends its source's budget
+                // and is rate-limited: over the rate it is congestion
+                // (an office booting behind one address), never counted
+                // toward a ban. What admission rejects is counted as such.
+                if !exempt {
+                    let register = msg.method() == Some(Method::Register);
+                    if !self.tables.rates.allow(src, register, now, &s.budget) {
+                        if let Some(out) = hold(Reason::RateLimited) {
+                            return out;
+                        }
+                    }
+                }
                 let v = match would {
                     Some(reason) => Verdict {
                         reason,

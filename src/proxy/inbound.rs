@@ -3,6 +3,8 @@
 //! Record-Route, Path or fixed Contact, and the headers Asterisk
 //! identifies sources and trunks by.
 
+use smallvec::SmallVec;
+
 use crate::flow::{Flow, Side};
 use crate::policy::admission::Admission;
 use crate::policy::Verdict;
@@ -62,10 +64,19 @@ impl Core {
         }
         // `swa` marks a request with credentials: a 401/407 to it is a
         // failed authentication (counted for bans), not a first challenge.
-        // Kept out of the branch so CANCEL and ACK still match.
-        let authed = msg.first(HeaderName::Authorization).is_some()
-            || msg.first(HeaderName::ProxyAuthorization).is_some();
-        let auth_mark: &[u8] = if authed { b";swa" } else { b"" };
+        // Its value identifies the credentials, so the answers to their
+        // retransmissions count once. Kept out of the branch so CANCEL and
+        // ACK still match.
+        let creds: SmallVec<[&[u8]; 2]> = msg
+            .all(HeaderName::Authorization)
+            .chain(msg.all(HeaderName::ProxyAuthorization))
+            .map(|h| msg.value(h))
+            .collect();
+        let mark = (!creds.is_empty()).then(|| self.keys.credentials_mark(&creds));
+        let (auth_mark, auth_key): (&[u8], &[u8]) = match &mark {
+            Some(m) => (b";swa=", m),
+            None => (b"", b""),
+        };
         ed.insert_header_before(
             first_via,
             b"Via",
@@ -77,6 +88,7 @@ impl Core {
                 b";branch=",
                 &branch,
                 auth_mark,
+                auth_key,
             ],
         );
         if creates_dialog(msg) {

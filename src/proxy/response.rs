@@ -5,7 +5,7 @@
 
 use crate::flow::{Flow, Side};
 use crate::metrics::Event;
-use crate::policy::{Reason, Verdict};
+use crate::policy::{ban, Reason, Verdict};
 use crate::sip::params;
 use crate::sip::{Editor, HeaderName, Message, Method};
 
@@ -41,11 +41,12 @@ impl Core {
         if method == Method::Invite {
             self.learn_dialog(s, now, msg, code);
         }
-        if expect == Dir::Inbound && matches!(method, Method::Register | Method::Invite) {
-            let authed = msg.top_via().param(b"swa").is_some();
-            let failed = code == 403 || (authed && matches!(code, 401 | 407));
-            if let (true, super::action::Dest::Addr(a)) = (failed, &dest) {
-                self.count_auth_failure(s, now, a.ip());
+        if expect == Dir::Inbound && code >= 400 {
+            let swa = msg.top_via().param(b"swa");
+            if ban::auth_failed(msg, swa.is_some()) {
+                if let super::action::Dest::Addr(a) = &dest {
+                    self.count_auth_failure(s, now, a.ip(), credentials_key(swa.flatten()));
+                }
             }
         }
         if expect == Dir::Outbound {
@@ -138,6 +139,16 @@ impl Core {
                 tracing::warn!("registration table full (registration.max_entries): not stored");
             }
         }
+    }
+}
+
+/// The credentials a `swa=` mark names (0: none, or a mark without a
+/// value).
+fn credentials_key(mark: Option<&[u8]>) -> u32 {
+    let mut k = [0u8; 4];
+    match mark.and_then(|m| super::token::from_hex(m, &mut k)) {
+        Some(()) => u32::from_be_bytes(k),
+        None => 0,
     }
 }
 

@@ -455,6 +455,17 @@ impl Keys {
         self.sip64(b"tag", &[tag]).max(1)
     }
 
+    /// A request's credentials (its Authorization and Proxy-Authorization
+    /// values), hashed into 8 hex digits for our Via (`swa=`): the answers
+    /// to the same credentials, a retransmission's, then count once toward
+    /// a ban. Keyed, so that a guesser cannot make two guesses collide.
+    pub fn credentials_mark(&self, values: &[&[u8]]) -> [u8; 8] {
+        let h = (self.sip64(b"credentials", values) as u32).max(1);
+        let mut out = [0u8; 8];
+        hex_into(&mut out, &h.to_be_bytes());
+        out
+    }
+
     /// Hash of a REGISTER's Call-ID, keying pending registrations.
     pub fn call_key(&self, call_id: &[u8]) -> u128 {
         self.sip128(b"call", &[call_id])

@@ -23,6 +23,9 @@ pub enum HeaderName {
     Path,
     Authorization,
     ProxyAuthorization,
+    /// Challenges in 401/407 responses: read for `stale=true`.
+    WwwAuthenticate,
+    ProxyAuthenticate,
     /// `X-Sipwarden-*`: owned by sipwarden, never accepted from outside.
     XSipwarden,
     Other,
@@ -64,6 +67,8 @@ impl HeaderName {
             13 if eq(b"authorization") => HeaderName::Authorization,
             19 if eq(b"proxy-authorization") => HeaderName::ProxyAuthorization,
             14 if eq(b"content-length") => HeaderName::ContentLength,
+            16 if eq(b"www-authenticate") => HeaderName::WwwAuthenticate,
+            18 if eq(b"proxy-authenticate") => HeaderName::ProxyAuthenticate,
             n if n >= 12 && eq_lower(&name[..12], b"x-sipwarden-") => HeaderName::XSipwarden,
             _ => HeaderName::Other,
         }
@@ -173,6 +178,8 @@ mod tests {
             ("x-sipwarden-source", HeaderName::XSipwarden),
             ("X-SIPWARDEN-TRUNK", HeaderName::XSipwarden),
             ("X-Sipwarden-", HeaderName::XSipwarden),
+            ("WWW-Authenticate", HeaderName::WwwAuthenticate),
+            ("proxy-authenticate", HeaderName::ProxyAuthenticate),
             ("X-Other", HeaderName::Other),
             ("s", HeaderName::Other),
             ("Subject", HeaderName::Other),

@@ -8,6 +8,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 
+/// Credentials whose failure a source has had counted, per window: the
+/// answers to a slow backend's retransmissions count once. As many as the
+/// default `ban.after_auth_failures` less one: the next distinct failure
+/// bans anyway.
+const RECENT: usize = 4;
+
 /// Counting state of one source.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
@@ -16,6 +22,8 @@ struct Entry {
     auth_failures: u32,
     /// 0 when not banned.
     banned_until: u64,
+    /// Keys of the last failed credentials counted (0 = empty).
+    recent: [u32; RECENT],
 }
 
 /// Thresholds, from `[ban]`.
@@ -88,6 +96,8 @@ impl Bans {
 
     /// Counts one event; returns the trigger when it bans the source.
     /// `enforce = false` (monitor mode) counts and reports but bans not.
+    /// `key` names the credentials of a failed authentication (0: none):
+    /// the same credentials failing again within the window add nothing.
     fn record(
         &self,
         ip: IpAddr,
@@ -95,6 +105,7 @@ impl Bans {
         p: &Policy,
         auth: bool,
         enforce: bool,
+        key: u32,
     ) -> Option<Trigger> {
         let limit = if auth {
             p.after_auth_failures
@@ -126,8 +137,16 @@ impl Bans {
             e.window_start = now;
             e.rejects = 0;
             e.auth_failures = 0;
+            e.recent = [0; RECENT];
         }
         let n = if auth {
+            if key != 0 {
+                if e.recent.contains(&key) {
+                    return None;
+                }
+                let at = e.auth_failures as usize % RECENT;
+                e.recent[at] = key;
+            }
             e.auth_failures += 1;
             e.auth_failures
         } else {
@@ -139,6 +158,7 @@ impl Bans {
         }
         e.rejects = 0;
         e.auth_failures = 0;
+        e.recent = [0; RECENT];
         e.window_start = now;
         if enforce {
             e.banned_until = now + p.duration;
@@ -151,11 +171,20 @@ impl Bans {
     }
 
     pub fn reject(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
-        self.record(ip, now, p, false, enforce)
+        self.record(ip, now, p, false, enforce, 0)
     }
 
-    pub fn auth_failure(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
-        self.record(ip, now, p, true, enforce)
+    /// A failed authentication of the credentials `key` names (0: unknown,
+    /// always counted).
+    pub fn auth_failure(
+        &self,
+        ip: IpAddr,
+        now: u64,
+        p: &Policy,
+        enforce: bool,
+        key: u32,
+    ) -> Option<Trigger> {
+        self.record(ip, now, p, true, enforce, key)
     }
 
     /// Lifts expired bans and forgets stale counters. Returns the sources
@@ -216,20 +245,64 @@ mod tests {
     fn auth_failures_and_monitor_mode() {
         let b = Bans::new(10);
         let a = ip("2001:db8::1");
-        assert_eq!(b.auth_failure(a, 0, &P, false), None);
+        assert_eq!(b.auth_failure(a, 0, &P, false, 0), None);
         assert_eq!(
-            b.auth_failure(a, 10, &P, false),
+            b.auth_failure(a, 10, &P, false, 0),
             Some(Trigger::AuthFailures)
         );
         assert!(!b.is_banned(a, 20), "monitor mode reports, never bans");
-        assert_eq!(b.auth_failure(a, 30, &P, true), None);
-        assert_eq!(b.auth_failure(a, 40, &P, true), Some(Trigger::AuthFailures));
+        assert_eq!(b.auth_failure(a, 30, &P, true, 0), None);
+        assert_eq!(
+            b.auth_failure(a, 40, &P, true, 0),
+            Some(Trigger::AuthFailures)
+        );
         assert!(b.is_banned(a, 50));
         let off = Policy {
             after_auth_failures: 0,
             ..P
         };
-        assert_eq!(b.auth_failure(ip("192.0.2.9"), 0, &off, true), None);
+        assert_eq!(b.auth_failure(ip("192.0.2.9"), 0, &off, true, 0), None);
+    }
+
+    #[test]
+    fn the_same_credentials_failing_again_count_once() {
+        let b = Bans::new(10);
+        let a = ip("192.0.2.5");
+        let p = Policy {
+            after_auth_failures: 3,
+            ..P
+        };
+        // Key 7 answered four times (a retransmitted request): one failure.
+        for t in 0..4 {
+            assert_eq!(b.auth_failure(a, t, &p, true, 7), None);
+        }
+        assert_eq!(b.auth_failure(a, 10, &p, true, 8), None);
+        assert_eq!(b.auth_failure(a, 11, &p, true, 8), None);
+        assert_eq!(b.auth_failure(a, 12, &p, true, 7), None);
+        // A third distinct key bans.
+        assert_eq!(
+            b.auth_failure(a, 20, &p, true, 9),
+            Some(Trigger::AuthFailures)
+        );
+        // Unknown credentials (0) always count.
+        let c = ip("192.0.2.6");
+        assert_eq!(b.auth_failure(c, 0, &p, true, 0), None);
+        assert_eq!(b.auth_failure(c, 1, &p, true, 0), None);
+        assert_eq!(
+            b.auth_failure(c, 2, &p, true, 0),
+            Some(Trigger::AuthFailures)
+        );
+        // The memory is per window: the same key a window later counts.
+        let d = ip("192.0.2.7");
+        assert_eq!(b.auth_failure(d, 0, &p, true, 5), None);
+        assert_eq!(b.auth_failure(d, 1, &p, true, 6), None);
+        assert_eq!(b.auth_failure(d, P.window, &p, true, 5), None);
+        assert_eq!(b.auth_failure(d, P.window + 1, &p, true, 6), None);
+        assert_eq!(b.auth_failure(d, P.window + 2, &p, true, 5), None);
+        assert_eq!(
+            b.auth_failure(d, P.window + 3, &p, true, 4),
+            Some(Trigger::AuthFailures)
+        );
     }
 
     #[test]

@@ -33,9 +33,12 @@ for i in $(seq 30); do echo "guess$i"; done > "$RUN/dict.txt"
 echo secret >> "$RUN/dict.txt"
 FIGURES=()
 
-# part_config [SED-EXPR...]: the e2e config with the limits of DESIGN.md
-# (rate 50/100, REGISTER 5/20) and the ban defaults, edited by the sed
-# expressions; more TOML may be appended afterwards.
+# part_config [SED-EXPR...]: the e2e config with the per-phone limits that
+# were the defaults before issue 12 (rate 50, burst 100, REGISTER 5/20; the
+# defaults are now sized for an office, see office.sh) and the ban defaults,
+# edited by the sed expressions; more TOML may be appended afterwards. The
+# flood's numbers in (c) and the guesses in flight in (a) are asserted
+# against these bursts.
 part_config() {
     local f=$RUN/sipwarden.toml e args=()
     write_config "$f" "$DOMAIN"
