@@ -163,3 +163,47 @@ fn a_log_level_that_is_not_a_level_is_refused_before_it_silences_the_log() {
     assert_eq!(out.status.code(), Some(1), "check refuses it too");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A key file directory this user may not write: refused by `check` (and
+/// so by start) before anything is tried. Root may write anywhere, so as
+/// root the check runs as `nobody` through setpriv(1).
+#[test]
+fn a_directory_the_user_cannot_write_is_refused_by_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("locked");
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).expect("mkdir");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "[secret]\nkey_file = \"{}\"\n",
+            locked.join("sub/secret").display()
+        ),
+    );
+    let bin = env!("CARGO_BIN_EXE_sipwarden");
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let out = cmd
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run check (as root this needs setpriv from util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.contains("key `secret.key_file`") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(!locked.join("sub").exists(), "check created nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -643,6 +643,20 @@ mod tests {
             (Some(4), Some("state.path")),
             "{e}"
         );
+        // An address that is not this host's (TEST-NET-1): start could not
+        // bind it. The text alone is fine.
+        let text = format!(
+            "{MIN}public = [\"udp:0.0.0.0:5060\",\n  \"udp:192.0.2.1:5062\"]\n[secret]\nkey_file = \"new/secret\"\n"
+        );
+        std::fs::write(&cfg, &text).unwrap();
+        let e = load(&cfg, Probe::Host).unwrap_err().first();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("listen.public")),
+            "{e}"
+        );
+        assert!(e.message.contains("not an address of this host"), "{e}");
+        assert!(load(&cfg, Probe::Text).is_ok());
         let _ = std::fs::remove_dir_all(&d);
     }
 }
