@@ -5,6 +5,7 @@
 //! moves the bytes; `main.rs` wires config, signals and sockets.
 
 pub mod config;
+pub mod files;
 pub mod flow;
 pub mod fuzzing;
 pub mod metrics;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::{reload, EnvFilter};
 
-use sipwarden::config::{self, LogFormat};
+use sipwarden::config::{self, LogFormat, Probe};
 use sipwarden::metrics::{Event, Metrics};
 use sipwarden::proxy::{Core, Keys, Settings};
 use sipwarden::secret;
@@ -53,25 +53,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// Everything start would refuse, refused with its line; what is legal but
+/// likely wrong printed as `warning:` lines (exit 0).
 fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(c) => {
+    match config::load(path, Probe::Host) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let c = &loaded.config;
             println!(
                 "{}: OK: {} public socket(s), {} domain(s), {} trunk(s), mode {:?}, \
-                 dialog table {:.1} MiB (allocated at start)",
+                 dialog table {:.1} MiB (allocated at start){}",
                 path.display(),
                 c.listen.public.len(),
                 c.filter.domains.len(),
                 c.trunks.len(),
                 c.filter.mode,
-                sipwarden::state::Dialogs::bytes_for(c.dialog.max_entries) as f64 / 1048576.0
+                sipwarden::state::Dialogs::bytes_for(c.dialog.max_entries) as f64 / 1048576.0,
+                match loaded.warnings.len() {
+                    0 => String::new(),
+                    n => format!(", {n} warning(s)"),
+                }
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("config error: {e}");
+        Err(rejected) => {
+            print_rejected(&rejected);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A refused config on stderr: every error, then the warnings.
+fn print_rejected(r: &config::Rejected) {
+    for e in &r.errors {
+        eprintln!("config error: {e}");
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
     }
 }
 
@@ -88,10 +108,12 @@ fn reachable(a: std::net::SocketAddr) -> std::net::SocketAddr {
 fn health(path: &Path) -> ExitCode {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    let cfg = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("config error: {e}");
+    // Only the sockets matter here: the key file and state directory are
+    // the running instance's business (and may not be this user's).
+    let cfg = match config::load(path, Probe::Text) {
+        Ok(l) => l.config,
+        Err(r) => {
+            print_rejected(&r);
             return ExitCode::FAILURE;
         }
     };
@@ -147,14 +169,24 @@ fn health(path: &Path) -> ExitCode {
 
 type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
-/// Installs the log subscriber. `RUST_LOG`, when set, overrides
+/// Whether a valid `RUST_LOG` overrides `log.level`.
+fn rust_log_in_force() -> bool {
+    std::env::var("RUST_LOG").is_ok_and(|v| config::log_filter(&v).is_ok())
+}
+
+/// Installs the log subscriber. `RUST_LOG`, when set and valid, overrides
 /// `log.level`.
 fn init_logging(cfg: &config::Config) -> FilterHandle {
     use tracing_subscriber::prelude::*;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|v| {
+        config::log_filter(&v)
+            .map_err(|e| eprintln!("sipwarden: RUST_LOG ignored, log.level used: {e}"))
+            .ok()
+    });
+    // `log.level` was checked with the config.
+    let filter = from_env
+        .or_else(|| config::log_filter(&cfg.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     // Logs go to stderr (journald and docker collect it); colours only
@@ -180,15 +212,31 @@ fn init_logging(cfg: &config::Config) -> FilterHandle {
     handle
 }
 
+/// Why a start failed, on stderr whatever the log settings: through the
+/// log when it shows errors, else as a plain line (`log.level = "off"`,
+/// `RUST_LOG=off` or a filter that leaves sipwarden's errors out).
+fn start_failed(why: &str) -> ExitCode {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("cannot start: {why}");
+    } else {
+        eprintln!("sipwarden: cannot start: {why}");
+    }
+    ExitCode::FAILURE
+}
+
 fn run(path: &Path) -> ExitCode {
-    let cfg = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("config error: {e}");
+    // The same checks as `sipwarden check`: the config, the key file, the
+    // state directory and the addresses, before anything is created.
+    let loaded = match config::load(path, Probe::Host) {
+        Ok(l) => l,
+        Err(r) => {
+            print_rejected(&r);
             return ExitCode::FAILURE;
         }
     };
+    let cfg = loaded.config;
     let log = init_logging(&cfg);
+    log_warnings(&loaded.warnings);
     let key = match secret::load_or_create(&cfg.secret.key_file) {
         Ok((key, created)) => {
             if created {
@@ -199,22 +247,24 @@ fn run(path: &Path) -> ExitCode {
             }
             key
         }
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return start_failed(&e),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return start_failed(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(serve(path, cfg, key, log))
+}
+
+/// The config's warnings, logged once logging is up (`check` prints the
+/// same ones).
+fn log_warnings(warnings: &[config::ConfigWarning]) {
+    for w in warnings {
+        tracing::warn!("config: {w}");
+    }
 }
 
 async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandle) -> ExitCode {
@@ -233,18 +283,14 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
     }
     let server = match Server::start(core.clone()) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return start_failed(&e),
     };
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        tracing::error!("cannot install signal handlers");
-        return ExitCode::FAILURE;
+        return start_failed("cannot install signal handlers");
     };
     let eg = server.egress().clone();
     let tasks = [
@@ -258,13 +304,17 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match config::load(path) {
-                    Ok(c) => {
+                match config::load(path, Probe::Host) {
+                    Ok(loaded) => {
+                        log_warnings(&loaded.warnings);
+                        let c = loaded.config;
                         if c.secret.key_file != key_file {
                             tracing::warn!("secret.key_file changed: the new file is used after a restart only");
                         }
-                        if std::env::var_os("RUST_LOG").is_none() {
-                            let _ = log.reload(EnvFilter::new(&c.log.level));
+                        if !rust_log_in_force() {
+                            if let Ok(f) = config::log_filter(&c.log.level) {
+                                let _ = log.reload(f);
+                            }
                         }
                         let every = c.metrics.summary_interval.0;
                         match server.reload(Settings::new(c)) {
@@ -282,9 +332,10 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
                             }
                         }
                     }
-                    Err(e) => {
+                    Err(r) => {
                         metrics.event(Event::ReloadFailed);
-                        tracing::error!(error = %e, "reload refused; the running config stays");
+                        log_warnings(&r.warnings);
+                        tracing::error!(error = %r, "reload refused; the running config stays");
                     }
                 }
             }

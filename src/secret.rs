@@ -11,27 +11,45 @@ use crate::proxy::token::{from_hex, to_hex};
 /// exist. A file that exists but is not 64 hex digits is an error: a
 /// silently replaced key would invalidate every live dialog.
 pub fn load_or_create(path: &Path) -> Result<([u8; 32], bool), String> {
+    if let Some(key) = read(path)? {
+        return Ok((key, false));
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for the secret key: {e}"))?;
+    write_new(path, &key)
+        .map_err(|e| format!("{}: cannot create the secret key file: {e}", path.display()))?;
+    Ok((key, true))
+}
+
+/// What start would say about the key file, without creating it: a file
+/// that exists must be readable and hold a key; a missing one must be
+/// creatable (see [`crate::files::can_create`]).
+pub fn check(path: &Path) -> Result<(), String> {
+    match read(path)? {
+        Some(_) => Ok(()),
+        None => crate::files::can_create(path).map_err(|e| {
+            format!(
+                "{}: the secret key file is missing and cannot be created: {e}",
+                path.display()
+            )
+        }),
+    }
+}
+
+/// The key in the file, `None` when there is no file.
+fn read(path: &Path) -> Result<Option<[u8; 32]>, String> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let text = bytes.trim_ascii();
             let mut key = [0u8; 32];
-            from_hex(text, &mut key).ok_or_else(|| {
+            from_hex(bytes.trim_ascii(), &mut key).ok_or_else(|| {
                 format!(
                     "{}: the secret key file must hold 64 hex digits (delete it to have a new one generated)",
                     path.display()
                 )
             })?;
-            Ok((key, false))
+            Ok(Some(key))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            getrandom::fill(&mut key)
-                .map_err(|e| format!("no randomness for the secret key: {e}"))?;
-            write_new(path, &key).map_err(|e| {
-                format!("{}: cannot create the secret key file: {e}", path.display())
-            })?;
-            Ok((key, true))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!(
             "{}: cannot read the secret key file: {e}",
             path.display()
@@ -66,6 +84,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sw-secret-{}", std::process::id()));
         let path = dir.join("sub/secret");
         let _ = std::fs::remove_dir_all(&dir);
+        check(&path).unwrap();
+        assert!(!path.exists(), "check creates nothing");
         let (k1, created) = load_or_create(&path).unwrap();
         assert!(created);
         let (k2, created) = load_or_create(&path).unwrap();
@@ -73,6 +93,11 @@ mod tests {
         assert_eq!(k1, k2);
         std::fs::write(&path, "not hex").unwrap();
         assert!(load_or_create(&path).unwrap_err().contains("64 hex digits"));
+        assert!(check(&path).unwrap_err().contains("64 hex digits"));
+        let e = check(&path.join("below-a-file")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+        let e = check(&dir.join("sub/secret/x/y")).unwrap_err();
+        assert!(e.contains("cannot"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,28 +1,40 @@
-//! Reading and checking the TOML config. Every error names the file, the
-//! line and the key, so `sipwarden check` tells an operator what to fix.
+//! Reading and checking the TOML config. Building a config from the text
+//! is the validation: it returns the config and its warnings, or every
+//! error found, as values, each with the file, the line (from the TOML
+//! parser's spans) and the key, so that `sipwarden check` can print them
+//! and the running proxy can log them.
 
+mod rules;
 pub mod schema;
+mod spans;
 pub mod types;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 pub use schema::*;
 pub use types::{cidrs_contain, Cidr, Dur, HostPort, SocketSpec};
 
-use crate::flow::Transport;
-use crate::policy::domain::DomainSet;
+use spans::{line_at, Seg, Spans};
 
-/// A config file that cannot be used, and where it goes wrong.
+/// One finding about a config file: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct Diagnostic {
     pub file: String,
     pub line: Option<usize>,
     pub key: Option<String>,
     pub message: String,
 }
 
-impl fmt::Display for ConfigError {
+/// A config file that cannot be used, and where it goes wrong.
+pub type ConfigError = Diagnostic;
+
+/// Something legal in a config file that is likely a mistake.
+pub type ConfigWarning = Diagnostic;
+
+impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let Some(l) = self.line {
@@ -35,308 +47,227 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for Diagnostic {}
 
-/// Reads, parses and validates a config file. Relative paths inside it
-/// (`state.path`, `secret.key_file`) are taken relative to the file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: None,
-        key: None,
-        message: format!("cannot read: {e}"),
-    })?;
-    let mut cfg = parse(&text, &file)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let rel = |p: &mut PathBuf| {
-        if p.is_relative() {
-            *p = base.join(&*p);
+/// A config that can be used, and what in it is likely wrong.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A config that cannot be used: every error found (in line order; at
+/// least one), and the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Rejected {
+    fn one(e: ConfigError) -> Rejected {
+        Rejected {
+            errors: vec![e],
+            warnings: Vec::new(),
         }
-    };
-    rel(&mut cfg.secret.key_file);
-    if let Some(p) = cfg.state.path.as_mut() {
-        rel(p);
     }
-    Ok(cfg)
+
+    /// The first error (by line).
+    pub fn first(mut self) -> ConfigError {
+        self.errors.swap_remove(0)
+    }
 }
 
-/// Parses and validates config text; `file` only labels errors.
-pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let cfg: Config = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start));
-        let key = e.span().and_then(|s| key_at(text, s.start));
-        ConfigError {
-            file: file.to_string(),
-            line,
-            key,
-            message: e.message().trim().to_string(),
-        }
-    })?;
-    validate(&cfg, text, file)?;
-    Ok(cfg)
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The dotted key whose value holds `offset`: the nearest `key =` line at
-/// or above it, inside the nearest `[table]` header above that.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let upto = &text[..offset.min(text.len())];
-    let line_end = text[upto.len()..]
-        .find('\n')
-        .map_or(text.len(), |i| upto.len() + i);
-    let mut key = None;
-    let mut table = None;
-    for line in text[..line_end].lines().rev() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            table = Some(l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-            break;
-        }
-        if key.is_none() {
-            if let Some((k, _)) = l.split_once('=') {
-                let k = k.trim();
-                if !k.is_empty()
-                    && k.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b"_-.\"".contains(&c))
-                {
-                    key = Some(k.trim_matches('"').to_string());
-                }
-            } else if !l.is_empty()
-                && !l.starts_with('#')
-                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
-            {
-                // An unknown bare key without `=` is still a key.
-                key = Some(l.to_string());
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
             }
+            write!(f, "{e}")?;
         }
-    }
-    match (table, key) {
-        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
-        (None, Some(k)) => Some(k),
-        (Some(t), None) => Some(t),
-        (None, None) => None,
+        Ok(())
     }
 }
 
-/// The line where `table.key` is set, for errors found after parsing.
-fn find_key(text: &str, table: &str, key: &str) -> Option<usize> {
-    let mut in_table = table.is_empty();
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_table = l.trim_matches(|c| c == '[' || c == ']').trim() == table;
-            continue;
-        }
-        if in_table {
-            if let Some((k, _)) = l.split_once('=') {
-                if k.trim().trim_matches('"') == key {
-                    return Some(i + 1);
-                }
-            }
-        }
-    }
-    None
+impl std::error::Error for Rejected {}
+
+/// How far loading looks beyond the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The text alone.
+    Text,
+    /// Also what start needs of this host (key file, state directory,
+    /// local addresses), asked without changing anything: what `check`,
+    /// start and reload use.
+    Host,
 }
 
-fn validate(cfg: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
-    let fail = |table: &str, key: &str, message: String| ConfigError {
-        file: file.to_string(),
-        line: find_key(text, table, key),
-        key: Some(if table.is_empty() {
-            key.to_string()
+/// Errors and warnings as they are found, each located by its key's path.
+pub(crate) struct Report<'a> {
+    file: &'a str,
+    spans: &'a Spans<'a>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl<'a> Report<'a> {
+    fn new(file: &'a str, spans: &'a Spans<'a>) -> Report<'a> {
+        Report {
+            file,
+            spans,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn at(&self, path: &[Seg], message: String) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_string(),
+            line: self.spans.line_of(path),
+            key: Some(spans::dotted(path)),
+            message,
+        }
+    }
+
+    /// Whether the key at `path` is written in the file (not a default).
+    fn has_line(&self, path: &[Seg]) -> bool {
+        self.spans.line_of(path).is_some()
+    }
+
+    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+        let d = self.at(path, message.into());
+        self.errors.push(d);
+    }
+
+    fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
+        let d = self.at(path, message.into());
+        self.warnings.push(d);
+    }
+
+    fn finish(mut self, config: Config) -> Result<Loaded, Rejected> {
+        let by_line = |d: &Diagnostic| d.line.unwrap_or(usize::MAX);
+        self.errors.sort_by_key(by_line);
+        self.warnings.sort_by_key(by_line);
+        if self.errors.is_empty() {
+            Ok(Loaded {
+                config,
+                warnings: self.warnings,
+            })
         } else {
-            format!("{table}.{key}")
-        }),
-        message,
+            Err(Rejected {
+                errors: self.errors,
+                warnings: self.warnings,
+            })
+        }
+    }
+}
+
+/// Reads and checks a config file. Relative paths inside it
+/// (`state.path`, `secret.key_file`) are taken relative to the file.
+pub fn load(path: &Path, probe: Probe) -> Result<Loaded, Rejected> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Rejected::one(Diagnostic {
+            file: file.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    build(&text, &file, Some(base), probe)
+}
+
+/// Checks config text alone; `file` only labels the findings.
+pub fn read(text: &str, file: &str) -> Result<Loaded, Rejected> {
+    build(text, file, None, Probe::Text)
+}
+
+/// Checks config text alone and keeps the config and the first error:
+/// for tests and tools that build a config from a literal.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    read(text, file).map(|l| l.config).map_err(Rejected::first)
+}
+
+/// The log filter of a `log.level` value. `EnvFilter` alone takes a bare
+/// word for a target, so a typo such as "verbose" would silence every
+/// line, errors included: here a directive without `=` must be a level
+/// (`error`, `warn`, `info`, `debug`, `trace`, `off`), and the others
+/// `TARGET=LEVEL` (e.g. `sipwarden=debug,info`).
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=')
+            && !d.contains('[')
+            && d.parse::<tracing::level_filters::LevelFilter>().is_err()
+        {
+            return Err(format!(
+                "{d:?} is not a log level: write error, warn, info, debug, trace or off, \
+                 or TARGET=LEVEL such as \"sipwarden=debug,info\""
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("{level:?}: {e}"))
+}
+
+fn build(text: &str, file: &str, base: Option<&Path>, probe: Probe) -> Result<Loaded, Rejected> {
+    let doc = match toml::de::DeTable::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let (at, message) = spans::syntax_error(text, &e);
+            let (partial, _) = toml::de::DeTable::parse_recoverable(text);
+            let key = at.and_then(|o| Spans::new(text, partial.get_ref()).key_at(o));
+            return Err(Rejected::one(Diagnostic {
+                file: file.to_string(),
+                line: at.map(|o| line_at(text, o)),
+                key,
+                message,
+            }));
+        }
     };
-    if cfg.listen.public.is_empty() {
-        return Err(fail(
-            "listen",
-            "public",
-            "at least one public socket is needed".into(),
-        ));
-    }
-    if !(1..=1024).contains(&cfg.listen.udp_batch) {
-        return Err(fail(
-            "listen",
-            "udp_batch",
-            "between 1 and 1024 datagrams".into(),
-        ));
-    }
-    if !((64 << 10)..=(1 << 30)).contains(&cfg.listen.udp_rcvbuf) {
-        return Err(fail(
-            "listen",
-            "udp_rcvbuf",
-            "between 65536 and 1073741824 bytes".into(),
-        ));
-    }
-    if cfg.listen.udp_coalesce.0 > std::time::Duration::from_millis(10) {
-        return Err(fail(
-            "listen",
-            "udp_coalesce",
-            "at most 10ms: it is added to messages' latency under load".into(),
-        ));
-    }
-    if cfg.listen.public.len() > 36 {
-        return Err(fail("listen", "public", "at most 36 public sockets".into()));
-    }
-    let internal = cfg.listen.internal.to_vec();
-    if internal.is_empty() || internal.len() > 36 {
-        return Err(fail(
-            "listen",
-            "internal",
-            "between 1 and 36 internal sockets".into(),
-        ));
-    }
-    for s in internal.iter() {
-        if !s.addr.ip().is_loopback() {
-            tracing::warn!(socket = %s, "listen.internal is not on loopback: whoever reaches it is trusted like Asterisk");
-        }
-    }
-    let mut all = cfg.listen.public.clone();
-    all.extend(internal.iter().copied());
-    for (i, a) in all.iter().enumerate() {
-        if all[..i].contains(a) {
-            return Err(fail(
-                "listen",
-                "public",
-                format!("socket {a} is listed twice"),
-            ));
-        }
-    }
-    let backend = cfg.backend.address;
-    if !internal.iter().any(|s| s.transport == backend.transport) {
-        return Err(fail(
-            "backend",
-            "address",
-            format!(
-                "backend is reached over {}, but listen.internal has no {} socket to send from",
-                backend.transport, backend.transport
-            ),
-        ));
-    }
-    if backend.transport == Transport::Udp && internal.iter().any(|s| s.addr == backend.addr) {
-        return Err(fail(
-            "backend",
-            "address",
-            "backend address equals an internal socket".into(),
-        ));
-    }
-    if let Err(bad) = DomainSet::new(&cfg.filter.domains) {
-        return Err(fail(
-            "filter",
-            "domains",
-            format!("{bad:?} is not a domain name (a `*.` prefix is allowed)"),
-        ));
-    }
-    if cfg.filter.match_.is_empty() {
-        return Err(fail(
-            "filter",
-            "match",
-            "name at least one of \"request-uri\", \"to\", \"from\"".into(),
-        ));
-    }
-    if cfg.filter.user_agents.iter().any(|u| u.trim().is_empty()) {
-        return Err(fail(
-            "filter",
-            "user_agents",
-            "an empty entry would match every User-Agent".into(),
-        ));
-    }
-    let mut names = std::collections::HashSet::new();
-    for t in &cfg.trunks {
-        if t.name.trim().is_empty() || !t.name.bytes().all(|c| c.is_ascii_graphic()) {
-            return Err(fail(
-                "trunk",
-                "name",
-                format!(
-                    "{:?}: a trunk name is printable ASCII without spaces",
-                    t.name
-                ),
-            ));
-        }
-        if !names.insert(t.name.as_str()) {
-            return Err(fail(
-                "trunk",
-                "name",
-                format!("trunk {:?} is defined twice", t.name),
-            ));
-        }
-        if t.registrar.trim().is_empty() || t.registrar.contains(char::is_whitespace) {
-            return Err(fail(
-                "trunk",
-                "registrar",
-                format!("{:?} is not a host", t.registrar),
-            ));
-        }
-        if let Some(k) = t.keepalive {
-            if k.ms() < 1000 {
-                return Err(fail(
-                    "trunk",
-                    "keepalive",
-                    "keepalive interval below 1s".into(),
-                ));
+    let spans = Spans::new(text, doc.get_ref());
+    let mut cfg = Config::deserialize(toml::de::Deserializer::from(doc.clone()))
+        .map_err(|e| Rejected::one(value_error(text, file, &spans, &e)))?;
+    if let Some(base) = base {
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
+        };
+        rel(&mut cfg.secret.key_file);
+        if let Some(p) = cfg.state.path.as_mut() {
+            rel(p);
         }
     }
-    let l = &cfg.limits;
-    if !(1024..=1 << 20).contains(&l.max_message) {
-        return Err(fail(
-            "limits",
-            "max_message",
-            "between 1024 and 1048576 bytes".into(),
-        ));
+    let mut report = Report::new(file, &spans);
+    rules::rules(&cfg, &mut report);
+    if probe == Probe::Host {
+        rules::host_rules(&cfg, &mut report);
     }
-    if !(16..=1024).contains(&l.max_headers) {
-        return Err(fail("limits", "max_headers", "between 16 and 1024".into()));
+    report.finish(cfg)
+}
+
+/// A value the schema refuses: located by the error's span.
+fn value_error(text: &str, file: &str, spans: &Spans, e: &toml::de::Error) -> Diagnostic {
+    let message = e.message().trim().to_string();
+    // The whole document's span (0..0): no line says more than the message.
+    let at = e.span().filter(|s| *s != (0..0)).map(|s| s.start);
+    let mut key = at.and_then(|o| spans.key_at(o));
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        key = Some(match key {
+            Some(k) => format!("{k}.{field}"),
+            None => field.to_string(),
+        });
     }
-    if !(256..=65535).contains(&l.max_line) {
-        return Err(fail(
-            "limits",
-            "max_line",
-            "between 256 and 65535 bytes".into(),
-        ));
+    Diagnostic {
+        file: file.to_string(),
+        line: at.map(|o| line_at(text, o)),
+        key,
+        message,
     }
-    if l.rate == 0 || l.burst == 0 || l.register_rate == 0 || l.register_burst == 0 {
-        return Err(fail(
-            "limits",
-            "rate",
-            "rates and bursts must be at least 1".into(),
-        ));
-    }
-    if l.max_sources == 0 {
-        return Err(fail("limits", "max_sources", "must be at least 1".into()));
-    }
-    if cfg.ban.window.ms() == 0 {
-        return Err(fail("ban", "window", "must be longer than 0s".into()));
-    }
-    if cfg.ban.max_entries == 0 {
-        return Err(fail("ban", "max_entries", "must be at least 1".into()));
-    }
-    if cfg.dialog.max_entries == 0 {
-        return Err(fail("dialog", "max_entries", "must be at least 1".into()));
-    }
-    if cfg.registration.max_entries == 0 {
-        return Err(fail(
-            "registration",
-            "max_entries",
-            "must be at least 1".into(),
-        ));
-    }
-    if cfg.tcp.max_connections == 0 {
-        return Err(fail("tcp", "max_connections", "must be at least 1".into()));
-    }
-    if cfg.tcp.idle_timeout.ms() < 1000 {
-        return Err(fail("tcp", "idle_timeout", "must be at least 1s".into()));
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
-        return Err(fail("log", "level", format!("{:?}: {e}", cfg.log.level)));
-    }
-    Ok(())
 }
 
 impl Config {
@@ -439,8 +370,293 @@ mod tests {
     }
 
     #[test]
-    fn the_example_file_is_valid() {
+    fn the_example_file_is_valid_without_warnings() {
         let text = include_str!("../../config/sipwarden.toml");
-        parse(text, "config/sipwarden.toml").unwrap();
+        let l = read(text, "config/sipwarden.toml").unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
+    /// `(line, key)` of each warning.
+    fn warnings(text: &str) -> Vec<(Option<usize>, String)> {
+        read(text, "t")
+            .unwrap_or_else(|r| panic!("{r}"))
+            .warnings
+            .into_iter()
+            .map(|w| (w.line, w.key.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn likely_mistakes_are_warnings_with_their_line() {
+        let quiet = format!("{MIN}[filter]\ndomains = [\"a.example\"]\n");
+        assert_eq!(warnings(&quiet), vec![]);
+        // No domain in enforce mode drops every phone; in monitor mode
+        // nothing is dropped.
+        let text = format!("{MIN}[filter]\ndomains = []\n");
+        assert_eq!(warnings(&text), vec![(Some(4), "filter.domains".into())]);
+        assert_eq!(warnings(MIN), vec![(None, "filter.domains".into())]);
+        let text = format!("{MIN}[filter]\nmode = \"monitor\"\n");
+        assert_eq!(warnings(&text), vec![]);
+        // An internal socket on a wildcard or another interface.
+        let text = format!(
+            "{MIN}internal = [\"udp:127.0.0.1:5070\",\n  \"tcp:0.0.0.0:5070\",\n  \"udp:10.0.0.1:5070\"]\n\
+             [filter]\ndomains = [\"a.example\"]\n"
+        );
+        let w = read(&text, "t").unwrap().warnings;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(
+            (w[0].line, w[0].key.as_deref()),
+            (Some(4), Some("listen.internal"))
+        );
+        assert!(w[0].message.contains("every address"), "{}", w[0]);
+        assert_eq!(
+            (w[1].line, w[1].key.as_deref()),
+            (Some(5), Some("listen.internal"))
+        );
+        assert!(w[1].message.contains("not on loopback"), "{}", w[1]);
+        // Asterisk on another host.
+        let text = format!(
+            "{MIN}[backend]\naddress = \"udp:192.0.2.7:5080\"\n[filter]\ndomains = [\"a.example\"]\n"
+        );
+        assert_eq!(warnings(&text), vec![(Some(4), "backend.address".into())]);
+    }
+
+    #[test]
+    fn every_error_is_reported_in_line_order() {
+        let text = format!(
+            "{MIN}[limits]\nmax_headers = 1\n[log]\nlevel = \"verbose\"\n[ban]\nwindow = \"0s\"\n"
+        );
+        let r = read(&text, "t").unwrap_err();
+        let got: Vec<_> = r
+            .errors
+            .iter()
+            .map(|e| (e.line, e.key.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(4), "limits.max_headers".to_string()),
+                (Some(6), "log.level".to_string()),
+                (Some(8), "ban.window".to_string()),
+            ]
+        );
+        // The warnings of a refused file are kept for `check` to print.
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let e = err("# comment\n[listen]\npublic = []\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("listen.advertise"))
+        );
+        let e = err(&format!(
+            "{MIN}[[trunk]]\nname = \"a\"\nregistrar = \"r\"\n[[trunk]]\nname = \"b\"\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(6), Some("trunk.registrar"))
+        );
+        let e = err("[filter]\n");
+        assert_eq!((e.line, e.key.as_deref()), (None, Some("listen")));
+    }
+
+    /// `(line, key)` of the first error.
+    fn at(text: &str) -> (Option<usize>, Option<String>) {
+        let e = err(text);
+        (e.line, e.key)
+    }
+
+    fn key(k: &str) -> Option<String> {
+        Some(k.to_string())
+    }
+
+    #[test]
+    fn log_level_is_a_level_or_target_directives() {
+        for ok in [
+            "info",
+            "debug",
+            "warn",
+            "error",
+            "off",
+            "trace",
+            "INFO",
+            "sipwarden=debug,info",
+            "info,sipwarden::proxy=trace",
+            "sipwarden=debug",
+        ] {
+            parse(&format!("{MIN}[log]\nlevel = \"{ok}\"\n"), "t")
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        // EnvFilter reads a bare word as a target: "verbose" would enable
+        // the target "verbose" and silence everything else.
+        for bad in [
+            "verbose",
+            "sipwarden=debug,loud",
+            "sipwarden=verbose",
+            "sipwarden",
+        ] {
+            let e = err(&format!("{MIN}[log]\nlevel = \"{bad}\"\n"));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(4), Some("log.level")),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn sockets_that_collide_across_sections_are_refused() {
+        // metrics.listen on the default public TCP socket.
+        let text = format!("{MIN}[metrics]\nlisten = \"0.0.0.0:5060\"\n");
+        assert_eq!(at(&text), (Some(4), key("metrics.listen")));
+        // A specific address under a wildcard of the same transport and port.
+        let text = format!("{MIN}[metrics]\nlisten = \"127.0.0.1:5060\"\n");
+        assert_eq!(at(&text), (Some(4), key("metrics.listen")));
+        let text = "[listen]\npublic = [\"udp:0.0.0.0:5060\",\n  \"udp:127.0.0.1:5060\"]\nadvertise = \"pbx:5060\"\n";
+        assert_eq!(at(text), (Some(3), key("listen.public")));
+        // listen.internal on a public socket: reported on the internal key.
+        let text = "[listen]\npublic = [\"udp:0.0.0.0:5060\"]\nadvertise = \"pbx:5060\"\ninternal = \"udp:0.0.0.0:5060\"\n";
+        assert_eq!(at(text), (Some(4), key("listen.internal")));
+        let text = "[listen]\npublic = [\"udp:127.0.0.1:5060\"]\nadvertise = \"pbx:5060\"\ninternal = [\"tcp:127.0.0.1:5070\", \"udp:0.0.0.0:5060\"]\n";
+        assert_eq!(at(text), (Some(4), key("listen.internal")));
+        // The backend on one of sipwarden's own sockets.
+        let text = format!("{MIN}[backend]\naddress = \"udp:127.0.0.1:5060\"\n");
+        assert_eq!(at(&text), (Some(4), key("backend.address")));
+        // Legal: UDP and TCP on one port, IPv4 and (v6-only) IPv6 wildcards,
+        // metrics on a port of a UDP socket.
+        parse(
+            "[listen]\npublic = [\"udp:0.0.0.0:5060\", \"tcp:0.0.0.0:5060\", \"udp:[::]:5060\", \"tcp:[::]:5060\"]\n\
+             advertise = \"pbx:5060\"\n[metrics]\nlisten = \"127.0.0.1:5070\"\n",
+            "t",
+        )
+        .unwrap();
+        // The metrics listener on [::] is dual-stack: it takes IPv4 too.
+        let text = format!("{MIN}[metrics]\nlisten = \"[::]:5060\"\n");
+        assert_eq!(at(&text), (Some(4), key("metrics.listen")));
+    }
+
+    #[test]
+    fn advertise_must_be_a_usable_address() {
+        for bad in [
+            "0.0.0.0:5060",
+            "[::]:5060",
+            "pbx:0",
+            "999.1.1.1:5060",
+            "-pbx.example.com:5060",
+            "pbx..example.com:5060",
+            "224.0.0.1:5060",
+        ] {
+            let e = err(&format!("[listen]\n\nadvertise = \"{bad}\"\n"));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(3), Some("listen.advertise")),
+                "{bad}: {e}"
+            );
+        }
+        for ok in [
+            "pbx:5060",
+            "203.0.113.5:5060",
+            "[2001:db8::1]:5060",
+            "a-b.example.com",
+        ] {
+            parse(&format!("[listen]\nadvertise = \"{ok}\"\n"), "t")
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_reported_on_its_line() {
+        let text = format!("{MIN}public = [\"udp:0.0.0.0:5060\",\n\n# the next table\n[filter]\ndomains = [\"a.example\"]\n");
+        let e = err(&text);
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("unclosed"), "{e}");
+        let text = format!("{MIN}[filter\ndomains = [\"a.example\"]\n");
+        assert_eq!(err(&text).line, Some(3));
+    }
+
+    #[test]
+    fn a_key_of_the_second_trunk_is_reported_on_its_line() {
+        let text = format!(
+            "{MIN}[[trunk]]\nname = \"a\"\nregistrar = \"sip.a.example\"\n\n[[trunk]]\nname = \"a\"\nregistrar = \"sip.b.example\"\n"
+        );
+        assert_eq!(at(&text), (Some(8), key("trunk.name")));
+        let text = format!(
+            "{MIN}[[trunk]]\nname = \"a\"\nregistrar = \"sip.a.example\"\nkeepalive = \"5s\"\n[[trunk]]\nname = \"b\"\nregistrar = \"sip.b.example\"\nkeepalive = \"10ms\"\n"
+        );
+        assert_eq!(at(&text), (Some(10), key("trunk.keepalive")));
+    }
+
+    #[test]
+    fn a_bad_list_entry_is_reported_on_its_own_line() {
+        let text = "[listen]\nadvertise = \"pbx:5060\"\npublic = [\n  \"udp:0.0.0.0:5060\",\n  \"udp:nowhere\",\n]\n";
+        assert_eq!(at(text), (Some(5), key("listen.public")));
+    }
+
+    /// A scratch directory for the file checks.
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sw-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_be_created_is_refused() {
+        let d = scratch("keyfile");
+        // A regular file where the key's directory should be: the directory
+        // cannot be created, not even by root.
+        std::fs::write(d.join("blocker"), "x").unwrap();
+        let cfg = d.join("c.toml");
+        std::fs::write(
+            &cfg,
+            format!("{MIN}[secret]\nkey_file = \"blocker/sub/secret\"\n"),
+        )
+        .unwrap();
+        let e = load(&cfg, Probe::Host).unwrap_err().first();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("secret.key_file")),
+            "{e}"
+        );
+        // Creatable: fine, and check creates nothing.
+        std::fs::write(&cfg, format!("{MIN}[secret]\nkey_file = \"new/secret\"\n")).unwrap();
+        load(&cfg, Probe::Host).unwrap();
+        assert!(!d.join("new").exists());
+        // Present but not a key.
+        std::fs::write(d.join("bad"), "not hex").unwrap();
+        std::fs::write(&cfg, format!("{MIN}[secret]\nkey_file = \"bad\"\n")).unwrap();
+        let e = load(&cfg, Probe::Host).unwrap_err().first();
+        assert!(e.message.contains("64 hex digits"), "{e}");
+        // The state file's directory likewise.
+        std::fs::write(
+            &cfg,
+            format!(
+                "{MIN}[state]\npath = \"blocker/state\"\n[secret]\nkey_file = \"new/secret\"\n"
+            ),
+        )
+        .unwrap();
+        let e = load(&cfg, Probe::Host).unwrap_err().first();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("state.path")),
+            "{e}"
+        );
+        // An address that is not this host's (TEST-NET-1): start could not
+        // bind it. The text alone is fine.
+        let text = format!(
+            "{MIN}public = [\"udp:0.0.0.0:5060\",\n  \"udp:192.0.2.1:5062\"]\n[secret]\nkey_file = \"new/secret\"\n"
+        );
+        std::fs::write(&cfg, &text).unwrap();
+        let e = load(&cfg, Probe::Host).unwrap_err().first();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("listen.public")),
+            "{e}"
+        );
+        assert!(e.message.contains("not an address of this host"), "{e}");
+        assert!(load(&cfg, Probe::Text).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -485,7 +485,9 @@ pub enum LogFormat {
 pub struct Log {
     #[serde(default = "d_log_format")]
     pub format: LogFormat,
-    /// tracing filter, e.g. "info" or "sipwarden=debug".
+    /// A level ("info") or tracing `TARGET=LEVEL` directives
+    /// ("sipwarden=debug,info"); a bare word must be a level (see
+    /// [`super::log_filter`]).
     #[serde(default = "d_log_level")]
     pub level: String,
     /// Drop log lines per second, all sources together; the rest are

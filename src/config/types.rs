@@ -6,13 +6,33 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::flow::Transport;
 
+/// Deserializes a type from a string through its `FromStr`, inside the
+/// visitor: a bad value's error then carries the span of the value itself
+/// (a list entry's own line), not of the list or table around it.
+macro_rules! from_str_deserialize {
+    ($t:ty, $expecting:expr) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$t, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
 /// `udp:IP:PORT` or `tcp:[IPv6]:PORT`: a socket to bind or to reach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketSpec {
     pub transport: Transport,
     pub addr: SocketAddr,
@@ -31,12 +51,7 @@ impl FromStr for SocketSpec {
     }
 }
 
-impl TryFrom<String> for SocketSpec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
+from_str_deserialize!(SocketSpec, "a socket such as \"udp:IP:PORT\"");
 
 impl fmt::Display for SocketSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,8 +60,7 @@ impl fmt::Display for SocketSpec {
 }
 
 /// A host name or IP with a port, as written into Via and Record-Route.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPort {
     /// Lower-cased; IPv6 with brackets, as it goes into a SIP URI.
     pub host: String,
@@ -56,28 +70,53 @@ pub struct HostPort {
 impl FromStr for HostPort {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let err = || format!("{s:?} is not HOST:PORT (a name or IP, IPv6 in brackets, and a port)");
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, p) = rest.split_once(']').ok_or_else(err)?;
-            h.parse::<std::net::Ipv6Addr>().map_err(|_| err())?;
-            (format!("[{h}]"), p.strip_prefix(':'))
+        let err = |why: &str| format!("{s:?} is not a usable HOST:PORT: {why}");
+        let (host, ip, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once(']')
+                .ok_or_else(|| err("no `]` after the IPv6 address"))?;
+            let ip: std::net::Ipv6Addr = h
+                .parse()
+                .map_err(|_| err("not an IPv6 address in the brackets"))?;
+            let port = match p {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| err("write [IPv6]:PORT"))?,
+                ),
+            };
+            (format!("[{h}]"), Some(IpAddr::V6(ip)), port)
         } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (s.to_string(), None),
+            let (h, p) = match s.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            };
+            if h.contains(':') {
+                return Err(err("an IPv6 address goes in brackets: [2001:db8::1]:5060"));
             }
+            (h.to_string(), h.parse::<IpAddr>().ok(), p)
         };
         let port = match port {
-            Some(p) => p.parse().map_err(|_| err())?,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| err("the port is a number from 1 to 65535"))?,
             None => 5060,
         };
-        let valid = !host.is_empty()
-            && (host.starts_with('[')
-                || host
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-'));
-        if !valid || port == 0 {
-            return Err(err());
+        if port == 0 {
+            return Err(err("port 0 is not a port phones can send to"));
+        }
+        match ip {
+            Some(ip) if ip.is_unspecified() => {
+                return Err(err(
+                    "0.0.0.0 and :: mean \"any address\" to a socket, but phones and \
+                     trunks cannot send to them: write the public name or IP",
+                ))
+            }
+            Some(ip) if ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) => {
+                return Err(err("a multicast or broadcast address"))
+            }
+            Some(_) => {}
+            None => host_name(&host).map_err(err)?,
         }
         Ok(HostPort {
             host: host.to_ascii_lowercase(),
@@ -86,12 +125,36 @@ impl FromStr for HostPort {
     }
 }
 
-impl TryFrom<String> for HostPort {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
+/// A DNS name as it may stand in a SIP URI: dot-separated labels of
+/// letters, digits and inner hyphens, at most 63 bytes each and 253 in
+/// all; digits-only labels throughout would be a malformed IPv4 address.
+fn host_name(h: &str) -> Result<(), &'static str> {
+    if h.is_empty() {
+        return Err("no host");
     }
+    if h.len() > 253 {
+        return Err("a host name is at most 253 characters");
+    }
+    let mut all_digits = true;
+    for label in h.split('.') {
+        let ok = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err("not a host name (labels of letters, digits and inner hyphens, separated by single dots) or an IP address");
+        }
+        all_digits &= label.bytes().all(|c| c.is_ascii_digit());
+    }
+    if all_digits {
+        return Err("not an IPv4 address");
+    }
+    Ok(())
 }
+
+from_str_deserialize!(HostPort, "a string HOST:PORT");
 
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,8 +163,7 @@ impl fmt::Display for HostPort {
 }
 
 /// A duration written as `200us`, `500ms`, `25s`, `15m`, `2h` or `1d`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
 impl FromStr for Dur {
@@ -131,12 +193,7 @@ impl FromStr for Dur {
     }
 }
 
-impl TryFrom<String> for Dur {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
+from_str_deserialize!(Dur, "a duration such as \"25s\"");
 
 impl Dur {
     pub fn ms(self) -> u64 {
@@ -146,8 +203,7 @@ impl Dur {
 
 /// An IPv4 or IPv6 network, `198.51.100.0/24`; a bare address is a /32 or
 /// /128.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr(pub ipnet::IpNet);
 
 impl FromStr for Cidr {
@@ -165,12 +221,7 @@ impl FromStr for Cidr {
     }
 }
 
-impl TryFrom<String> for Cidr {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
+from_str_deserialize!(Cidr, "a network such as \"198.51.100.0/24\"");
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -214,7 +265,22 @@ mod tests {
         assert_eq!((h.host.as_str(), h.port), ("[2001:db8::1]", 5062));
         let h: HostPort = "203.0.113.5".parse().unwrap();
         assert_eq!(h.port, 5060);
-        for bad in ["", ":5060", "a b:5060", "h:0", "h:x", "[zz]:5060"] {
+        for bad in [
+            "",
+            ":5060",
+            "a b:5060",
+            "h:0",
+            "h:x",
+            "[zz]:5060",
+            "[::1]x",
+            "::1:5060",
+            "0.0.0.0:5060",
+            "[::]:5060",
+            "255.255.255.255:5060",
+            "1.2.3:5060",
+            "a_b:5060",
+            "pbx-.example.com:5060",
+        ] {
             assert!(bad.parse::<HostPort>().is_err(), "{bad}");
         }
     }

@@ -73,6 +73,14 @@ pub fn write(path: &Path, snap: &Snapshot) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What start needs to write the state file later: its directory can be
+/// created and written (the file is replaced by a rename within it).
+/// Creates nothing.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    crate::files::can_create(path)
+        .map_err(|e| format!("{}: the state file cannot be written: {e}", path.display()))
+}
+
 /// Why a state file was not used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LoadError {

@@ -13,6 +13,17 @@ pub mod udp;
 
 pub use server::Server;
 
+/// Whether `ip` is an address of this host, so that start can bind it: a
+/// UDP socket bound to it on port 0 (never a port of a running instance)
+/// and closed at once. Only "address not available" says no: other
+/// failures are not about the address.
+pub fn address_is_local(ip: std::net::IpAddr) -> bool {
+    match std::net::UdpSocket::bind((ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::AddrNotAvailable,
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch: the core's clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

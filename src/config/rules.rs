@@ -1,0 +1,363 @@
+//! What a parsed config must satisfy (errors) and what is legal but likely
+//! wrong (warnings), as values in a [`Report`]. `rules` needs only the
+//! config; `host_rules` asks this host what start will need of it (files,
+//! addresses) without changing anything.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::spans::Seg::{self, Index as I, Key as K};
+use super::{Config, Mode, Report, SocketSpec};
+use crate::flow::Transport;
+use crate::policy::domain::DomainSet;
+
+/// A socket sipwarden binds, and the key that asks for it.
+struct Listener {
+    path: Vec<Seg>,
+    transport: Transport,
+    addr: SocketAddr,
+    /// `[::]` also takes IPv4 (the metrics listener is dual-stack; the
+    /// SIP sockets are v6-only).
+    dual_stack: bool,
+}
+
+impl Listener {
+    fn key(&self) -> String {
+        super::spans::dotted(&self.path)
+    }
+
+    fn spec(&self) -> String {
+        format!("{}:{}", self.transport, self.addr)
+    }
+
+    /// Whether the wildcard `self` takes the port of `other` too.
+    fn covers(&self, other: &Listener) -> bool {
+        self.addr.ip().is_unspecified()
+            && (self.addr.is_ipv4() == other.addr.is_ipv4() || self.dual_stack)
+    }
+
+    /// Same transport and port, and the same address or a wildcard of its
+    /// family: the two cannot both be bound as separate sockets (or, with
+    /// SO_REUSEPORT, would take each other's messages). Port 0 is a fresh
+    /// port each time, never a collision.
+    fn collides(&self, other: &Listener) -> bool {
+        self.transport == other.transport
+            && self.addr.port() == other.addr.port()
+            && self.addr.port() != 0
+            && (self.addr.ip() == other.addr.ip() || self.covers(other) || other.covers(self))
+    }
+}
+
+/// Every socket sipwarden binds, in start order: public, internal, metrics.
+fn listeners(cfg: &Config) -> Vec<Listener> {
+    let sip = |path: Vec<Seg>, s: &SocketSpec| Listener {
+        path,
+        transport: s.transport,
+        addr: s.addr,
+        dual_stack: false,
+    };
+    let mut v: Vec<Listener> = cfg
+        .listen
+        .public
+        .iter()
+        .enumerate()
+        .map(|(i, s)| sip(vec![K("listen"), K("public"), I(i)], s))
+        .collect();
+    v.extend(
+        cfg.internal()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| sip(vec![K("listen"), K("internal"), I(i)], s)),
+    );
+    if let Some(m) = cfg.metrics.listen {
+        v.push(Listener {
+            path: vec![K("metrics"), K("listen")],
+            transport: Transport::Tcp,
+            addr: m,
+            dual_stack: m.is_ipv6(),
+        });
+    }
+    v
+}
+
+/// The checks on the config alone.
+pub(super) fn rules(cfg: &Config, r: &mut Report) {
+    listen_rules(cfg, r);
+    socket_collisions(cfg, r);
+    backend_rules(cfg, r);
+    filter_rules(cfg, r);
+    trunk_rules(cfg, r);
+    limit_rules(cfg, r);
+    if let Err(e) = super::log_filter(&cfg.log.level) {
+        r.error(&[K("log"), K("level")], e);
+    }
+}
+
+fn listen_rules(cfg: &Config, r: &mut Report) {
+    let l = &cfg.listen;
+    if l.public.is_empty() {
+        r.error(
+            &[K("listen"), K("public")],
+            "at least one public socket is needed",
+        );
+    }
+    if l.public.len() > 36 {
+        r.error(&[K("listen"), K("public")], "at most 36 public sockets");
+    }
+    if !(1..=1024).contains(&l.udp_batch) {
+        r.error(
+            &[K("listen"), K("udp_batch")],
+            "between 1 and 1024 datagrams",
+        );
+    }
+    if !((64 << 10)..=(1 << 30)).contains(&l.udp_rcvbuf) {
+        r.error(
+            &[K("listen"), K("udp_rcvbuf")],
+            "between 65536 and 1073741824 bytes",
+        );
+    }
+    if l.udp_coalesce.0 > std::time::Duration::from_millis(10) {
+        r.error(
+            &[K("listen"), K("udp_coalesce")],
+            "at most 10ms: it is added to messages' latency under load",
+        );
+    }
+    let internal = cfg.internal();
+    if internal.is_empty() || internal.len() > 36 {
+        r.error(
+            &[K("listen"), K("internal")],
+            "between 1 and 36 internal sockets",
+        );
+    }
+    for (i, s) in internal.iter().enumerate() {
+        let at = [K("listen"), K("internal"), I(i)];
+        let ip = s.addr.ip();
+        if ip.is_unspecified() {
+            r.warn(
+                &at,
+                format!(
+                    "{s} listens on every address of this host: whoever reaches it is trusted \
+                     like Asterisk (its requests skip the domain check); bind it to 127.0.0.1"
+                ),
+            );
+        } else if !ip.is_loopback() {
+            r.warn(
+                &at,
+                format!(
+                    "{s} is not on loopback: whoever reaches it is trusted like Asterisk \
+                     (its requests skip the domain check)"
+                ),
+            );
+        }
+    }
+}
+
+/// Two sockets of one transport on one port, where one address is the
+/// other or a wildcard of its family: reported on the later key (the one
+/// the operator most likely just added), or on the earlier one when the
+/// later is a default that is not in the file.
+fn socket_collisions(cfg: &Config, r: &mut Report) {
+    let all = listeners(cfg);
+    for (j, b) in all.iter().enumerate() {
+        let Some(a) = all[..j].iter().find(|a| a.collides(b)) else {
+            continue;
+        };
+        let (at, other) = if r.has_line(&b.path) || !r.has_line(&a.path) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let message = if a.addr == b.addr && a.key() == b.key() {
+            format!("{} is listed twice", at.spec())
+        } else if a.addr == b.addr {
+            format!(
+                "{} is also a socket of {}: one socket cannot be both",
+                at.spec(),
+                other.key()
+            )
+        } else {
+            let (wild, one) = if a.covers(b) { (a, b) } else { (b, a) };
+            format!(
+                "{} collides with {} of {}: {} takes port {} on every address, {} included",
+                at.spec(),
+                other.spec(),
+                other.key(),
+                wild.addr.ip(),
+                wild.addr.port(),
+                one.addr.ip()
+            )
+        };
+        r.error(&at.path, message);
+    }
+}
+
+fn backend_rules(cfg: &Config, r: &mut Report) {
+    let at = [K("backend"), K("address")];
+    let b = cfg.backend.address;
+    if b.addr.port() == 0 {
+        r.error(&at, "port 0: write the port Asterisk listens on");
+    }
+    if !cfg.internal().iter().any(|s| s.transport == b.transport) {
+        r.error(
+            &at,
+            format!(
+                "backend is reached over {}, but listen.internal has no {} socket to send from",
+                b.transport, b.transport
+            ),
+        );
+    }
+    let me = Listener {
+        path: at.to_vec(),
+        transport: b.transport,
+        addr: b.addr,
+        dual_stack: false,
+    };
+    if let Some(l) = listeners(cfg).iter().find(|l| l.collides(&me)) {
+        r.error(
+            &at,
+            format!(
+                "{b} is sipwarden's own socket {} of {}: what it sends to Asterisk would come back to itself",
+                l.spec(),
+                l.key()
+            ),
+        );
+    }
+    if !b.addr.ip().is_loopback() {
+        r.warn(
+            &at,
+            format!(
+                "{b} is not on loopback: Asterisk then listens where others may reach it \
+                 past sipwarden; keep it on 127.0.0.1 unless a firewall closes it"
+            ),
+        );
+    }
+}
+
+fn filter_rules(cfg: &Config, r: &mut Report) {
+    let f = &cfg.filter;
+    if let Err(bad) = DomainSet::new(&f.domains) {
+        r.error(
+            &[K("filter"), K("domains")],
+            format!("{bad:?} is not a domain name (a `*.` prefix is allowed)"),
+        );
+    }
+    if f.domains.is_empty() && f.mode == Mode::Enforce {
+        r.warn(
+            &[K("filter"), K("domains")],
+            "no secret domain in enforce mode: every phone's request is dropped (only trunks, \
+             dialogs and Asterisk's own traffic pass); name the domain phones use, or set \
+             mode = \"monitor\"",
+        );
+    }
+    if f.match_.is_empty() {
+        r.error(
+            &[K("filter"), K("match")],
+            "name at least one of \"request-uri\", \"to\", \"from\"",
+        );
+    }
+    if let Some(i) = f.user_agents.iter().position(|u| u.trim().is_empty()) {
+        r.error(
+            &[K("filter"), K("user_agents"), I(i)],
+            "an empty entry would match every User-Agent",
+        );
+    }
+}
+
+fn trunk_rules(cfg: &Config, r: &mut Report) {
+    for (i, t) in cfg.trunks.iter().enumerate() {
+        let at = |k| [K("trunk"), I(i), K(k)];
+        if t.name.trim().is_empty() || !t.name.bytes().all(|c| c.is_ascii_graphic()) {
+            r.error(
+                &at("name"),
+                format!(
+                    "{:?}: a trunk name is printable ASCII without spaces",
+                    t.name
+                ),
+            );
+        }
+        if cfg.trunks[..i].iter().any(|o| o.name == t.name) {
+            r.error(&at("name"), format!("trunk {:?} is defined twice", t.name));
+        }
+        if t.registrar.trim().is_empty() || t.registrar.contains(char::is_whitespace) {
+            r.error(&at("registrar"), format!("{:?} is not a host", t.registrar));
+        }
+        if t.keepalive.is_some_and(|k| k.ms() < 1000) {
+            r.error(&at("keepalive"), "keepalive interval below 1s");
+        }
+    }
+}
+
+fn limit_rules(cfg: &Config, r: &mut Report) {
+    let l = &cfg.limits;
+    if !(1024..=1 << 20).contains(&l.max_message) {
+        r.error(
+            &[K("limits"), K("max_message")],
+            "between 1024 and 1048576 bytes",
+        );
+    }
+    if !(16..=1024).contains(&l.max_headers) {
+        r.error(&[K("limits"), K("max_headers")], "between 16 and 1024");
+    }
+    if !(256..=65535).contains(&l.max_line) {
+        r.error(&[K("limits"), K("max_line")], "between 256 and 65535 bytes");
+    }
+    for (k, v) in [
+        ("rate", l.rate),
+        ("burst", l.burst),
+        ("register_rate", l.register_rate),
+        ("register_burst", l.register_burst),
+    ] {
+        if v == 0 {
+            r.error(&[K("limits"), K(k)], "rates and bursts must be at least 1");
+        }
+    }
+    let at_least_one = [
+        ("limits", "max_sources", l.max_sources),
+        ("ban", "max_entries", cfg.ban.max_entries),
+        ("dialog", "max_entries", cfg.dialog.max_entries),
+        ("registration", "max_entries", cfg.registration.max_entries),
+        ("tcp", "max_connections", cfg.tcp.max_connections),
+    ];
+    for (t, k, v) in at_least_one {
+        if v == 0 {
+            r.error(&[K(t), K(k)], "must be at least 1");
+        }
+    }
+    if cfg.ban.window.ms() == 0 {
+        r.error(&[K("ban"), K("window")], "must be longer than 0s");
+    }
+    if cfg.tcp.idle_timeout.ms() < 1000 {
+        r.error(&[K("tcp"), K("idle_timeout")], "must be at least 1s");
+    }
+}
+
+/// What start needs of this host, asked without changing anything: the
+/// key file readable and valid or creatable, the state file's directory
+/// writable, and every specific address one of this host's. Sockets of a
+/// running instance are never bound (only port 0 is).
+pub(super) fn host_rules(cfg: &Config, r: &mut Report) {
+    if let Err(e) = crate::secret::check(&cfg.secret.key_file) {
+        r.error(&[K("secret"), K("key_file")], e);
+    }
+    if let Some(p) = &cfg.state.path {
+        if let Err(e) = crate::state::persist::check_writable(p) {
+            r.error(&[K("state"), K("path")], e);
+        }
+    }
+    let mut seen: Vec<IpAddr> = Vec::new();
+    for l in listeners(cfg) {
+        let ip = l.addr.ip();
+        if ip.is_unspecified() || seen.contains(&ip) {
+            continue;
+        }
+        seen.push(ip);
+        if !crate::transport::address_is_local(ip) {
+            r.error(
+                &l.path,
+                format!(
+                    "{ip} is not an address of this host: {} cannot be bound",
+                    l.spec()
+                ),
+            );
+        }
+    }
+}
