@@ -1,5 +1,6 @@
-//! The config file's shape (DESIGN.md section 6). Key names are an
-//! interface: they may be added, never renamed.
+//! The config file's shape (every key, its default and meaning:
+//! `docs/configuration.md`). Key names are an interface: they may be
+//! added, never renamed; a default changes only with the reason in the docs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
