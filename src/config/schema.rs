@@ -450,8 +450,11 @@ pub struct Secret {
     pub key_file: PathBuf,
 }
 
+/// In the state directory: the key is state sipwarden creates, and the
+/// shipped systemd unit can write only there (`docs/configuration.md`,
+/// "Changed defaults").
 fn d_key_file() -> PathBuf {
-    PathBuf::from("/etc/sipwarden/secret")
+    PathBuf::from("/var/lib/sipwarden/secret")
 }
 
 impl Default for Secret {
