@@ -56,8 +56,9 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Which trust zone a socket belongs to (DESIGN.md section 2): everything
-/// on `Public` is untrusted, everything on `Internal` comes from Asterisk.
+/// Which trust zone a socket belongs to: everything on `Public` is
+/// untrusted (a loopback source there too), everything on `Internal` comes
+/// from Asterisk. Trust follows the socket, never the source address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     Public,

@@ -1,4 +1,4 @@
-//! Every admission and forwarding rule of DESIGN.md sections 3 and 4,
+//! Every admission and forwarding rule of `docs/admission.md`,
 //! driven through the sans-IO core with literal SIP messages.
 
 mod common;

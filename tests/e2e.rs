@@ -1,4 +1,4 @@
-//! End-to-end tests against real SIP programs (DESIGN.md section 7): SIPp
+//! End-to-end tests against real SIP programs (`tests/e2e/README.md`): SIPp
 //! phones and scanners, Kamailio as the Asterisk stand-in (`-A WITH_EDGE`),
 //! sipvicious, sipsak and tshark, all on loopback. Each test runs one script
 //! of `tests/e2e/` with the binary cargo built for this test
@@ -7,8 +7,8 @@
 //! The scripts share ports (public 15060, internal 15070, backend 15080,
 //! metrics 19099 by default; `E2E_PORT_BASE` moves them all), so the tests
 //! run one at a time: a mutex here, and an flock in the scripts against
-//! other processes running them. They need the lab tools: `.ci/run` or
-//! `/work/shared/lab/install.sh` installs them. Without them the tests fail
+//! other processes running them. They need the SIP tools:
+//! `scripts/setup.sh` (or `.ci/run`) installs them. Without them the tests fail
 //! (they are never skipped silently). Run one with its output:
 //! `cargo test --test e2e e2e_reload -- --nocapture`, or all the scripts
 //! without cargo: `tests/e2e/run_all.sh`.
@@ -53,7 +53,7 @@ fn require_tools() {
     assert!(
         missing.is_empty(),
         "the end-to-end tests need the SIP lab tools, missing: {}.\n\
-         Install them with `.ci/run` or `/work/shared/lab/install.sh` \
+         Install them with `scripts/setup.sh` (or `.ci/run`) \
          (Debian: sip-tester kamailio sipvicious sipsak tshark curl iproute2).",
         missing.join(", ")
     );

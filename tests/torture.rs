@@ -83,9 +83,9 @@ fn wsinv_is_read_correctly() {
 }
 
 /// 3.1.1.2 intmeth carries a raw NUL inside a quoted display name. RFC
-/// 4475 calls it valid; DESIGN.md section 8 refuses NUL bytes in the header
-/// section on purpose (Asterisk's C strings would end there), so sipwarden
-/// drops it. The same message without the NUL is accepted.
+/// 4475 calls it valid; sipwarden refuses NUL bytes in the header section
+/// on purpose (Asterisk's C strings would end there; `docs/design.md`), so
+/// it drops it. The same message without the NUL is accepted.
 const INTMETH_NUL: &[u8] = b"\"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7F\"";
 
 #[test]

@@ -1,5 +1,6 @@
-//! The config file's shape (DESIGN.md section 6). Key names are an
-//! interface: they may be added, never renamed.
+//! The config file's shape (every key, its default and meaning:
+//! `docs/configuration.md`). Key names are an interface: they may be
+//! added, never renamed; a default changes only with the reason in the docs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -461,8 +462,11 @@ pub struct Secret {
     pub key_file: PathBuf,
 }
 
+/// In the state directory: the key is state sipwarden creates, and the
+/// shipped systemd unit can write only there (`docs/configuration.md`,
+/// "Changed defaults").
 fn d_key_file() -> PathBuf {
-    PathBuf::from("/etc/sipwarden/secret")
+    PathBuf::from("/var/lib/sipwarden/secret")
 }
 
 impl Default for Secret {

@@ -1,5 +1,5 @@
-//! Admission of requests from the public side, in the order of DESIGN.md
-//! section 4: the first rule that holds decides.
+//! Admission of requests from the public side, in the order of
+//! `docs/admission.md`: the first rule that holds decides.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -145,8 +145,8 @@ pub fn contact_token<'m>(ruri: Option<&Uri<'m>>) -> Option<&'m [u8]> {
     ruri?.param(b"sw").flatten()
 }
 
-/// Decides on a request from the public side, steps 5 to 10 of DESIGN.md
-/// section 4 (steps 1 to 4 are the caller's). `Ok` names the rule that
+/// Decides on a request from the public side, steps 5 to 10 of the
+/// admission order (steps 1 to 4 are the caller's, `Core::on_public`). `Ok` names the rule that
 /// admitted it, `Err` why it is rejected. A token that does not verify
 /// admits nothing but does not stop later rules; if nothing admits, the
 /// reason is `ForgedToken`.

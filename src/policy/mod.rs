@@ -1,5 +1,6 @@
-//! Admission of messages from the public side (DESIGN.md section 4): pure
-//! functions of the message, its source, the tables and the config.
+//! Admission of messages from the public side (the order and the reasons:
+//! `docs/admission.md`): pure functions of the message, its source, the
+//! tables and the config.
 
 pub mod admission;
 pub mod ban;

@@ -1,7 +1,8 @@
 //! Why a message was forwarded, answered or dropped. Every message gets
 //! exactly one reason; the reasons are the metric labels operators read.
 
-/// The reason behind a decision, named as in DESIGN.md section 4.
+/// The reason behind a decision; `as_str` is the metric label and the
+/// name `docs/admission.md` uses for each rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Reason {

@@ -170,7 +170,7 @@ impl Core {
         )
     }
 
-    /// Asterisk registers to a provider (DESIGN.md section 5): its
+    /// Asterisk registers to a provider (a trunk registration): its
     /// loopback Contact becomes our advertised address plus a `sw=` token
     /// (user part and Asterisk's parameters such as `line=` kept), and the
     /// REGISTER is remembered until its answer.

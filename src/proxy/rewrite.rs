@@ -146,7 +146,9 @@ pub fn sockaddr_text(a: SocketAddr) -> Text {
     t
 }
 
-/// Dialog-creating requests get Record-Route (DESIGN.md section 3).
+/// Dialog-creating requests get Record-Route: Asterisk ignores its
+/// outbound proxy inside a dialog, so without it BYE and ACK would go
+/// straight from loopback to the phone's Contact and reach nobody.
 pub fn creates_dialog(msg: &Message) -> bool {
     matches!(
         msg.method(),

@@ -25,8 +25,9 @@ pub struct Popped<'m> {
 }
 
 /// Removes every leading Route entry that names sipwarden, across Route
-/// lines that other headers may separate (DESIGN.md section 9), and
-/// records the edits in `ed`.
+/// lines that other headers may separate (Asterisk 22 puts its outbound
+/// proxy Route first and a stored Path as a second Route line, with its
+/// Vias between the two), and records the edits in `ed`.
 pub fn pop_own_routes<'m>(
     ed: &mut Editor<'m>,
     msg: &'m Message,

@@ -2,7 +2,7 @@
 //!
 //! sipwarden never re-serializes a message: it indexes the received bytes,
 //! reads the dozen headers a proxy needs, and splices in the few lines it
-//! must change (DESIGN.md section 8 explains why no SIP crate is used).
+//! must change (`docs/design.md` explains why no SIP crate is used).
 
 pub mod addr;
 pub mod edit;

@@ -672,7 +672,8 @@ mod tests {
 
     #[test]
     fn memory_is_what_the_docs_say() {
-        // README and the example config promise about 112 bytes per entry.
+        // docs/configuration.md and the example config promise about 112
+        // bytes per entry.
         assert_eq!(std::mem::size_of::<Set>() % 64, 0);
         let per_entry = Dialogs::bytes_for(100_000) / 100_000;
         assert!((100..=120).contains(&per_entry), "{per_entry}");

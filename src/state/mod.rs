@@ -1,4 +1,4 @@
-//! The tables that replace conntrack (DESIGN.md section 5): dialogs, trunk
+//! The tables that replace conntrack (`ARCHITECTURE.md`): dialogs, trunk
 //! registrations, bans and rate buckets. All are concurrent, bounded,
 //! expire by the clock passed in, and are swept by `Core::tick`.
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Asterisk restarts behind a running sipwarden. Forwards to a UDP backend
-# leave from a socket connected to it (README, design notes), and a
+# leave from a socket connected to it (docs/design.md), and a
 # connected socket hears the ICMP "port unreachable" of a stopped backend;
 # the proxy must read that error and go on, not lose the first message
 # after the backend is back nor complain in a loop.

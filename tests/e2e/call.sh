@@ -1,6 +1,7 @@
 #!/bin/bash
 # A phone registers and receives a call from a second phone, everything
-# through sipwarden (lab README section 7, with the e2e ports):
+# through sipwarden, with Kamailio -A WITH_EDGE as the Asterisk stand-in
+# (kamailio.cfg) and the e2e ports:
 #
 #   phone 1001 (SIPp, 127.0.0.2) --REGISTER--> sipwarden public --> kamailio backend: 200
 #   caller (SIPp, 127.0.0.3) --INVITE sip:1001@pbx.secret.example--> sipwarden public
@@ -24,7 +25,8 @@ start_sipwarden
 
 SIPP_COMMON=(-m 1 $T)
 
-# 1. REGISTER from the port the phone answers on (README section 7).
+# 1. REGISTER from the port the phone answers on: a Path flow token names the
+#    REGISTER's source flow, so the call comes back to that port.
 expect_sipp register "$TP: phone 1001 registers through sipwarden with the secret domain and gets 200" \
     "127.0.0.1:$PUB" -sf "$SIPP_DIR/register_uac.xml" -s 1001 -key domain "$DOMAIN" \
     -key contact_port "$PHONE_PORT" -i "$PHONE_IP" -p "$PHONE_PORT" "${SIPP_COMMON[@]}"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# `sipwarden check --config F` (DESIGN.md section 6): exit 0 for a valid file
+# `sipwarden check --config F` (docs/operations.md): exit 0 for a valid file
 # (the repo's commented example, and the e2e config), exit 1 with
 # "line N: key `x.y`: message" for broken ones, including what only start
 # used to find (log level, key and state files, colliding sockets, advertise),

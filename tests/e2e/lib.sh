@@ -75,7 +75,7 @@ need_tools() {
     done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "ABORT: missing SIP lab tools: ${missing[*]}" >&2
-        echo "       install them with .ci/run or /work/shared/lab/install.sh (Debian: sip-tester kamailio sipvicious sipsak tshark)" >&2
+        echo "       install them with scripts/setup.sh or .ci/run (Debian: sip-tester kamailio sipvicious sipsak tshark)" >&2
         exit 3
     fi
     [ -x "$SIPWARDEN" ] || { echo "ABORT: sipwarden binary not found at $SIPWARDEN (cargo build, or set SIPWARDEN_BIN)" >&2; exit 3; }
@@ -488,8 +488,8 @@ sipp_requests() {
 
 # ---------------------------------------------------------------- trunks
 # The provider's registrar and INVITEs on 127.0.0.3, "Asterisk" sending its
-# trunk REGISTER from 127.0.0.1:BACKEND to the internal socket (DESIGN.md
-# section 9). Call trunk_transport udp|tcp first (sets T, TP, REG_URI).
+# trunk REGISTER from 127.0.0.1:BACKEND to the internal socket, as Asterisk
+# 22 sends it (docs/asterisk.md). Call trunk_transport udp|tcp first (sets T, TP, REG_URI).
 TRUNK_ACCOUNT=acct
 TRUNK_LINE=xyz
 TRUNK_DID=+4930123

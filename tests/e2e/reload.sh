@@ -1,7 +1,7 @@
 #!/bin/bash
-# SIGHUP reload under load (DESIGN.md section 6: "A valid file is swapped in
-# atomically (no message lost, tables kept); an invalid one is refused, logged,
-# and the old config stays"):
+# SIGHUP reload under load (docs/operations.md: a valid file is swapped in
+# atomically, no message lost, tables kept; an invalid one is refused, logged,
+# and the old config stays):
 #
 #   phone 1001 (127.0.0.2) registers; SIPp load from 127.0.0.3: 200 calls at
 #   20/s to 1001@secret-domain, through sipwarden -> kamailio -> sipwarden ->
@@ -56,7 +56,8 @@ sipp_bg uas 90 -sf "$SIPP_DIR/uas_answer.xml" -i "$PHONE_IP" -p "$PHONE_PORT" -m
 UAS_PID=$BG_PID
 wait_bound udp "$PHONE_IP" "$PHONE_PORT" || fail "the phone (SIPp UAS) did not bind $PHONE_IP:$PHONE_PORT"
 sleep 0.3
-# -pause_msg_ign: kamailio's two UDP workers may reorder 180/200 (lab README section 3)
+# -pause_msg_ign: kamailio's two UDP workers may reorder 180/200 (README.md here,
+# "Known behaviour of the tools")
 sipp_bg uac 90 "127.0.0.1:$PUB" -sf "$SIPP_DIR/invite_uac.xml" -s 1001 -key domain "$DOMAIN" -key caller 1002 \
     -i "$CALLER_IP" -p "$PHONE_PORT" -r "$RATE" -m "$CALLS" -pause_msg_ign
 UAC_PID=$BG_PID

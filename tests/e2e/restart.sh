@@ -1,7 +1,7 @@
 #!/bin/bash
-# The tables survive a crash (DESIGN.md section 5, issue 3 item 4): "a
-# restarted sidecar must not lose a provider's calls until Asterisk
-# re-registers".
+# The tables survive a crash (the state file, docs/operations.md; issue 3
+# item 4): a restarted sidecar must not lose a provider's calls until
+# Asterisk re-registers.
 #
 #   1. Asterisk registers the trunk through sipwarden (as in trunk.sh, UDP),
 #      and a caller (127.0.0.5) is in a call with the backend whose ACK and

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Scanners that address the server by IP get no answer at all, and nothing
-# of theirs reaches the backend (DESIGN.md sections 1 and 4):
+# of theirs reaches the backend (admission step 10, docs/admission.md):
 #
 #   - SIPp from 127.0.0.4: OPTIONS and INVITE to sip:100@127.0.0.1 (UDP), OPTIONS
 #     over TCP, and a request that names the secret domain only in From (which

@@ -1,5 +1,6 @@
 #!/bin/bash
-# sipvicious against sipwarden's public port finds nothing (DESIGN.md section 1):
+# sipvicious against sipwarden's public port finds nothing (the scanners
+# sipwarden is built to keep out, README.md):
 #
 #   control: svmap straight at kamailio's port finds "lab-pbx (kamailio)",
 #            so the tool works and "found nothing" below means something.

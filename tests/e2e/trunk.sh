@@ -1,10 +1,10 @@
 #!/bin/bash
-# Trunk registrations replace the conntrack entry (DESIGN.md sections 4 and 5,
-# issue 3): calls from a SIP trunk provider reach Asterisk for exactly as long
+# Trunk registrations replace the conntrack entry (admission steps 6 and 7,
+# docs/admission.md; issue 3): calls from a SIP trunk provider reach Asterisk for exactly as long
 # as Asterisk's registration with it is valid.
 #
 #   "Asterisk" (SIPp UAC from 127.0.0.1:BACKEND, the way Asterisk 22 sends it,
-#   DESIGN.md section 9): REGISTER sip:127.0.0.3:PORT to sipwarden's internal
+#   docs/asterisk.md): REGISTER sip:127.0.0.3:PORT to sipwarden's internal
 #   socket, Route <sip:INTERNAL;lr>, Contact <sip:acct@127.0.0.1:BACKEND;line=xyz>.
 #   The provider's registrar (SIPp UAS on 127.0.0.3) challenges it (401),
 #   then answers 200 with an expiry; it checks that the Contact it got carries
@@ -27,7 +27,7 @@
 #   registrar while registered.
 #
 # Usage: trunk.sh [udp|tcp|both] (default both: the provider over UDP, then
-# over TCP; Asterisk <-> sipwarden is UDP as in DESIGN.md section 9).
+# over TCP; Asterisk <-> sipwarden is UDP, as Asterisk 22 was seen to use it).
 source "$(dirname "$0")/lib.sh"
 
 MODES=${1:-both}
@@ -91,7 +91,7 @@ run_mode() {
         "$TP: provider INVITE to the registered Contact (;sw= token) from $PROVIDER_IP: answered by the backend, ACK, BYE 200"
     trunk_invite "prov-did-$m" "sip:$DID@127.0.0.1:$PUB" "$PROVIDER_IP" \
         "$TP: provider INVITE to DID sip:$DID@127.0.0.1:$PUB from $PROVIDER_IP: answered by the backend, ACK, BYE 200"
-    # DESIGN.md section 4 step 6: the signed token in the Request-URI is the
+    # Admission step 6: the signed token in the Request-URI is the
     # credential, whatever the source (providers call from SBCs and media
     # gateways other than the registrar). Replayed from the scanner's address
     # it is admitted too; only a guessed or forged token is not (below).

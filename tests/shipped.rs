@@ -1,0 +1,167 @@
+//! The files shipped for running sipwarden (the systemd unit, the Docker
+//! setup, the Asterisk sample) agree with each other and with the built-in
+//! defaults: no Docker engine or systemd runs where the tests do, so what
+//! can be checked by reading is checked here.
+
+use std::path::{Path, PathBuf};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The values of `key=` lines in a unit file, in order.
+fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+        .collect()
+}
+
+/// A `key = value` of an Asterisk config file (`;` starts a comment).
+fn asterisk_value<'a>(conf: &'a str, key: &str) -> Option<&'a str> {
+    conf.lines()
+        .map(|l| l.split(';').next().unwrap_or_default())
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+}
+
+/// The list items (`- item`) of a docker-compose service's `key:` block.
+fn compose_items(compose: &str, service: &str, key: &str) -> Vec<String> {
+    let mut in_service = false;
+    let mut in_key = false;
+    let mut items = Vec::new();
+    for line in compose.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if indent == 2 {
+            in_service = t == format!("{service}:");
+            in_key = false;
+        } else if in_service && indent == 4 {
+            in_key = t == format!("{key}:");
+        } else if in_service && in_key && indent >= 6 {
+            if let Some(item) = t.strip_prefix("- ") {
+                items.push(item.trim_matches('"').to_string());
+            }
+        }
+    }
+    items
+}
+
+const MINIMAL: &str = "[listen]\nadvertise = \"pbx.example.com:5060\"\n";
+
+#[test]
+fn the_systemd_unit_can_write_the_default_key_file() {
+    let unit = read("config/sipwarden.service");
+    // /etc is read-only to the service; its state directory is the one
+    // place it can write.
+    assert_eq!(unit_values(&unit, "ProtectSystem"), ["strict"]);
+    assert_eq!(unit_values(&unit, "DynamicUser"), ["yes"]);
+    let state = unit_values(&unit, "StateDirectory");
+    assert_eq!(state.len(), 1, "one StateDirectory");
+    assert!(unit_values(&unit, "ReadWritePaths").is_empty());
+    let writable = format!("/var/lib/{}/", state[0]);
+    let cfg = sipwarden::config::parse(MINIMAL, "minimal").unwrap();
+    let key = cfg.secret.key_file.to_string_lossy().into_owned();
+    assert!(
+        key.starts_with(&writable),
+        "the default secret.key_file {key} is not in the unit's state directory {writable}"
+    );
+}
+
+#[test]
+fn the_systemd_unit_reads_its_config_from_its_configuration_directory() {
+    let unit = read("config/sipwarden.service");
+    let conf = unit_values(&unit, "ConfigurationDirectory");
+    assert_eq!(conf.len(), 1);
+    let path = format!("/etc/{}/sipwarden.toml", conf[0]);
+    for key in ["ExecStartPre", "ExecStart"] {
+        let cmd = unit_values(&unit, key);
+        assert_eq!(cmd.len(), 1, "{key}");
+        assert!(
+            cmd[0].ends_with(&format!("--config {path}")),
+            "{key}={}",
+            cmd[0]
+        );
+    }
+    assert!(unit_values(&unit, "ExecStartPre")[0].contains(" check "));
+    // The capability a public port below 1024 would need stays.
+    assert_eq!(
+        unit_values(&unit, "AmbientCapabilities"),
+        ["CAP_NET_BIND_SERVICE"]
+    );
+}
+
+#[test]
+fn compose_publishes_the_rtp_range_of_rtp_conf() {
+    let rtp = read("config/asterisk/rtp.conf");
+    let start: u16 = asterisk_value(&rtp, "rtpstart").unwrap().parse().unwrap();
+    let end: u16 = asterisk_value(&rtp, "rtpend").unwrap().parse().unwrap();
+    assert!(start < end);
+    // RTP on an even port, RTCP on the next: the last port of the range is
+    // an RTCP port, so the published range holds every pair.
+    assert!(start % 2 == 0 && end % 2 == 1, "{start}-{end}");
+    let compose = read("docker/docker-compose.yml");
+    let ports = compose_items(&compose, "asterisk", "ports");
+    let want = format!("{start}-{end}:{start}-{end}/udp");
+    assert!(ports.contains(&want), "{ports:?} lacks {want}");
+    assert!(ports.contains(&"5060:5060/udp".to_string()), "{ports:?}");
+    assert!(ports.contains(&"5060:5060/tcp".to_string()), "{ports:?}");
+}
+
+#[test]
+fn compose_mounts_every_file_of_the_asterisk_sample() {
+    let compose = read("docker/docker-compose.yml");
+    let volumes = compose_items(&compose, "asterisk", "volumes");
+    let mut files: Vec<String> = std::fs::read_dir(repo("config/asterisk"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert!(files.contains(&"modules.conf".to_string()), "{files:?}");
+    for f in &files {
+        let want = format!("../config/asterisk/{f}:/etc/asterisk/{f}:ro");
+        assert!(volumes.contains(&want), "{volumes:?} lacks {want}");
+    }
+}
+
+#[test]
+fn compose_mounts_the_sipwarden_config_as_a_directory() {
+    let compose = read("docker/docker-compose.yml");
+    let volumes = compose_items(&compose, "sipwarden", "volumes");
+    // A file mount keeps the old file after an editor's save-by-rename, and
+    // a reload would read it again.
+    let dir = volumes
+        .iter()
+        .find_map(|v| v.strip_suffix(":/etc/sipwarden:ro"))
+        .unwrap_or_else(|| panic!("no directory mount on /etc/sipwarden: {volumes:?}"))
+        .trim_start_matches("./");
+    assert!(
+        !volumes.iter().any(|v| v.contains("/etc/sipwarden/")),
+        "{volumes:?}"
+    );
+    let host = repo("docker").join(dir).join("sipwarden.toml");
+    let cfg = sipwarden::config::load(&host).unwrap_or_else(|e| panic!("{e}"));
+    // The key and the state go to the state volume.
+    let state = volumes
+        .iter()
+        .find_map(|v| v.strip_prefix("sipwarden-state:"))
+        .expect("the state volume");
+    assert_eq!(state, "/var/lib/sipwarden");
+    assert!(cfg.secret.key_file.starts_with(state));
+    assert!(cfg.state.path.as_ref().unwrap().starts_with(state));
+    let dockerfile = read("docker/Dockerfile");
+    assert!(dockerfile.contains("VOLUME [\"/var/lib/sipwarden\"]"));
+    let copied = format!("COPY docker/{dir}/sipwarden.toml /etc/sipwarden/sipwarden.toml");
+    assert!(
+        dockerfile.lines().any(|l| l.trim() == copied),
+        "the image's default config is not {copied}"
+    );
+}
