@@ -1,7 +1,7 @@
 #!/bin/bash
-# Defence in depth (DESIGN.md section 4 "Extra layers"; issue 4), against
-# Kamailio run with -A WITH_AUTH (REGISTER needs digest auth, password
-# "secret"; lab README section 2) behind sipwarden. One sipwarden per part,
+# Defence in depth (the layers on top of admission in docs/admission.md;
+# issue 4), against Kamailio run with -A WITH_AUTH (REGISTER needs digest
+# auth, password "secret"; see kamailio.cfg) behind sipwarden. One sipwarden per part,
 # each with the config of that part; after each part its metrics endpoint is
 # scraped over HTTP (curl) and the counters that part must move are checked.
 #
