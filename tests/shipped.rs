@@ -148,7 +148,9 @@ fn compose_mounts_the_sipwarden_config_as_a_directory() {
         "{volumes:?}"
     );
     let host = repo("docker").join(dir).join("sipwarden.toml");
-    let cfg = sipwarden::config::load(&host).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = sipwarden::config::load(&host, sipwarden::config::Probe::Text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
     // The key and the state go to the state volume.
     let state = volumes
         .iter()
