@@ -7,6 +7,7 @@
 pub mod config;
 pub mod flow;
 pub mod fuzzing;
+pub mod instance;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::{reload, EnvFilter};
 
 use sipwarden::config::{self, LogFormat};
+use sipwarden::instance::{Identity, InstanceLock};
 use sipwarden::metrics::{Event, Metrics};
 use sipwarden::proxy::{Core, Keys, Settings};
 use sipwarden::secret;
@@ -189,6 +190,18 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let log = init_logging(&cfg);
+    // Before the key file is created or the state file read: a second
+    // instance must touch neither.
+    let lock = match InstanceLock::acquire(&Identity::of(
+        cfg.state.path.as_deref(),
+        &cfg.secret.key_file,
+    )) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let key = match secret::load_or_create(&cfg.secret.key_file) {
         Ok((key, created)) => {
             if created {
@@ -214,10 +227,16 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve(path, cfg, key, log))
+    rt.block_on(serve(path, cfg, key, log, lock))
 }
 
-async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandle) -> ExitCode {
+async fn serve(
+    path: &Path,
+    cfg: config::Config,
+    key: [u8; 32],
+    log: FilterHandle,
+    mut lock: InstanceLock,
+) -> ExitCode {
     let key_file = cfg.secret.key_file.clone();
     let metrics = Arc::new(Metrics::default());
     let state_path = cfg.state.path.clone();
@@ -267,8 +286,21 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
                             let _ = log.reload(EnvFilter::new(&c.log.level));
                         }
                         let every = c.metrics.summary_interval.0;
-                        match server.reload(Settings::new(c)) {
-                            Ok(()) => {
+                        // A new state.path moves the lock: the new one is
+                        // taken first, the old released once the reload
+                        // stands.
+                        let id = Identity::of(c.state.path.as_deref(), &key_file);
+                        let moved = if id == lock.identity {
+                            Ok(None)
+                        } else {
+                            InstanceLock::acquire(&id).map(Some)
+                        };
+                        let applied = moved.and_then(|m| server.reload(Settings::new(c)).map(|()| m));
+                        match applied {
+                            Ok(moved) => {
+                                if let Some(new) = moved {
+                                    lock = new;
+                                }
                                 metrics.event(Event::ReloadOk);
                                 if every != summary_every {
                                     summary_every = every;
@@ -308,6 +340,8 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
     tokio::time::sleep(Duration::from_millis(200)).await;
     tracing::info!("summary: {}", metrics.summary());
     tracing::info!("stopped");
+    // Held to the last: the state file is written.
+    drop(lock);
     ExitCode::SUCCESS
 }
 
