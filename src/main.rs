@@ -227,7 +227,10 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve(path, cfg, key, log, lock))
+    let code = rt.block_on(serve(path, cfg, key, log, lock));
+    // Whatever task is left is dropped; a blocking one gets this long.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 async fn serve(
@@ -332,12 +335,23 @@ async fn serve(
     for t in tasks {
         t.abort();
     }
-    if let Some(p) = core.settings().config.state.path.clone() {
-        let c = core.clone();
-        let _ = tokio::task::spawn_blocking(move || background::save_state(&c, &p)).await;
+    // The state file is written while queued TCP writes drain (until they
+    // have, or tcp.drain_timeout); lookups still pending are not waited for.
+    let settings = core.settings();
+    let save = async {
+        if let Some(p) = settings.config.state.path.clone() {
+            let c = core.clone();
+            let _ = tokio::task::spawn_blocking(move || background::save_state(&c, &p)).await;
+        }
+    };
+    let limit = settings.config.tcp.drain_timeout.0;
+    let ((), left) = tokio::join!(save, server.egress().tcp.drain(limit));
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "TCP writes still queued after tcp.drain_timeout; closing them"
+        );
     }
-    // Queued TCP writes and pending lookups get a moment to finish.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     tracing::info!("summary: {}", metrics.summary());
     tracing::info!("stopped");
     // Held to the last: the state file is written.

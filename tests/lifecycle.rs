@@ -6,12 +6,19 @@
 //! a second instance needs fixed ports, so port 0 will not do) and runs
 //! its instances in a temporary directory of its own.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sipwarden");
+/// The binary under test; `SIPWARDEN_BIN` runs these tests against
+/// another build (an older one, to see them fail).
+fn bin() -> String {
+    std::env::var("SIPWARDEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sipwarden").into())
+}
 const DOMAIN: &str = "pbx.lifecycle.example";
 /// Long enough for a loaded machine; a second instance that keeps
 /// running, or a shutdown that hangs, still fails.
@@ -35,7 +42,9 @@ impl Dir {
 
 impl Drop for Dir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("KEEP_LIFECYCLE").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -116,7 +125,7 @@ impl Proc {
     fn spawn(config: &Path) -> Proc {
         let log = config.with_extension("log");
         let err = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("--config")
             .arg(config)
             .env("NO_COLOR", "1")
@@ -472,4 +481,232 @@ fn a_wildcard_and_a_specific_address_overlap() {
             && err.contains(&format!("PID {}", first.pid())),
         "the wildcard is refused while the specific address is held: {err}"
     );
+}
+
+// ---------------------------------------------------------------- stopping
+
+fn by_ip(n: u64) -> String {
+    padded(n, 0)
+}
+
+/// A request by IP (answered 403 here) whose Via, echoed in the answer,
+/// carries `pad` more bytes.
+fn padded(n: u64, pad: usize) -> String {
+    let pad = "x".repeat(pad);
+    format!(
+        "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-t{n};pad={pad}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:s@127.0.0.1>;tag=t{n}\r\nTo: <sip:100@127.0.0.1>\r\n\
+         Call-ID: term-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// One value of the Prometheus text at `metrics` (0 when absent).
+fn metric(metrics: SocketAddr, name: &str) -> u64 {
+    let Ok(mut c) = TcpStream::connect_timeout(&metrics, Duration::from_secs(2)) else {
+        return 0;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// SIGTERM, then: exit status, time to exit, and whether the state file
+/// was written after the signal.
+fn terminate(p: &mut Proc, state: &Path) -> (ExitStatus, Duration, bool) {
+    let signalled = std::time::SystemTime::now();
+    p.signal(libc::SIGTERM);
+    let Some((status, took)) = p.wait_exit(EXIT_BOUND) else {
+        panic!(
+            "still running {} s after SIGTERM:\n{}",
+            EXIT_BOUND.as_secs(),
+            p.log()
+        );
+    };
+    let written = std::fs::metadata(state)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= signalled);
+    (status, took, written)
+}
+
+/// SIGTERM idle, and under load: a UDP flood from a thread plus TCP
+/// connections whose peer never reads while every request it sends is
+/// answered (403), so the proxy's writes to it queue up for good. Both
+/// exit 0 within the bound (under load: after `tcp.drain_timeout`, the
+/// queues still full) with the state file written after the signal.
+#[test]
+fn sigterm_under_load_exits_promptly_and_saves_state() {
+    let dir = Dir::new("term");
+    let p = Ports::new();
+    let mport = free_port("127.0.0.1");
+    let extra =
+        format!("[allow]\ncidrs = [\"127.0.0.0/8\"]\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
+    let cfg = config(&dir, "a", p, true, &extra);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[filter]\n", "[filter]\non_reject = \"403\"\n")
+        .replace("[metrics]\nsummary_interval = \"0s\"\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let state = dir.path("a.state");
+    let metrics: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let public: SocketAddr = format!("127.0.0.1:{}", p.public).parse().unwrap();
+
+    let mut idle = Proc::start(&cfg);
+    let (status, idle_took, written) = terminate(&mut idle, &state);
+    assert!(status.success(), "idle: {status}\n{}", idle.log());
+    assert!(written, "idle: the state file was written after SIGTERM");
+    drop(idle);
+
+    let mut busy = Proc::start(&cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = s.send_to(by_ip(n).as_bytes(), public);
+                n += 1;
+            }
+            n
+        })
+    };
+    // Peers that send and never read: 3 kB 403s pile up in the kernel's
+    // buffers (a few MB), then in the proxy's queues.
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&public.into()).unwrap();
+        let c: TcpStream = sock.into();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        peers.push(c);
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while metric(metrics, "sipwarden_send_errors_total") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the TCP replies never queued up:\n{}",
+            busy.log()
+        );
+        for c in &mut peers {
+            let batch: String = (0..20).map(|i| padded(n + i, 3000)).collect();
+            c.write_all(batch.as_bytes()).unwrap();
+            n += 20;
+        }
+    }
+    let (status, busy_took, written) = terminate(&mut busy, &state);
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    eprintln!(
+        "SIGTERM to exit: idle {idle_took:?}; under load {busy_took:?} \
+         ({flooded} datagrams flooded, {n} TCP requests from peers that never read)"
+    );
+    assert!(status.success(), "under load: {status}\n{}", busy.log());
+    assert!(
+        written,
+        "under load: the state file was written after SIGTERM"
+    );
+    assert!(
+        busy.log()
+            .contains("TCP writes still queued after tcp.drain_timeout"),
+        "the peers' queues were still full at the drain limit:\n{}",
+        busy.log()
+    );
+    drop(peers);
+}
+
+/// A series of `sipwarden_messages_total`, e.g. `reason="no-domain",disposition="replied"`.
+fn messages(metrics: SocketAddr, labels: &str) -> u64 {
+    metric(
+        metrics,
+        &format!("sipwarden_messages_total{{side=\"public\",transport=\"tcp\",{labels}}}"),
+    )
+}
+
+/// Replies queued for a peer that reads slowly are delivered at shutdown
+/// (within `tcp.drain_timeout`), not cut off, and the connection ends with
+/// a FIN after the last one.
+#[test]
+fn queued_replies_reach_a_slow_peer_at_shutdown() {
+    let dir = Dir::new("drain");
+    let p = Ports::new();
+    let mport = free_port("127.0.0.1");
+    let extra = "[allow]\ncidrs = [\"127.0.0.0/8\"]\n[tcp]\ndrain_timeout = \"5s\"\n";
+    let cfg = config(&dir, "a", p, true, extra);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[filter]\n", "[filter]\non_reject = \"403\"\n")
+        .replace(
+            "summary_interval = \"0s\"\n",
+            &format!("summary_interval = \"0s\"\nlisten = \"127.0.0.1:{mport}\"\n"),
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let public: SocketAddr = format!("127.0.0.1:{}", p.public).parse().unwrap();
+    let mut px = Proc::start(&cfg);
+
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&public.into()).unwrap();
+    let mut peer: TcpStream = sock.into();
+    // Requests with 3 kB answers, until the proxy's queue to this peer
+    // overflows: the kernel's buffers (a few MB) and the queue are full.
+    let start = Instant::now();
+    let mut n = 0u64;
+    while metric(metrics, "sipwarden_send_errors_total") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", px.log());
+        let batch: String = (0..20).map(|i| padded(n + i, 3000)).collect();
+        peer.write_all(batch.as_bytes()).unwrap();
+        n += 20;
+    }
+    // Until the proxy has handled all of them.
+    let replied = |m| messages(m, "reason=\"no-domain\",disposition=\"replied\"");
+    let mut last = (
+        replied(metrics),
+        metric(metrics, "sipwarden_send_errors_total"),
+    );
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = (
+            replied(metrics),
+            metric(metrics, "sipwarden_send_errors_total"),
+        );
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let (replies, refused) = last;
+    assert_eq!(replies, n, "every request was answered (403)");
+    let queued = replies - refused;
+
+    px.signal(libc::SIGTERM);
+    // A slow peer: it starts reading a second after the signal.
+    std::thread::sleep(Duration::from_secs(1));
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let end = peer.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    let delivered = text.matches("SIP/2.0 403 ").count() as u64;
+    eprintln!("{n} requests: {replies} answered, {refused} refused at the full queue, {delivered} delivered after SIGTERM ({end:?})");
+    assert!(end.is_ok(), "the connection ended with a FIN: {end:?}");
+    assert_eq!(delivered, queued, "every queued reply reached the peer");
+    let (status, _) = px.wait_exit(EXIT_BOUND).expect("exits after the drain");
+    assert!(status.success(), "{status}\n{}", px.log());
 }

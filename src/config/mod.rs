@@ -333,6 +333,11 @@ fn validate(cfg: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
     if cfg.tcp.idle_timeout.ms() < 1000 {
         return Err(fail("tcp", "idle_timeout", "must be at least 1s".into()));
     }
+    // A stop must stay within what service managers wait before SIGKILL
+    // (docker stop: 10 s).
+    if cfg.tcp.drain_timeout.ms() > 5000 {
+        return Err(fail("tcp", "drain_timeout", "must be at most 5s".into()));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         return Err(fail("log", "level", format!("{:?}: {e}", cfg.log.level)));
     }
@@ -420,6 +425,8 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("listen.udp_batch"));
         let e = err(&format!("{MIN}udp_rcvbuf = 1000\n"));
         assert_eq!(e.key.as_deref(), Some("listen.udp_rcvbuf"));
+        let e = err(&format!("{MIN}[tcp]\ndrain_timeout = \"6s\"\n"));
+        assert_eq!(e.key.as_deref(), Some("tcp.drain_timeout"));
 
         let shown = err(&format!("{MIN}[filter]\non_reject = \"404\"\n")).to_string();
         assert!(
