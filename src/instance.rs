@@ -8,7 +8,9 @@
 //! an `flock` on a lock file beside that file (`<file>.lock`) for its whole
 //! life, with its PID written in it. The kernel releases the lock when the
 //! process ends, however it ends, so a crash leaves no stale lock; the
-//! file itself stays and is harmless.
+//! file itself stays and is harmless. A key file in a directory sipwarden
+//! may not write to (an operator's read-only /etc) is locked itself
+//! instead; its holder is then found in /proc/locks.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -65,33 +67,24 @@ impl InstanceLock {
             })?;
         }
         // Not truncated before the lock is ours: it names the holder.
-        let mut f = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
-        // SAFETY: flock(2) on a file descriptor this function owns.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(format!("cannot lock {}: {e}", path.display()));
+            .open(&path);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if read_only(&e) && id.what == "secret key file" && id.file.is_file() => {
+                return InstanceLock::acquire_in_place(id);
             }
-            let own = match id.what {
-                "state file" => "state.path",
-                _ => "secret.key_file (or a state.path)",
-            };
-            return Err(format!(
-                "the {} {} is in use by {}, which holds its lock file {}: another sipwarden \
-                 runs with it, and two would split the traffic and overwrite each other's \
-                 state. Stop it first, or give this one its own {own}",
-                id.what,
-                id.file.display(),
-                holder(&mut f),
-                path.display()
-            ));
+            Err(e) => {
+                return Err(format!("cannot open the lock file {}: {e}", path.display()));
+            }
+        };
+        if !try_lock(&f).map_err(|e| format!("cannot lock {}: {e}", path.display()))? {
+            let who = holder(&mut f);
+            return Err(in_use(id, &who, &path));
         }
         let pid = std::process::id();
         let written = f
@@ -109,6 +102,84 @@ impl InstanceLock {
             _file: f,
         })
     }
+
+    /// Locks the key file itself (opened read-only): for a key in a
+    /// directory this process may not write to.
+    fn acquire_in_place(id: &Identity) -> Result<InstanceLock, String> {
+        let f =
+            File::open(&id.file).map_err(|e| format!("cannot open {}: {e}", id.file.display()))?;
+        if !try_lock(&f).map_err(|e| format!("cannot lock {}: {e}", id.file.display()))? {
+            let who = match locks_holder(&f) {
+                Some(pid) => describe_pid(pid),
+                None => "a process that /proc/locks does not name".into(),
+            };
+            return Err(in_use(id, &who, &id.file));
+        }
+        Ok(InstanceLock {
+            identity: id.clone(),
+            _file: f,
+        })
+    }
+}
+
+/// A directory sipwarden may not write to.
+fn read_only(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS)
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file holds it.
+fn try_lock(f: &File) -> std::io::Result<bool> {
+    // SAFETY: flock(2) on a file descriptor the caller owns.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+fn in_use(id: &Identity, who: &str, lock: &Path) -> String {
+    let own = match id.what {
+        "state file" => "state.path",
+        _ => "secret.key_file (or a state.path)",
+    };
+    let lock = if lock == id.file {
+        "which holds its lock".to_string()
+    } else {
+        format!("which holds its lock file {}", lock.display())
+    };
+    format!(
+        "the {} {} is in use by {who}, {lock}: another sipwarden runs with it, and two \
+         would split the traffic and overwrite each other's state. Stop it first, or give \
+         this one its own {own}",
+        id.what,
+        id.file.display(),
+    )
+}
+
+/// The PID of the `flock` on `f`'s file, from /proc/locks.
+fn locks_holder(f: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_pid(&text, m.dev(), m.ino())
+}
+
+/// In /proc/locks text, the PID of the FLOCK on device `dev`, inode `ino`
+/// (`1: FLOCK  ADVISORY  WRITE 4242 08:02:393218 0 EOF`; waiters, marked
+/// `->`, are skipped).
+fn flock_pid(text: &str, dev: u64, ino: u64) -> Option<u32> {
+    let want = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Who holds a lock file: the PID written in it (the holder writes it
@@ -208,6 +279,35 @@ mod tests {
             id.lock_path(),
             PathBuf::from("/var/lib/sipwarden/secret.lock")
         );
+    }
+
+    #[test]
+    fn a_key_file_locked_in_place_names_its_holder() {
+        let dir = std::env::temp_dir().join(format!("sw-lock-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("secret");
+        std::fs::write(&key, "00").unwrap();
+        let id = Identity::of(None, &key);
+        let held = InstanceLock::acquire_in_place(&id).expect("first lock");
+        let err = InstanceLock::acquire_in_place(&id).unwrap_err();
+        assert!(
+            err.contains(&format!("PID {}", std::process::id()))
+                && err.contains("which holds its lock:"),
+            "{err}"
+        );
+        drop(held);
+        InstanceLock::acquire_in_place(&id).expect("free again after drop");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reads_proc_locks() {
+        let text = "1: POSIX  ADVISORY  WRITE 10 fd:01:77 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 4242 fd:01:77 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 4343 fd:01:77 0 EOF\n";
+        let dev = libc::makedev(0xfd, 1);
+        assert_eq!(flock_pid(text, dev, 77), Some(4242));
+        assert_eq!(flock_pid(text, dev, 78), None);
     }
 
     #[test]
