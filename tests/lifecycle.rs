@@ -1,10 +1,14 @@
 //! The real binary as an operator runs it: one instance per set of
 //! sockets and state file (a second one exits at once, naming the first),
-//! a SIGHUP that moves the public socket, and a SIGTERM under load.
+//! a SIGHUP that moves the public socket, a SIGTERM idle and under load,
+//! and queued replies delivered at shutdown.
 //!
 //! Each test finds free loopback ports itself (a probe bound and dropped:
 //! a second instance needs fixed ports, so port 0 will not do) and runs
-//! its instances in a temporary directory of its own.
+//! its instances in a temporary directory of its own
+//! (`SIPWARDEN_TEST_KEEP=1` keeps it, with the instances' logs). The test
+//! that binds a wildcard address runs in a network namespace of its own
+//! (`unshare -rn`: root, or unprivileged user namespaces).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -14,10 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The binary under test; `SIPWARDEN_BIN` runs these tests against
+/// The binary under test; `SIPWARDEN_TEST_BIN` runs these tests against
 /// another build (an older one, to see them fail).
 fn bin() -> String {
-    std::env::var("SIPWARDEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sipwarden").into())
+    std::env::var("SIPWARDEN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sipwarden").into())
 }
 const DOMAIN: &str = "pbx.lifecycle.example";
 /// Long enough for a loaded machine; a second instance that keeps
@@ -42,7 +46,7 @@ impl Dir {
 
 impl Drop for Dir {
     fn drop(&mut self) {
-        if std::env::var_os("KEEP_LIFECYCLE").is_none() {
+        if std::env::var_os("SIPWARDEN_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
@@ -350,6 +354,22 @@ fn a_socket_held_by_another_program_is_named() {
         err.contains(&format!("tcp:127.0.0.1:{}", q.public))
             && err.contains(&format!("PID {}", std::process::id())),
         "names the socket and this process: {err}"
+    );
+
+    // The metrics port.
+    let m = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mport = m.local_addr().unwrap().port();
+    let cfg = config(&dir, "c", Ports::new(), true, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "summary_interval = \"0s\"\n",
+        &format!("summary_interval = \"0s\"\nlisten = \"127.0.0.1:{mport}\"\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let err = refused(&cfg);
+    assert!(
+        err.contains(&format!("metrics socket tcp:127.0.0.1:{mport}"))
+            && err.contains(&format!("PID {}", std::process::id())),
+        "names the metrics socket and this process: {err}"
     );
 }
 

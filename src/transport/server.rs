@@ -302,13 +302,19 @@ impl Server {
                 transport: Transport::Tcp,
                 addr,
             };
-            let by = match exclusive::holders(&spec) {
-                h if h.is_empty() || e.kind() != std::io::ErrorKind::AddrInUse => String::new(),
-                h => exclusive::busy_message("metrics", &spec, &exclusive::Busy::By(h)),
+            // Exclusive anyway (no SO_REUSEPORT); the error names the holder.
+            let holders = match e.kind() {
+                std::io::ErrorKind::AddrInUse => exclusive::holders(&spec),
+                _ => Vec::new(),
             };
-            match by.is_empty() {
-                true => format!("cannot bind metrics.listen {addr}: {e}"),
-                false => format!("cannot bind metrics.listen: {by}"),
+            if holders.is_empty() {
+                format!("cannot bind metrics.listen {addr}: {e}")
+            } else {
+                let busy = exclusive::Busy::By(holders);
+                format!(
+                    "cannot bind metrics.listen: {}",
+                    exclusive::busy_message("metrics", &spec, &busy)
+                )
             }
         })?;
         std.set_nonblocking(true).map_err(|e| e.to_string())?;
