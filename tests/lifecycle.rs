@@ -546,9 +546,15 @@ fn terminate(p: &mut Proc, state: &Path) -> (ExitStatus, Duration, bool) {
             p.log()
         );
     };
-    let written = std::fs::metadata(state)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= signalled);
+    // The snapshot's own time (file times come from a coarse clock).
+    let signalled_ms = signalled
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let written = std::fs::read(state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("saved_at")?.as_u64())
+        .is_some_and(|t| t >= signalled_ms);
     (status, took, written)
 }
 
