@@ -16,7 +16,8 @@
 #
 # Ports: eleven consecutive ones from TRY_PORT_BASE, or else from a free
 # base it finds between 20000 and 30000 (never 5060/5070/5080).
-# TRY_KEEP=1 keeps the runtime directory (configs, logs).
+# TRY_KEEP=1 keeps the runtime directory (configs, logs); it is kept
+# anyway when something failed, and its path printed.
 
 set -uo pipefail
 
@@ -50,7 +51,8 @@ cleanup() {
     for p in "${PIDS[@]}" "${kids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
     if [ -n "$RUN" ] && [ -d "$RUN" ]; then
-        if [ "$rc" -ne 0 ] || [ "${TRY_KEEP:-0}" = 1 ]; then
+        # kept when something failed (not when interrupted), to look into
+        if { [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ]; } || [ "${TRY_KEEP:-0}" = 1 ]; then
             say "(runtime directory kept: $RUN)"
         else
             rm -rf "$RUN"
