@@ -8,6 +8,7 @@ pub mod config;
 pub mod files;
 pub mod flow;
 pub mod fuzzing;
+pub mod instance;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

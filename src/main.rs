@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::{reload, EnvFilter};
 
 use sipwarden::config::{self, LogFormat, Probe};
+use sipwarden::instance::{Identity, InstanceLock};
 use sipwarden::metrics::{Event, Metrics};
 use sipwarden::proxy::{Core, Keys, Settings};
 use sipwarden::secret;
@@ -237,6 +238,15 @@ fn run(path: &Path) -> ExitCode {
     let cfg = loaded.config;
     let log = init_logging(&cfg);
     log_warnings(&loaded.warnings);
+    // Before the key file is created or the state file read: a second
+    // instance must touch neither.
+    let lock = match InstanceLock::acquire(&Identity::of(
+        cfg.state.path.as_deref(),
+        &cfg.secret.key_file,
+    )) {
+        Ok(l) => l,
+        Err(e) => return start_failed(&e.to_string()),
+    };
     let key = match secret::load_or_create(&cfg.secret.key_file) {
         Ok((key, created)) => {
             if created {
@@ -256,7 +266,10 @@ fn run(path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return start_failed(&format!("cannot start the runtime: {e}")),
     };
-    rt.block_on(serve(path, cfg, key, log))
+    let code = rt.block_on(serve(path, cfg, key, log, lock));
+    // Whatever task is left is dropped; a blocking one gets this long.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 /// The config's warnings, logged once logging is up (`check` prints the
@@ -267,7 +280,13 @@ fn log_warnings(warnings: &[config::ConfigWarning]) {
     }
 }
 
-async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandle) -> ExitCode {
+async fn serve(
+    path: &Path,
+    cfg: config::Config,
+    key: [u8; 32],
+    log: FilterHandle,
+    mut lock: InstanceLock,
+) -> ExitCode {
     let key_file = cfg.secret.key_file.clone();
     let metrics = Arc::new(Metrics::default());
     let state_path = cfg.state.path.clone();
@@ -317,8 +336,21 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
                             }
                         }
                         let every = c.metrics.summary_interval.0;
-                        match server.reload(Settings::new(c)) {
-                            Ok(()) => {
+                        // A new state.path moves the lock: the new one is
+                        // taken first, the old released once the reload
+                        // stands.
+                        let id = Identity::of(c.state.path.as_deref(), &key_file);
+                        let moved = if id == lock.identity {
+                            Ok(None)
+                        } else {
+                            InstanceLock::acquire(&id).map(Some)
+                        };
+                        let applied = moved.and_then(|m| server.reload(Settings::new(c)).map(|()| m));
+                        match applied {
+                            Ok(moved) => {
+                                if let Some(new) = moved {
+                                    lock = new;
+                                }
                                 metrics.event(Event::ReloadOk);
                                 if every != summary_every {
                                     summary_every = every;
@@ -351,14 +383,27 @@ async fn serve(path: &Path, cfg: config::Config, key: [u8; 32], log: FilterHandl
     for t in tasks {
         t.abort();
     }
-    if let Some(p) = core.settings().config.state.path.clone() {
-        let c = core.clone();
-        let _ = tokio::task::spawn_blocking(move || background::save_state(&c, &p)).await;
+    // The state file is written while queued TCP writes drain (until they
+    // have, or tcp.drain_timeout); lookups still pending are not waited for.
+    let settings = core.settings();
+    let save = async {
+        if let Some(p) = settings.config.state.path.clone() {
+            let c = core.clone();
+            let _ = tokio::task::spawn_blocking(move || background::save_state(&c, &p)).await;
+        }
+    };
+    let limit = settings.config.tcp.drain_timeout.0;
+    let ((), left) = tokio::join!(save, server.egress().tcp.drain(limit));
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "TCP writes still queued after tcp.drain_timeout; closing them"
+        );
     }
-    // Queued TCP writes and pending lookups get a moment to finish.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     tracing::info!("summary: {}", metrics.summary());
     tracing::info!("stopped");
+    // Held to the last: the state file is written.
+    drop(lock);
     ExitCode::SUCCESS
 }
 

@@ -106,7 +106,9 @@ fn a_public_socket_in_use_is_named_on_stderr_whatever_the_log_settings() {
         let (code, err) = start(&cfg, &envs);
         assert_eq!(code, Some(1), "{name}: exit code; stderr: {err}");
         assert!(
-            err.contains(&format!("udp:127.0.0.1:{port}")) && err.contains("cannot bind"),
+            err.contains(&format!("udp:127.0.0.1:{port}"))
+                && err.contains("cannot start")
+                && err.contains("already in use"),
             "{name}: stderr should name the socket that cannot be bound: {err:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -593,3 +593,165 @@ fn registrations_and_dialogs_survive_a_restart() {
     assert_eq!(Disposition::Forwarded.as_str(), "forwarded");
     let _ = Transport::Udp;
 }
+
+const BANS: &str = "[ban]\nafter_rejects = 3\nafter_auth_failures = 2\nduration = \"15m\"\n";
+const GUESSER: &str = "192.0.2.77:5060";
+
+fn by_ip(n: u32) -> String {
+    format!(
+        "OPTIONS sip:{n}@203.0.113.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bK-s{n}\r\n\
+         From: <sip:{n}@203.0.113.10>;tag=s{n}\r\nTo: <sip:{n}@203.0.113.10>\r\nCall-ID: scan-{n}\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn with_domain(n: u32) -> String {
+    format!(
+        "OPTIONS sip:1001@sip-7f3k.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bK-d{n}\r\n\
+         From: <sip:1001@sip-7f3k.example.com>;tag=d{n}\r\nTo: <sip:1001@sip-7f3k.example.com>\r\nCall-ID: dom-{n}\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A new process with the lab's key and `extra` config.
+fn restarted(extra: &str) -> Core {
+    Core::new(
+        Settings::new(sipwarden::config::parse(&format!("{BASE_CFG}{extra}"), "t").unwrap()),
+        Keys::new([42; 32]),
+        Arc::new(Metrics::default()),
+    )
+}
+
+fn verdict_of(core: &Core, now: u64, from: &str, n: u32) -> Option<Verdict> {
+    core.handle(now, &public_udp(from), bytes::Bytes::from(with_domain(n)))
+        .verdict
+}
+
+/// A ban outlives a restart for its remaining time, with its trigger; one
+/// that expired while the process was down is gone.
+#[test]
+fn bans_survive_a_restart() {
+    let mut lab = Lab::new(BANS);
+    let _ = lab.core.take_dirty();
+    for n in 0..3 {
+        dropped(
+            &lab.handle(&public_udp(SCANNER), &by_ip(n)),
+            Reason::NoDomain,
+        );
+    }
+    assert!(
+        lab.core.take_dirty(),
+        "a ban marks the state for the writer"
+    );
+    dropped(
+        &lab.handle(&public_udp(SCANNER), &with_domain(1)),
+        Reason::Banned,
+    );
+    // A second source, banned ten minutes later.
+    lab.now += 600_000;
+    for n in 10..13 {
+        dropped(
+            &lab.handle(&public_udp(GUESSER), &by_ip(n)),
+            Reason::NoDomain,
+        );
+    }
+    let json = serde_json::to_string(&lab.core.snapshot(lab.now)).unwrap();
+
+    // Back up a minute later: both still banned.
+    let core = restarted(BANS);
+    core.restore(serde_json::from_str(&json).unwrap(), lab.now + 60_000);
+    for (src, n) in [(SCANNER, 2), (GUESSER, 3)] {
+        assert_eq!(
+            verdict_of(&core, lab.now + 60_000, src, n),
+            Some(Verdict::drop(Reason::Banned)),
+            "{src} is still banned after the restart"
+        );
+    }
+    assert_eq!(core.gauges(lab.now + 60_000)[0].value, 2);
+
+    // Back up six minutes later: the first ban (15 min from 16 min ago)
+    // ended, the second has four minutes left.
+    let later = lab.now + 6 * 60_000;
+    let core = restarted(BANS);
+    core.restore(serde_json::from_str(&json).unwrap(), later);
+    assert_eq!(
+        verdict_of(&core, later, SCANNER, 4),
+        Some(Verdict::forward(Reason::Domain)),
+        "an expired ban is not restored"
+    );
+    assert_eq!(
+        verdict_of(&core, later, GUESSER, 5),
+        Some(Verdict::drop(Reason::Banned))
+    );
+    assert_eq!(
+        verdict_of(&core, lab.now + 15 * 60_000, GUESSER, 6),
+        Some(Verdict::forward(Reason::Domain)),
+        "the restored ban ends when it would have"
+    );
+}
+
+/// At most `ban.max_entries` bans come back, those ending last; an entry
+/// that cannot be read is counted, not silently skipped.
+#[test]
+fn restored_bans_are_bounded_and_bad_entries_counted() {
+    use sipwarden::state::persist::SavedBan;
+    let lab = Lab::new(BANS);
+    let mut snap = lab.core.snapshot(lab.now);
+    assert!(snap.bans.is_empty());
+    let ban = |ip: &str, trigger: &str, until: u64| SavedBan {
+        ip: ip.into(),
+        trigger: trigger.into(),
+        until,
+    };
+    snap.bans = (0..5u64)
+        .map(|i| {
+            ban(
+                &format!("192.0.2.{i}"),
+                "rejects",
+                lab.now + 60_000 * (i + 1),
+            )
+        })
+        .collect();
+    snap.bans
+        .push(ban("not-an-ip", "rejects", lab.now + 60_000));
+    snap.bans
+        .push(ban("192.0.2.50", "sorcery", lab.now + 60_000));
+    snap.bans
+        .push(ban("2001:db8::9", "auth-failures", lab.now - 1));
+    let core = restarted("[ban]\nmax_entries = 3\n");
+    let r = core.restore(snap, lab.now);
+    assert_eq!(
+        (r.bans, r.bans_over_cap, r.bad, r.expired),
+        (3, 2, 2, 1),
+        "{r:?}"
+    );
+    assert_eq!(core.tables().bans.len(), 3);
+    for (i, banned) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
+        let from = format!("192.0.2.{i}:5060");
+        let want = match banned {
+            true => Verdict::drop(Reason::Banned),
+            false => Verdict::forward(Reason::Domain),
+        };
+        assert_eq!(
+            verdict_of(&core, lab.now, &from, 20 + i),
+            Some(want),
+            "{from}"
+        );
+    }
+    // What comes back is saved again, with its trigger.
+    let again = core.snapshot(lab.now);
+    assert_eq!(again.bans.len(), 3);
+    assert!(again.bans.iter().all(|b| b.trigger == "rejects"));
+}
+
+/// A state file written before bans were kept (no `bans` key) loads.
+#[test]
+fn a_state_file_without_bans_still_loads() {
+    let lab = Lab::new(TRUNK);
+    trunk_registers(&lab, 1, 3600);
+    let mut v = serde_json::to_value(lab.core.snapshot(lab.now)).unwrap();
+    assert!(v.as_object_mut().unwrap().remove("bans").is_some());
+    let core = restarted(TRUNK);
+    let r = core.restore(serde_json::from_value(v).unwrap(), lab.now + 1000);
+    assert_eq!((r.registrations, r.bans, r.bad), (1, 0, 0));
+}

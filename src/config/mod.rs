@@ -351,6 +351,8 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("listen.udp_batch"));
         let e = err(&format!("{MIN}udp_rcvbuf = 1000\n"));
         assert_eq!(e.key.as_deref(), Some("listen.udp_rcvbuf"));
+        let e = err(&format!("{MIN}[tcp]\ndrain_timeout = \"6s\"\n"));
+        assert_eq!(e.key.as_deref(), Some("tcp.drain_timeout"));
 
         let shown = err(&format!("{MIN}[filter]\non_reject = \"404\"\n")).to_string();
         assert!(

@@ -328,6 +328,11 @@ fn limit_rules(cfg: &Config, r: &mut Report) {
     if cfg.tcp.idle_timeout.ms() < 1000 {
         r.error(&[K("tcp"), K("idle_timeout")], "must be at least 1s");
     }
+    // A stop must stay within what service managers wait before SIGKILL
+    // (docker stop: 10 s).
+    if cfg.tcp.drain_timeout.ms() > 5000 {
+        r.error(&[K("tcp"), K("drain_timeout")], "must be at most 5s");
+    }
 }
 
 /// What start needs of this host, asked without changing anything: the

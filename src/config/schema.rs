@@ -597,6 +597,10 @@ pub struct Tcp {
     pub idle_timeout: Dur,
     #[serde(default = "d_tcp_connect")]
     pub connect_timeout: Dur,
+    /// At SIGTERM, the longest queued writes get to reach their peers
+    /// before the process exits (it exits as soon as they have).
+    #[serde(default = "d_tcp_drain")]
+    pub drain_timeout: Dur,
 }
 
 fn d_tcp_max() -> usize {
@@ -608,6 +612,9 @@ fn d_tcp_idle() -> Dur {
 fn d_tcp_connect() -> Dur {
     Dur(std::time::Duration::from_secs(5))
 }
+fn d_tcp_drain() -> Dur {
+    Dur(std::time::Duration::from_millis(500))
+}
 
 impl Default for Tcp {
     fn default() -> Self {
@@ -615,6 +622,7 @@ impl Default for Tcp {
             max_connections: d_tcp_max(),
             idle_timeout: d_tcp_idle(),
             connect_timeout: d_tcp_connect(),
+            drain_timeout: d_tcp_drain(),
         }
     }
 }

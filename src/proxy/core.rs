@@ -16,7 +16,10 @@ use crate::metrics::{Event, Gauge, Metrics};
 use crate::policy::{admission, ban, quick, Disposition, Reason, Verdict};
 use crate::sip::via::Via;
 use crate::sip::{scan, Framing, Header, HeaderName, Message, Method, ScanError};
-use crate::state::persist::{SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION};
+use crate::state::bans::{Restore, Trigger};
+use crate::state::persist::{
+    SavedBan, SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION,
+};
 use crate::state::Tables;
 
 use super::action::{Dest, Output, Send};
@@ -124,7 +127,14 @@ pub(super) enum DialogOp {
 pub struct Restored {
     pub registrations: usize,
     pub dialogs: usize,
+    pub bans: usize,
+    /// Entries that ended while the process was down.
     pub expired: usize,
+    /// Entries that could not be read (an unknown address or trigger, a
+    /// dialog key that is not hex).
+    pub bad: usize,
+    /// Bans beyond `ban.max_entries` (those ending soonest).
+    pub bans_over_cap: usize,
 }
 
 impl Core {
@@ -275,11 +285,13 @@ impl Core {
         }
     }
 
-    fn announce_ban(&self, s: &Settings, ip: IpAddr, t: crate::state::bans::Trigger) {
+    fn announce_ban(&self, s: &Settings, ip: IpAddr, t: Trigger) {
         let minutes = s.ban.duration / 60_000;
         if s.monitor {
             tracing::warn!(source = %ip, trigger = t.as_str(), "would ban (monitor mode)");
         } else {
+            // The state file keeps bans: a restart must not free the source.
+            self.mark_dirty();
             self.metrics.event(Event::Bans);
             tracing::warn!(source = %ip, trigger = t.as_str(), duration_min = minutes, "banned");
         }
@@ -641,6 +653,7 @@ impl Core {
         let grace = s.config.registration.grace.ms();
         for ip in self.tables.bans.sweep(now, s.ban.window) {
             self.metrics.event(Event::Unbans);
+            self.mark_dirty();
             tracing::info!(source = %ip, "ban lifted");
         }
         self.tables.rates.sweep(now, &s.budget);
@@ -708,8 +721,8 @@ impl Core {
         self.tables.regs.learn_addresses(trunk, &addrs, until);
     }
 
-    /// What the state file keeps: live registrations, their addresses and
-    /// confirmed dialogs.
+    /// What the state file keeps: live registrations, their addresses,
+    /// confirmed dialogs and bans in force.
     pub fn snapshot(&self, now: u64) -> Snapshot {
         let grace = self.settings.load().config.registration.grace.ms();
         Snapshot {
@@ -748,6 +761,17 @@ impl Core {
                     dialog: d,
                 })
                 .collect(),
+            bans: self
+                .tables
+                .bans
+                .banned(now)
+                .into_iter()
+                .map(|(ip, trigger, until)| SavedBan {
+                    ip: ip.to_string(),
+                    trigger: trigger.key().into(),
+                    until,
+                })
+                .collect(),
         }
     }
 
@@ -770,6 +794,7 @@ impl Core {
         for d in snap.dialogs {
             let mut k = [0u8; 16];
             if from_hex(d.key.as_bytes(), &mut k).is_none() {
+                r.bad += 1;
                 continue;
             }
             if self
@@ -782,7 +807,29 @@ impl Core {
                 r.expired += 1;
             }
         }
+        self.restore_bans(snap.bans, now, &mut r);
         r
+    }
+
+    /// Bans in force at `now`, the longest first, up to the table's cap.
+    fn restore_bans(&self, saved: Vec<SavedBan>, now: u64, r: &mut Restored) {
+        let longest = self.settings.load().ban.duration;
+        let mut bans: Vec<(IpAddr, Trigger, u64)> = Vec::with_capacity(saved.len());
+        for b in saved {
+            let ip = b.ip.parse::<IpAddr>().ok().map(canonical_ip);
+            match (ip, Trigger::from_key(&b.trigger)) {
+                (Some(ip), Some(t)) => bans.push((ip, t, b.until)),
+                _ => r.bad += 1,
+            }
+        }
+        bans.sort_unstable_by_key(|b| std::cmp::Reverse(b.2));
+        for (ip, t, until) in bans {
+            match self.tables.bans.restore(ip, t, until, now, longest) {
+                Restore::Banned => r.bans += 1,
+                Restore::Expired => r.expired += 1,
+                Restore::Full => r.bans_over_cap += 1,
+            }
+        }
     }
 }
 

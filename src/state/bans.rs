@@ -24,6 +24,8 @@ struct Entry {
     banned_until: u64,
     /// Keys of the last failed credentials counted (0 = empty).
     recent: [u32; RECENT],
+    /// Why it is banned (kept in the state file).
+    trigger: Option<Trigger>,
 }
 
 /// Thresholds, from `[ban]`.
@@ -49,6 +51,32 @@ impl Trigger {
             Trigger::AuthFailures => "authentication failures",
         }
     }
+
+    /// Its name in the state file.
+    pub fn key(self) -> &'static str {
+        match self {
+            Trigger::Rejects => "rejects",
+            Trigger::AuthFailures => "auth-failures",
+        }
+    }
+
+    pub fn from_key(s: &str) -> Option<Trigger> {
+        match s {
+            "rejects" => Some(Trigger::Rejects),
+            "auth-failures" => Some(Trigger::AuthFailures),
+            _ => None,
+        }
+    }
+}
+
+/// What became of a ban read from the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    Banned,
+    /// It ended while the process was down.
+    Expired,
+    /// The table is at `ban.max_entries`.
+    Full,
 }
 
 /// The ban table, bounded by `ban.max_entries`.
@@ -160,14 +188,62 @@ impl Bans {
         e.auth_failures = 0;
         e.recent = [0; RECENT];
         e.window_start = now;
-        if enforce {
-            e.banned_until = now + p.duration;
-        }
-        Some(if auth {
+        let trigger = if auth {
             Trigger::AuthFailures
         } else {
             Trigger::Rejects
-        })
+        };
+        if enforce {
+            e.banned_until = now + p.duration;
+            e.trigger = Some(trigger);
+        }
+        Some(trigger)
+    }
+
+    /// The bans in force at `now`: source, trigger, end (ms). At most
+    /// `ban.max_entries`, the table's cap.
+    pub fn banned(&self, now: u64) -> Vec<(IpAddr, Trigger, u64)> {
+        self.map
+            .iter()
+            .filter(|e| e.banned_until > now)
+            .map(|e| {
+                (
+                    *e.key(),
+                    e.trigger.unwrap_or(Trigger::Rejects),
+                    e.banned_until,
+                )
+            })
+            .collect()
+    }
+
+    /// Puts back a ban from the state file, ending at `until` (ms), but
+    /// never later than `longest` from now: a clock set back while the
+    /// process was down must not stretch a ban.
+    pub fn restore(
+        &self,
+        ip: IpAddr,
+        trigger: Trigger,
+        until: u64,
+        now: u64,
+        longest: u64,
+    ) -> Restore {
+        if until <= now {
+            return Restore::Expired;
+        }
+        if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
+            return Restore::Full;
+        }
+        let mut e = match self.map.entry(ip) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                self.count.added();
+                v.insert(Entry::default())
+            }
+        };
+        e.window_start = now;
+        e.banned_until = until.min(now.saturating_add(longest));
+        e.trigger = Some(trigger);
+        Restore::Banned
     }
 
     pub fn reject(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
@@ -303,6 +379,53 @@ mod tests {
             b.auth_failure(d, P.window + 3, &p, true, 4),
             Some(Trigger::AuthFailures)
         );
+    }
+
+    #[test]
+    fn banned_and_restored_with_trigger_and_cap() {
+        let b = Bans::new(2);
+        let a = ip("192.0.2.1");
+        for t in 0..2 {
+            b.auth_failure(a, t, &P, true, 0);
+        }
+        assert_eq!(b.banned(10), vec![(a, Trigger::AuthFailures, 1 + 900_000)]);
+        assert!(b.banned(1 + 900_000).is_empty());
+
+        let r = Bans::new(2);
+        let now = 1_000_000;
+        assert_eq!(
+            r.restore(a, Trigger::AuthFailures, now, now, P.duration),
+            Restore::Expired
+        );
+        assert_eq!(
+            r.restore(a, Trigger::AuthFailures, now + 5, now, P.duration),
+            Restore::Banned
+        );
+        assert!(r.is_banned(a, now + 4) && !r.is_banned(a, now + 5));
+        // Clock went back: no longer than the duration from now.
+        let c = ip("192.0.2.3");
+        assert_eq!(
+            r.restore(c, Trigger::Rejects, u64::MAX, now, P.duration),
+            Restore::Banned
+        );
+        assert_eq!(
+            r.banned(now).iter().find(|x| x.0 == c).map(|x| x.2),
+            Some(now + P.duration)
+        );
+        assert_eq!(
+            r.restore(ip("192.0.2.4"), Trigger::Rejects, now + 9, now, P.duration),
+            Restore::Full
+        );
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            Trigger::from_key(Trigger::AuthFailures.key()),
+            Some(Trigger::AuthFailures)
+        );
+        assert_eq!(
+            Trigger::from_key(Trigger::Rejects.key()),
+            Some(Trigger::Rejects)
+        );
+        assert_eq!(Trigger::from_key("other"), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The state file: trunk registrations and confirmed dialogs, so that a
 //! restarted sidecar keeps admitting a provider's calls until Asterisk
-//! re-registers (which can be an hour away). Written atomically (write,
-//! fsync, rename); a corrupt or foreign file is reported and ignored.
+//! re-registers (which can be an hour away), and bans, so that a restart
+//! does not free every scanner and password guesser at once. Written
+//! atomically (write, fsync, rename); a corrupt or foreign file is
+//! reported and ignored.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,6 +16,10 @@ use super::registrations::TrunkReg;
 
 /// Format marker: a file without it is not ours.
 pub const FORMAT: &str = "sipwarden-state";
+/// Changes only when a reader of the previous version would misread the
+/// file. A section is added with a default instead (`bans` came that way):
+/// an older file loads without it, and an older sipwarden loads a newer
+/// file, ignoring what it does not know.
 pub const VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +33,21 @@ pub struct Snapshot {
     pub registrations: Vec<SavedReg>,
     pub sources: Vec<SavedSource>,
     pub dialogs: Vec<SavedDialog>,
+    /// Absent from files written before bans were kept.
+    #[serde(default)]
+    pub bans: Vec<SavedBan>,
+}
+
+/// A ban in force when the file was written. Fields are kept as text and
+/// checked on restore, so that one bad entry is counted, not the whole
+/// file refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedBan {
+    pub ip: String,
+    /// `rejects` or `auth-failures`.
+    pub trigger: String,
+    /// When it ends (ms since the epoch, like every time in the file).
+    pub until: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +154,11 @@ mod tests {
                 until: 9,
             }],
             dialogs: vec![],
+            bans: vec![SavedBan {
+                ip: "192.0.2.7".into(),
+                trigger: "rejects".into(),
+                until: 99,
+            }],
         };
         write(&path, &snap).unwrap();
         assert_eq!(read(&path, "abc").unwrap(), snap);
@@ -142,6 +168,9 @@ mod tests {
         std::fs::write(&path, br#"{"format":"x","version":1,"key_id":"abc","saved_at":0,"registrations":[],"sources":[],"dialogs":[]}"#).unwrap();
         assert!(matches!(read(&path, "abc"), Err(LoadError::Foreign(_))));
         assert_eq!(read(&dir.join("none"), "abc"), Err(LoadError::Missing));
+        // A file written before bans were kept.
+        std::fs::write(&path, br#"{"format":"sipwarden-state","version":1,"key_id":"abc","saved_at":0,"registrations":[],"sources":[],"dialogs":[]}"#).unwrap();
+        assert_eq!(read(&path, "abc").unwrap().bans, vec![]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -80,9 +80,24 @@ pub fn load_state(core: &Core, path: &Path) {
                 path = %path.display(),
                 registrations = r.registrations,
                 dialogs = r.dialogs,
+                bans = r.bans,
                 expired = r.expired,
                 "state restored"
             );
+            if r.bad > 0 {
+                for _ in 0..r.bad {
+                    core.metrics().event(Event::StateErrors);
+                }
+                tracing::warn!(path = %path.display(), entries = r.bad, "state file entries that could not be read were left out");
+            }
+            if r.bans_over_cap > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    bans = r.bans_over_cap,
+                    cap = core.settings().config.ban.max_entries,
+                    "bans beyond ban.max_entries were left out (those ending soonest)"
+                );
+            }
         }
         Err(LoadError::Missing) => {}
         Err(e) => {

@@ -5,6 +5,7 @@ pub mod background;
 pub mod coalesce;
 pub mod dns;
 pub mod egress;
+pub mod exclusive;
 pub mod http;
 pub mod mmsg;
 pub mod server;

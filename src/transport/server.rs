@@ -15,6 +15,7 @@ use crate::proxy::{Core, Settings};
 
 use super::dns::Dns;
 use super::egress::{Egress, UdpEntry};
+use super::exclusive::{self, BindLock};
 use super::tcp::{accept_loop, TcpConns};
 use super::{http, udp};
 
@@ -164,12 +165,23 @@ impl Server {
     fn rebind(&self, s: &Settings, swap: bool) -> Result<(), String> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let want = wanted(s);
-        let mut fresh = Vec::new();
-        for &(side, spec, idx, peer) in &want {
-            if running
+        let is_new = |&(side, spec, _, peer): &Want| {
+            !running
                 .iter()
                 .any(|r| r.side == side && r.spec == spec && r.peer == peer)
-            {
+        };
+        // No other process may hold a new listener's address (see
+        // `exclusive`): probed and bound under the bind lock.
+        let _bind_lock = BindLock::take();
+        let ours: Vec<SocketSpec> = running.iter().map(|r| r.spec).collect();
+        for (side, spec, _, _) in want.iter().filter(|w| w.3.is_none() && is_new(w)) {
+            if let Err(busy) = exclusive::check(spec, &ours) {
+                return Err(exclusive::busy_message(side.as_str(), spec, &busy));
+            }
+        }
+        let mut fresh = Vec::new();
+        for &(side, spec, idx, peer) in &want {
+            if !is_new(&(side, spec, idx, peer)) {
                 continue;
             }
             match (bind(&spec, s, peer), peer) {
@@ -285,8 +297,26 @@ impl Server {
         let Some(addr) = want else {
             return Ok(Some(None));
         };
-        let std = std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot bind metrics.listen {addr}: {e}"))?;
+        let std = std::net::TcpListener::bind(addr).map_err(|e| {
+            let spec = SocketSpec {
+                transport: Transport::Tcp,
+                addr,
+            };
+            // Exclusive anyway (no SO_REUSEPORT); the error names the holder.
+            let holders = match e.kind() {
+                std::io::ErrorKind::AddrInUse => exclusive::holders(&spec),
+                _ => Vec::new(),
+            };
+            if holders.is_empty() {
+                format!("cannot bind metrics.listen {addr}: {e}")
+            } else {
+                let busy = exclusive::Busy::By(holders);
+                format!(
+                    "cannot bind metrics.listen: {}",
+                    exclusive::busy_message("metrics", &spec, &busy)
+                )
+            }
+        })?;
         std.set_nonblocking(true).map_err(|e| e.to_string())?;
         let l = TcpListener::from_std(std).map_err(|e| e.to_string())?;
         Ok(Some(Some((addr, l))))

@@ -1,10 +1,11 @@
 //! TCP: Content-Length framing, CRLF keepalive pongs (RFC 5626 4.4.1), a
 //! table of live connections keyed by remote address so that responses go
 //! back over the connection their request came on and outgoing connections
-//! are reused, a connection cap and an idle timeout.
+//! are reused, a connection cap, an idle timeout, and the drain of queued
+//! writes at shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Event;
@@ -25,6 +26,9 @@ use super::now_ms;
 
 /// Messages queued per connection before sends are refused.
 const QUEUE: usize = 512;
+/// How long a closed connection's writer may take to send what is queued
+/// before it is dropped (a peer that stopped reading must not keep it).
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 struct Conn {
     id: u64,
@@ -37,9 +41,56 @@ pub struct TcpConns {
     map: DashMap<(Side, SocketAddr), Conn>,
     count: AtomicUsize,
     next_id: AtomicU64,
+    /// Set at shutdown: readers stop, no new connection is opened.
+    closing: AtomicBool,
+    /// Wakes the readers at shutdown.
+    stop: Notify,
+    /// Writer tasks still running, and the wake-up when the last ends.
+    writers: AtomicUsize,
+    writers_done: Notify,
+}
+
+/// Counts a running writer task; the count drops however the task ends.
+struct WriterGuard(Arc<TcpConns>);
+
+impl WriterGuard {
+    fn new(conns: &Arc<TcpConns>) -> WriterGuard {
+        conns.writers.fetch_add(1, Relaxed);
+        WriterGuard(conns.clone())
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if self.0.writers.fetch_sub(1, Relaxed) == 1 {
+            self.0.writers_done.notify_waiters();
+        }
+    }
 }
 
 impl TcpConns {
+    /// At shutdown: stops every reader (what a connection still sends is
+    /// no longer handled) and waits until every connection's queued writes
+    /// have been written and the connection closed, or `limit`, whichever
+    /// comes first. Returns the connections still writing at the limit.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        self.closing.store(true, Relaxed);
+        self.stop.notify_waiters();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the count is read: a writer ending in
+            // between still wakes it.
+            let done = self.writers_done.notified();
+            let left = self.writers.load(Relaxed);
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return self.writers.load(Relaxed);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.count.load(Relaxed)
     }
@@ -117,7 +168,7 @@ impl TcpConns {
         first: Bytes,
         on_fail: Option<Box<Send>>,
     ) -> Result<(), Option<Box<Send>>> {
-        if !self.reserve(eg) {
+        if self.closing.load(Relaxed) || !self.reserve(eg) {
             return Err(on_fail);
         }
         let (id, tx, rx) = self.register(side, dest);
@@ -214,7 +265,9 @@ async fn run(
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
+    let guard = WriterGuard::new(&eg.tcp);
+    let mut writer = tokio::spawn(async move {
+        let _guard = guard;
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
                 break;
@@ -224,14 +277,23 @@ async fn run(
     });
     let mut buf = BytesMut::with_capacity(8192);
     let idle = Duration::from_millis(eg.core.settings().config.tcp.idle_timeout.ms());
+    // Created before the flag is read: a shutdown in between still wakes it.
+    let stop = eg.tcp.stop.notified();
+    tokio::pin!(stop);
     'conn: loop {
-        match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
-            Err(_) => {
-                tracing::debug!(remote = %flow.remote, "TCP connection idle, closing");
-                break;
-            }
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) => {}
+        if eg.tcp.closing.load(Relaxed) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            r = tokio::time::timeout(idle, rd.read_buf(&mut buf)) => match r {
+                Err(_) => {
+                    tracing::debug!(remote = %flow.remote, "TCP connection idle, closing");
+                    break;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {}
+            },
         }
         loop {
             let limits = eg.core.settings().limits;
@@ -272,8 +334,25 @@ async fn run(
         }
     }
     // Unregistered first, so no new sends queue; the writer drains what
-    // is queued and closes.
+    // is queued and closes (FIN). Meanwhile what the peer still sends is
+    // read and discarded: unread data at close makes the kernel reset the
+    // connection, and the peer would lose the replies still in flight.
     eg.tcp.unregister(flow.side, flow.remote, id);
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let discard = async {
+        let mut sink = [0u8; 4096];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+        std::future::pending::<()>().await
+    };
+    let grace = WRITER_GRACE.max(eg.core.settings().config.tcp.drain_timeout.0);
+    let drained = tokio::time::timeout(grace, async {
+        tokio::select! {
+            _ = &mut writer => {}
+            _ = discard => {}
+        }
+    })
+    .await;
+    if drained.is_err() {
+        writer.abort();
+    }
 }

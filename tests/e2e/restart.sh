@@ -18,6 +18,13 @@
 #   4. A corrupt state file (garbage): reported ("state file ignored"), the
 #      proxy starts anyway and serves (an OPTIONS with the domain is answered),
 #      and the DID INVITE gets no answer (nothing restored).
+#   5. Bans survive a crash (issue 12): with ban.after_rejects = 3, a scanner
+#      (127.0.0.4) is banned for 10 min, then (after a SIGHUP to
+#      ban.duration = 4s) another one (127.0.0.6) for 4 s; both are in the
+#      state file. SIGKILL, wait until the short ban has ended, restart: log
+#      "state restored ... bans=1 expired=1", the first source's OPTIONS with
+#      the secret domain is dropped as `banned`, the second's is forwarded
+#      and answered.
 source "$(dirname "$0")/lib.sh"
 setup restart
 trunk_transport udp
@@ -151,6 +158,88 @@ expect_sipp probe "corrupt state file: sipwarden serves (OPTIONS sip:100@$DOMAIN
 expect_bg backend-options "the backend answered the OPTIONS" "$BOPT"
 trunk_silent_bg corrupt-did "sip:$TRUNK_DID@127.0.0.1:$PUB" "$PROVIDER_IP" "$PROV_PORT"
 silent_wait "corrupt state file: the provider's DID INVITE gets no answer (nothing was restored)"
+
+# 5. bans survive a crash; a ban that ended meanwhile does not come back
+stop_sipwarden
+BAN_STATE=$RUN/state-bans/sipwarden.state
+BAN_LONG_IP=$SCANNER_IP
+BAN_SHORT_IP=$UA_SCANNER_IP
+write_config "$CFG" "$DOMAIN"
+cat >> "$CFG" <<EOF
+
+[state]
+path = "$BAN_STATE"
+save_interval = "200ms"
+
+[ban]
+after_rejects = 3
+duration = "10m"
+EOF
+start_sipwarden
+SO=(-sf "$(silent_scenario OPTIONS)" -s 100 -key host 127.0.0.1 -key to_host 127.0.0.1 -key from_host 127.0.0.1 -key ua sipp-e2e-scan)
+expect_sipp ban-long "scanner $BAN_LONG_IP: 3 OPTIONS by IP get no answer (and ban it for 10 min)" \
+    "127.0.0.1:$PUB" "${SO[@]}" -m 3 -r 10 -i "$BAN_LONG_IP" -p "$PHONE_PORT" -cid_str "e2e-ban-long-%u-%p"
+wait_log_n "source=$BAN_LONG_IP.*banned|banned.*source=$BAN_LONG_IP" 1 \
+    || fail "no 'banned' log line for $BAN_LONG_IP"
+sed -i 's/^duration = "10m"$/duration = "4s"/' "$CFG"
+N0=$(grep -c 'config reloaded' "$RUN/sipwarden.log")
+kill -HUP "$SW_PID"
+wait_log_n 'config reloaded' $((N0 + 1)) || fail "SIGHUP to ban.duration = 4s: no 'config reloaded'"
+sipp_bg ban-short 20 "127.0.0.1:$PUB" "${SO[@]}" -m 3 -r 10 -i "$BAN_SHORT_IP" -p "$PHONE_PORT" -cid_str "e2e-ban-short-%u-%p"
+SHORT_PID=$BG_PID
+# both bans in the state file (200 ms debounce), then the crash, while the
+# short one is still in force
+seen=0
+for i in $(seq 30); do
+    if grep -q "\"ip\":\"$BAN_LONG_IP\"" "$BAN_STATE" 2>/dev/null && grep -q "\"ip\":\"$BAN_SHORT_IP\"" "$BAN_STATE" 2>/dev/null; then
+        seen=1; break
+    fi
+    sleep 0.1
+done
+T_SEEN=$(date +%s.%N)
+kill_sipwarden
+check "the state file held both bans ($BAN_LONG_IP for 10 min, $BAN_SHORT_IP for 4 s) at the SIGKILL" [ $seen = 1 ]
+log "state file: $(grep -o '"bans":\[[^]]*\]' "$BAN_STATE" 2>/dev/null)"
+expect_bg ban-short "scanner $BAN_SHORT_IP: its OPTIONS by IP got no answer" "$SHORT_PID"
+# the short ban ends at most 4 s after it was seen in the file
+REST=$(awk -v a="$T_SEEN" -v b="$(date +%s.%N)" 'BEGIN { r = a + 4.3 - b; print (r > 0 ? r : 0) }')
+sleep "$REST"
+# (a restored ban lasts at most ban.duration from the restart: back to 10m)
+sed -i 's/^duration = "4s"$/duration = "10m"/' "$CFG"
+N0=$(grep -c 'state restored' "$RUN/sipwarden.log")
+start_sipwarden
+if wait_log_n "state restored" $((N0 + 1)); then
+    LINE=$(grep 'state restored' "$RUN/sipwarden.log" | tail -1)
+    log "${LINE#*INFO }"
+    if echo "$LINE" | grep -q ' bans=1' && echo "$LINE" | grep -q ' expired=1'; then
+        pass "log: state restored with bans=1 expired=1 (the 10 min ban kept, the 4 s one ended)"
+    else
+        fail "log: 'state restored' does not say bans=1 expired=1: $LINE"
+    fi
+else
+    fail "no 'state restored' log line after the restart with bans"
+fi
+metrics_dump "$RUN/m-bans0.txt"
+check "metrics after the restart: sipwarden_bans = 1 ($(gauge "$RUN/m-bans0.txt" sipwarden_bans))" \
+    [ "$(gauge "$RUN/m-bans0.txt" sipwarden_bans)" -eq 1 ]
+# a backend that answers one OPTIONS: the banned source's, were it forwarded
+sipp_bg backend-unbanned 20 -sf "$SIPP_DIR/uas_options.xml" -m 1 -i 127.0.0.1 -p "$BE"
+BOPT=$BG_PID
+wait_bound udp 127.0.0.1 "$BE" || fail "the backend UAS did not bind 127.0.0.1:$BE"
+expect_sipp banned-domain "after SIGKILL + restart: $BAN_LONG_IP (still banned) gets no answer, even with the secret domain" \
+    "127.0.0.1:$PUB" -sf "$(silent_scenario OPTIONS)" -m 1 -s 100 -key host "$DOMAIN" -key to_host "$DOMAIN" \
+    -key from_host "$DOMAIN" -key ua sipp-e2e-probe -i "$BAN_LONG_IP" -p "$PHONE_PORT" -cid_str "e2e-banned-domain-%u-%p"
+expect_sipp unbanned "after SIGKILL + restart: $BAN_SHORT_IP (its ban ended) is forwarded and answered 200" \
+    "127.0.0.1:$PUB" -sf "$SIPP_DIR/options_uac.xml" -m 1 -s 100 -key domain "$DOMAIN" -key ua sipp-e2e-probe \
+    -i "$BAN_SHORT_IP" -p "$PHONE_PORT" -cid_str "e2e-unbanned-%u-%p"
+expect_bg backend-unbanned "the backend answered the OPTIONS of $BAN_SHORT_IP" "$BOPT"
+metrics_dump "$RUN/m-bans1.txt"
+DB=$(metric_delta "$RUN/m-bans1.txt" "$RUN/m-bans0.txt" banned dropped)
+DF=$(metric_delta "$RUN/m-bans1.txt" "$RUN/m-bans0.txt" domain forwarded)
+check "metrics: the banned source's OPTIONS (and its retransmissions) dropped as banned (+$DB)" [ "$DB" -ge 1 ]
+check "metrics: the other source's OPTIONS forwarded as domain (+$DF)" [ "$DF" -eq 1 ]
+check "log: dropped with reason=banned from $BAN_LONG_IP after the restart" \
+    grep -qE "dropped source=$BAN_LONG_IP:[0-9]+ .*reason=\"?banned\"? line=OPTIONS sip:100@$DOMAIN" "$RUN/sipwarden.log"
 
 capture_stop
 capture_sip backend > "$RUN/backend.txt"
