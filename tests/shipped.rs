@@ -167,3 +167,58 @@ fn compose_mounts_the_sipwarden_config_as_a_directory() {
         "the image's default config is not {copied}"
     );
 }
+
+/// Every text file of the repository (sources, docs, configs, scripts):
+/// skips build output, git's own files and fuzz inputs.
+fn repository_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if p.is_dir() {
+            if !matches!(
+                name.as_ref(),
+                "target" | ".git" | "node_modules" | "corpus" | "artifacts"
+            ) {
+                repository_files(&p, out);
+            }
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// The repository explains itself: no file points at a design document or
+/// a directory outside it (the brief the project started from is not part
+/// of a clone).
+#[test]
+fn the_repository_refers_to_nothing_outside_it() {
+    // Built from parts so that this file does not name them itself.
+    let needles = [
+        ["DESIGN", ".md"].concat(),
+        ["..", "/shared"].concat(),
+        ["/work", "/shared"].concat(),
+    ];
+    let mut files = Vec::new();
+    repository_files(Path::new(env!("CARGO_MANIFEST_DIR")), &mut files);
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let mut found = Vec::new();
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue; // not text
+        };
+        for n in &needles {
+            if text.contains(n.as_str()) {
+                found.push(format!("{}: {n}", f.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "references outside the repository:\n{}",
+        found.join("\n")
+    );
+}
