@@ -1,18 +1,11 @@
-//! sipwarden: a SIP edge proxy in front of an Asterisk PBX.
-//!
-//! The core (`sip`, `policy`, `proxy`) is sans-IO: it turns received bytes,
-//! a flow and a time into sends, and is tested without sockets. `transport`
-//! moves the bytes; `main.rs` wires config, signals and sockets.
+//! sipwarden, the program: sockets, DNS, the state and key files, the
+//! config file and what start needs of the host, one instance per state.
+//! Every decision is the core's (`sipwarden-core`); this crate moves bytes
+//! and carries out what the core returns. ARCHITECTURE.md draws the map.
 
-pub mod config;
 pub mod files;
-pub mod flow;
-pub mod fuzzing;
 pub mod instance;
-pub mod metrics;
-pub mod policy;
-pub mod proxy;
+pub mod preflight;
 pub mod secret;
-pub mod sip;
-pub mod state;
+pub mod statefile;
 pub mod transport;

@@ -10,12 +10,13 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::{reload, EnvFilter};
 
-use sipwarden::config::{self, LogFormat, Probe};
 use sipwarden::instance::{Identity, InstanceLock};
-use sipwarden::metrics::{Event, Metrics};
-use sipwarden::proxy::{Core, Keys, Settings};
+use sipwarden::preflight::{self, Probe};
 use sipwarden::secret;
 use sipwarden::transport::{background, Server};
+use sipwarden_core::config::{self, LogFormat};
+use sipwarden_core::metrics::{Event, Metrics};
+use sipwarden_core::proxy::{Core, Keys, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
 /// Everything start would refuse, refused with its line; what is legal but
 /// likely wrong printed as `warning:` lines (exit 0).
 fn check(path: &Path) -> ExitCode {
-    match config::load(path, Probe::Host) {
+    match preflight::load(path, Probe::Host) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
@@ -71,7 +72,7 @@ fn check(path: &Path) -> ExitCode {
                 c.filter.domains.len(),
                 c.trunks.len(),
                 c.filter.mode,
-                sipwarden::state::Dialogs::bytes_for(c.dialog.max_entries) as f64 / 1048576.0,
+                sipwarden_core::state::Dialogs::bytes_for(c.dialog.max_entries) as f64 / 1048576.0,
                 match loaded.warnings.len() {
                     0 => String::new(),
                     n => format!(", {n} warning(s)"),
@@ -111,7 +112,7 @@ fn health(path: &Path) -> ExitCode {
     use std::net::TcpStream;
     // Only the sockets matter here: the key file and state directory are
     // the running instance's business (and may not be this user's).
-    let cfg = match config::load(path, Probe::Text) {
+    let cfg = match preflight::load(path, Probe::Text) {
         Ok(l) => l.config,
         Err(r) => {
             print_rejected(&r);
@@ -123,7 +124,7 @@ fn health(path: &Path) -> ExitCode {
         .listen
         .public
         .iter()
-        .find(|s| s.transport == sipwarden::flow::Transport::Tcp);
+        .find(|s| s.transport == sipwarden_core::flow::Transport::Tcp);
     let result: Result<String, String> = if let Some(s) = tcp {
         let addr = reachable(s.addr);
         (|| {
@@ -172,7 +173,7 @@ type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
 /// Whether a valid `RUST_LOG` overrides `log.level`.
 fn rust_log_in_force() -> bool {
-    std::env::var("RUST_LOG").is_ok_and(|v| config::log_filter(&v).is_ok())
+    std::env::var("RUST_LOG").is_ok_and(|v| preflight::log_filter(&v).is_ok())
 }
 
 /// Installs the log subscriber. `RUST_LOG`, when set and valid, overrides
@@ -180,13 +181,13 @@ fn rust_log_in_force() -> bool {
 fn init_logging(cfg: &config::Config) -> FilterHandle {
     use tracing_subscriber::prelude::*;
     let from_env = std::env::var("RUST_LOG").ok().and_then(|v| {
-        config::log_filter(&v)
+        preflight::log_filter(&v)
             .map_err(|e| eprintln!("sipwarden: RUST_LOG ignored, log.level used: {e}"))
             .ok()
     });
     // `log.level` was checked with the config.
     let filter = from_env
-        .or_else(|| config::log_filter(&cfg.log.level).ok())
+        .or_else(|| preflight::log_filter(&cfg.log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
@@ -228,7 +229,7 @@ fn start_failed(why: &str) -> ExitCode {
 fn run(path: &Path) -> ExitCode {
     // The same checks as `sipwarden check`: the config, the key file, the
     // state directory and the addresses, before anything is created.
-    let loaded = match config::load(path, Probe::Host) {
+    let loaded = match preflight::load(path, Probe::Host) {
         Ok(l) => l,
         Err(r) => {
             print_rejected(&r);
@@ -323,7 +324,7 @@ async fn serve(
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match config::load(path, Probe::Host) {
+                match preflight::load(path, Probe::Host) {
                     Ok(loaded) => {
                         log_warnings(&loaded.warnings);
                         let c = loaded.config;
@@ -331,7 +332,7 @@ async fn serve(
                             tracing::warn!("secret.key_file changed: the new file is used after a restart only");
                         }
                         if !rust_log_in_force() {
-                            if let Ok(f) = config::log_filter(&c.log.level) {
+                            if let Ok(f) = preflight::log_filter(&c.log.level) {
                                 let _ = log.reload(f);
                             }
                         }

@@ -68,7 +68,7 @@ fn the_systemd_unit_can_write_the_default_key_file() {
     assert_eq!(state.len(), 1, "one StateDirectory");
     assert!(unit_values(&unit, "ReadWritePaths").is_empty());
     let writable = format!("/var/lib/{}/", state[0]);
-    let cfg = sipwarden::config::parse(MINIMAL, "minimal").unwrap();
+    let cfg = sipwarden_core::config::parse(MINIMAL, "minimal").unwrap();
     let key = cfg.secret.key_file.to_string_lossy().into_owned();
     assert!(
         key.starts_with(&writable),
@@ -148,7 +148,7 @@ fn compose_mounts_the_sipwarden_config_as_a_directory() {
         "{volumes:?}"
     );
     let host = repo("docker").join(dir).join("sipwarden.toml");
-    let cfg = sipwarden::config::load(&host, sipwarden::config::Probe::Text)
+    let cfg = sipwarden::preflight::load(&host, sipwarden::preflight::Probe::Text)
         .unwrap_or_else(|e| panic!("{e}"))
         .config;
     // The key and the state go to the state volume.

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipwarden::metrics::Metrics;
-use sipwarden::policy::{Disposition, Reason};
-use sipwarden::proxy::{Core, Keys, Settings};
 use sipwarden::transport::Server;
+use sipwarden_core::metrics::Metrics;
+use sipwarden_core::policy::{Disposition, Reason};
+use sipwarden_core::proxy::{Core, Keys, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::timeout;
@@ -50,7 +50,7 @@ fn start(net: &Net, extra: &str) -> (Arc<Server>, Arc<Core>) {
 }
 
 fn start_with(text: &str) -> (Arc<Server>, Arc<Core>) {
-    let cfg = sipwarden::config::parse(text, "test").expect("config");
+    let cfg = sipwarden_core::config::parse(text, "test").expect("config");
     let core = Arc::new(Core::new(
         Settings::new(cfg),
         Keys::new([9; 32]),
@@ -356,7 +356,7 @@ async fn reload_applies_new_domains_and_refuses_bad_binds() {
         );
     let err = server
         .reload(Settings::new(
-            sipwarden::config::parse(&clash, "t").unwrap(),
+            sipwarden_core::config::parse(&clash, "t").unwrap(),
         ))
         .unwrap_err();
     assert!(err.contains("cannot bind"), "{err}");
@@ -371,7 +371,9 @@ async fn reload_applies_new_domains_and_refuses_bad_binds() {
         "domains = [\"pbx.secret.example\", \"new.secret.example\"]",
     );
     server
-        .reload(Settings::new(sipwarden::config::parse(&good, "t").unwrap()))
+        .reload(Settings::new(
+            sipwarden_core::config::parse(&good, "t").unwrap(),
+        ))
         .unwrap();
     let again = new_domain.replace("n-1", "n-2");
     phone.send_to(again.as_bytes(), public).await.unwrap();
@@ -421,7 +423,7 @@ async fn reload_moves_forwards_to_the_new_internal_socket() {
     assert_ne!(moved, net.config(""));
     server
         .reload(Settings::new(
-            sipwarden::config::parse(&moved, "t").unwrap(),
+            sipwarden_core::config::parse(&moved, "t").unwrap(),
         ))
         .unwrap();
     phone.send_to(req("m-2").as_bytes(), public).await.unwrap();
@@ -554,7 +556,7 @@ async fn reload_reconnects_to_a_moved_backend() {
     assert_ne!(moved, net.config(""));
     server
         .reload(Settings::new(
-            sipwarden::config::parse(&moved, "t").unwrap(),
+            sipwarden_core::config::parse(&moved, "t").unwrap(),
         ))
         .unwrap();
     assert_eq!(connected_sockets(&internal, &new), workers);

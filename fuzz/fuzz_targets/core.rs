@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sipwarden::fuzzing::core_bytes(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sipwarden_core::fuzzing::core_bytes(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sipwarden::fuzzing::scan_bytes(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sipwarden_core::fuzzing::scan_bytes(data));

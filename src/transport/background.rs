@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::flow::Transport;
-use crate::metrics::Event;
-use crate::proxy::Core;
-use crate::state::persist::{self, LoadError};
+use sipwarden_core::flow::Transport;
+use sipwarden_core::metrics::Event;
+use sipwarden_core::proxy::Core;
+use sipwarden_core::state::persist::LoadError;
+
+use crate::statefile;
 
 use super::egress::Egress;
 use super::now_ms;
@@ -73,7 +75,7 @@ pub async fn registrar_dns(eg: Arc<Egress>) {
 /// Loads the state file at start. A missing file is normal; a corrupt or
 /// foreign one is reported and ignored, never fatal.
 pub fn load_state(core: &Core, path: &Path) {
-    match persist::read(path, &core.keys().key_id()) {
+    match statefile::read(path, &core.keys().key_id()) {
         Ok(snap) => {
             let r = core.restore(snap, now_ms());
             tracing::info!(
@@ -110,7 +112,7 @@ pub fn load_state(core: &Core, path: &Path) {
 /// Writes the state file now (blocking I/O).
 pub fn save_state(core: &Core, path: &Path) {
     let snap = core.snapshot(now_ms());
-    match persist::write(path, &snap) {
+    match statefile::write(path, &snap) {
         Ok(()) => core.metrics().event(Event::StateWrites),
         Err(e) => {
             core.metrics().event(Event::StateErrors);

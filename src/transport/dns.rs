@@ -12,7 +12,7 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 use tokio::sync::Semaphore;
 
-use crate::flow::Transport;
+use sipwarden_core::flow::Transport;
 
 /// Cache key: the name, the port if the URI gave one, the transport (it
 /// picks the SRV service).

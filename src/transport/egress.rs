@@ -8,10 +8,10 @@ use std::os::fd::AsRawFd;
 
 use arc_swap::ArcSwap;
 
-use crate::config::SocketSpec;
-use crate::flow::{Side, Transport};
-use crate::metrics::Event;
-use crate::proxy::{Core, Dest, Output, Send};
+use sipwarden_core::config::SocketSpec;
+use sipwarden_core::flow::{Side, Transport};
+use sipwarden_core::metrics::Event;
+use sipwarden_core::proxy::{Core, Dest, Output, Send};
 
 use super::dns::{Dns, Key};
 use super::tcp::TcpConns;

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::SocketSpec;
-use crate::flow::Transport;
 use crate::instance::command_of;
+use sipwarden_core::config::SocketSpec;
+use sipwarden_core::flow::Transport;
 
 /// Why a listener's address is not ours to take.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::egress::Egress;
-use crate::metrics::Gauge;
+use sipwarden_core::metrics::Gauge;
 
 /// Serves until the task is aborted.
 pub async fn serve(listener: TcpListener, eg: Arc<Egress>) {

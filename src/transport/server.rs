@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::SocketSpec;
-use crate::flow::{Side, Transport};
-use crate::proxy::{Core, Settings};
+use sipwarden_core::config::SocketSpec;
+use sipwarden_core::flow::{Side, Transport};
+use sipwarden_core::proxy::{Core, Settings};
 
 use super::dns::Dns;
 use super::egress::{Egress, UdpEntry};

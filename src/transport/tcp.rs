@@ -15,11 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use crate::flow::{Flow, Side, Transport};
-use crate::metrics::Event;
-use crate::policy::{Disposition, Reason};
-use crate::proxy::Send;
-use crate::sip::{frame, Frame};
+use sipwarden_core::flow::{Flow, Side, Transport};
+use sipwarden_core::metrics::Event;
+use sipwarden_core::policy::{Disposition, Reason};
+use sipwarden_core::proxy::Send;
+use sipwarden_core::sip::{frame, Frame};
 
 use super::egress::Egress;
 use super::now_ms;
@@ -316,7 +316,7 @@ async fn run(
                     eg.execute(out);
                 }
                 Frame::Error(e) => {
-                    let reason = if e == crate::sip::ScanError::TooLarge {
+                    let reason = if e == sipwarden_core::sip::ScanError::TooLarge {
                         Reason::TooLarge
                     } else {
                         Reason::Malformed

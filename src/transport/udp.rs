@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::flow::{Flow, Transport};
-use crate::metrics::Event;
-use crate::policy::{Disposition, Reason};
-use crate::proxy::core::canonical_ip;
-use crate::proxy::Dest;
+use sipwarden_core::flow::{Flow, Transport};
+use sipwarden_core::metrics::Event;
+use sipwarden_core::policy::{Disposition, Reason};
+use sipwarden_core::proxy::core::canonical_ip;
+use sipwarden_core::proxy::Dest;
 
 use super::coalesce::Coalescer;
 use super::egress::{Egress, UdpEntry};
@@ -230,7 +230,7 @@ struct Outbox {
 /// addresses).
 struct Current {
     socks: Arc<Vec<UdpEntry>>,
-    settings: Arc<crate::proxy::Settings>,
+    settings: Arc<sipwarden_core::proxy::Settings>,
 }
 
 impl Current {
@@ -252,7 +252,7 @@ impl Current {
 }
 
 struct Group {
-    side: crate::flow::Side,
+    side: sipwarden_core::flow::Side,
     listener: Option<u8>,
     v4: bool,
     entry: UdpEntry,
@@ -276,7 +276,7 @@ impl Outbox {
         self.groups.clear();
     }
 
-    fn push(&mut self, eg: &Egress, send: crate::proxy::Send, to: SocketAddr) {
+    fn push(&mut self, eg: &Egress, send: sipwarden_core::proxy::Send, to: SocketAddr) {
         let v4 = to.is_ipv4();
         let found = self
             .groups
@@ -336,9 +336,9 @@ fn count_unsent(eg: &Egress, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Side;
-    use crate::metrics::Metrics;
-    use crate::proxy::{Core, Keys, Send, Settings};
+    use sipwarden_core::flow::Side;
+    use sipwarden_core::metrics::Metrics;
+    use sipwarden_core::proxy::{Core, Keys, Send, Settings};
 
     /// `listen.udp_rcvbuf` reaches the kernel (it doubles what it grants;
     /// 200,000 bytes is below a stock `net.core.rmem_max`).
@@ -365,7 +365,7 @@ mod tests {
              advertise = \"{ip}:5060\"\n[backend]\naddress = \"udp:127.0.39.2:5080\"\n\
              [filter]\ndomains = [\"pbx.secret.example\"]\n"
         );
-        let settings = Settings::new(crate::config::parse(&cfg, "t").unwrap());
+        let settings = Settings::new(sipwarden_core::config::parse(&cfg, "t").unwrap());
         let spec = settings.internal[0];
         let core = Arc::new(Core::new(
             settings,

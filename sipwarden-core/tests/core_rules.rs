@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use sipwarden::flow::{Side, Transport};
-use sipwarden::policy::{Disposition, Reason, Verdict};
-use sipwarden::proxy::Dest;
+use sipwarden_core::flow::{Side, Transport};
+use sipwarden_core::policy::{Disposition, Reason, Verdict};
+use sipwarden_core::proxy::Dest;
 
 const PHONE: &str = "198.51.100.7:5062";
 
@@ -544,7 +544,7 @@ fn reload_swaps_the_domain_list() {
 #[test]
 fn asterisk_over_tcp_gets_its_responses_on_its_connection() {
     let lab = Lab::new("");
-    let ast_tcp = sipwarden::flow::Flow {
+    let ast_tcp = sipwarden_core::flow::Flow {
         side: Side::Internal,
         transport: Transport::Tcp,
         listener: 0,

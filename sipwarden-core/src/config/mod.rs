@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use rules::{listeners, log_level_words, Listener};
 pub use schema::*;
 pub use types::{cidrs_contain, Cidr, Dur, HostPort, SocketSpec};
 
-use spans::{line_at, Seg, Spans};
+pub use spans::Seg;
+use spans::{line_at, Spans};
 
 /// One finding about a config file: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +67,8 @@ pub struct Rejected {
 }
 
 impl Rejected {
-    fn one(e: ConfigError) -> Rejected {
+    /// A config rejected for one reason (a file that cannot be read).
+    pub fn one(e: ConfigError) -> Rejected {
         Rejected {
             errors: vec![e],
             warnings: Vec::new(),
@@ -92,19 +95,11 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
-/// How far loading looks beyond the text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Probe {
-    /// The text alone.
-    Text,
-    /// Also what start needs of this host (key file, state directory,
-    /// local addresses), asked without changing anything: what `check`,
-    /// start and reload use.
-    Host,
-}
-
-/// Errors and warnings as they are found, each located by its key's path.
-pub(crate) struct Report<'a> {
+/// Errors and warnings as they are found, each located by its key's path:
+/// the rules of this module write to it, and so do the checks the program
+/// makes of the host (key file, state directory, addresses), which need
+/// I/O and live outside the core.
+pub struct Report<'a> {
     file: &'a str,
     spans: &'a Spans<'a>,
     errors: Vec<ConfigError>,
@@ -131,16 +126,18 @@ impl<'a> Report<'a> {
     }
 
     /// Whether the key at `path` is written in the file (not a default).
-    fn has_line(&self, path: &[Seg]) -> bool {
+    pub fn has_line(&self, path: &[Seg]) -> bool {
         self.spans.line_of(path).is_some()
     }
 
-    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+    /// An error at the key `path`: the config cannot be used.
+    pub fn error(&mut self, path: &[Seg], message: impl Into<String>) {
         let d = self.at(path, message.into());
         self.errors.push(d);
     }
 
-    fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
+    /// A warning at the key `path`: legal, but likely a mistake.
+    pub fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
         let d = self.at(path, message.into());
         self.warnings.push(d);
     }
@@ -163,25 +160,9 @@ impl<'a> Report<'a> {
     }
 }
 
-/// Reads and checks a config file. Relative paths inside it
-/// (`state.path`, `secret.key_file`) are taken relative to the file.
-pub fn load(path: &Path, probe: Probe) -> Result<Loaded, Rejected> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Rejected::one(Diagnostic {
-            file: file.clone(),
-            line: None,
-            key: None,
-            message: format!("cannot read: {e}"),
-        })
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    build(&text, &file, Some(base), probe)
-}
-
 /// Checks config text alone; `file` only labels the findings.
 pub fn read(text: &str, file: &str) -> Result<Loaded, Rejected> {
-    build(text, file, None, Probe::Text)
+    read_with(text, file, None, |_, _| {})
 }
 
 /// Checks config text alone and keeps the config and the first error:
@@ -190,27 +171,16 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     read(text, file).map(|l| l.config).map_err(Rejected::first)
 }
 
-/// The log filter of a `log.level` value. `EnvFilter` alone takes a bare
-/// word for a target, so a typo such as "verbose" would silence every
-/// line, errors included: here a directive without `=` must be a level
-/// (`error`, `warn`, `info`, `debug`, `trace`, `off`), and the others
-/// `TARGET=LEVEL` (e.g. `sipwarden=debug,info`).
-pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
-    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        if !d.contains('=')
-            && !d.contains('[')
-            && d.parse::<tracing::level_filters::LevelFilter>().is_err()
-        {
-            return Err(format!(
-                "{d:?} is not a log level: write error, warn, info, debug, trace or off, \
-                 or TARGET=LEVEL such as \"sipwarden=debug,info\""
-            ));
-        }
-    }
-    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("{level:?}: {e}"))
-}
-
-fn build(text: &str, file: &str, base: Option<&Path>, probe: Probe) -> Result<Loaded, Rejected> {
+/// Checks config text: its syntax and values, then the rules on the config
+/// alone, then `more` (the program's checks of the host). Relative paths
+/// in it (`state.path`, `secret.key_file`) are taken relative to `base`,
+/// the config file's directory, when given.
+pub fn read_with(
+    text: &str,
+    file: &str,
+    base: Option<&Path>,
+    more: impl FnOnce(&Config, &mut Report),
+) -> Result<Loaded, Rejected> {
     let doc = match toml::de::DeTable::parse(text) {
         Ok(d) => d,
         Err(e) => {
@@ -241,9 +211,7 @@ fn build(text: &str, file: &str, base: Option<&Path>, probe: Probe) -> Result<Lo
     }
     let mut report = Report::new(file, &spans);
     rules::rules(&cfg, &mut report);
-    if probe == Probe::Host {
-        rules::host_rules(&cfg, &mut report);
-    }
+    more(&cfg, &mut report);
     report.finish(cfg)
 }
 
@@ -373,7 +341,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid_without_warnings() {
-        let text = include_str!("../../config/sipwarden.toml");
+        let text = include_str!("../../../config/sipwarden.toml");
         let l = read(text, "config/sipwarden.toml").unwrap();
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
@@ -594,71 +562,5 @@ mod tests {
     fn a_bad_list_entry_is_reported_on_its_own_line() {
         let text = "[listen]\nadvertise = \"pbx:5060\"\npublic = [\n  \"udp:0.0.0.0:5060\",\n  \"udp:nowhere\",\n]\n";
         assert_eq!(at(text), (Some(5), key("listen.public")));
-    }
-
-    /// A scratch directory for the file checks.
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sw-config-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn a_key_file_that_cannot_be_created_is_refused() {
-        let d = scratch("keyfile");
-        // A regular file where the key's directory should be: the directory
-        // cannot be created, not even by root.
-        std::fs::write(d.join("blocker"), "x").unwrap();
-        let cfg = d.join("c.toml");
-        std::fs::write(
-            &cfg,
-            format!("{MIN}[secret]\nkey_file = \"blocker/sub/secret\"\n"),
-        )
-        .unwrap();
-        let e = load(&cfg, Probe::Host).unwrap_err().first();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(4), Some("secret.key_file")),
-            "{e}"
-        );
-        // Creatable: fine, and check creates nothing.
-        std::fs::write(&cfg, format!("{MIN}[secret]\nkey_file = \"new/secret\"\n")).unwrap();
-        load(&cfg, Probe::Host).unwrap();
-        assert!(!d.join("new").exists());
-        // Present but not a key.
-        std::fs::write(d.join("bad"), "not hex").unwrap();
-        std::fs::write(&cfg, format!("{MIN}[secret]\nkey_file = \"bad\"\n")).unwrap();
-        let e = load(&cfg, Probe::Host).unwrap_err().first();
-        assert!(e.message.contains("64 hex digits"), "{e}");
-        // The state file's directory likewise.
-        std::fs::write(
-            &cfg,
-            format!(
-                "{MIN}[state]\npath = \"blocker/state\"\n[secret]\nkey_file = \"new/secret\"\n"
-            ),
-        )
-        .unwrap();
-        let e = load(&cfg, Probe::Host).unwrap_err().first();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(4), Some("state.path")),
-            "{e}"
-        );
-        // An address that is not this host's (TEST-NET-1): start could not
-        // bind it. The text alone is fine.
-        let text = format!(
-            "{MIN}public = [\"udp:0.0.0.0:5060\",\n  \"udp:192.0.2.1:5062\"]\n[secret]\nkey_file = \"new/secret\"\n"
-        );
-        std::fs::write(&cfg, &text).unwrap();
-        let e = load(&cfg, Probe::Host).unwrap_err().first();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(4), Some("listen.public")),
-            "{e}"
-        );
-        assert!(e.message.contains("not an address of this host"), "{e}");
-        assert!(load(&cfg, Probe::Text).is_ok());
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

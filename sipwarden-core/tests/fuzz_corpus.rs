@@ -5,7 +5,7 @@
 use std::path::Path;
 
 fn replay(dir: &str, f: fn(&[u8])) -> usize {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
     let Ok(entries) = std::fs::read_dir(&path) else {
         return 0;
     };
@@ -20,14 +20,14 @@ fn replay(dir: &str, f: fn(&[u8])) -> usize {
 
 #[test]
 fn scan_corpus_replays() {
-    let n = replay("fuzz/corpus/scan", sipwarden::fuzzing::scan_bytes)
-        + replay("fuzz/regressions/scan", sipwarden::fuzzing::scan_bytes);
+    let n = replay("fuzz/corpus/scan", sipwarden_core::fuzzing::scan_bytes)
+        + replay("fuzz/regressions/scan", sipwarden_core::fuzzing::scan_bytes);
     assert!(n > 0, "the scan corpus is empty");
 }
 
 #[test]
 fn core_corpus_replays() {
-    let n = replay("fuzz/corpus/core", sipwarden::fuzzing::core_bytes)
-        + replay("fuzz/regressions/core", sipwarden::fuzzing::core_bytes);
+    let n = replay("fuzz/corpus/core", sipwarden_core::fuzzing::core_bytes)
+        + replay("fuzz/regressions/core", sipwarden_core::fuzzing::core_bytes);
     assert!(n > 0, "the core corpus is empty");
 }

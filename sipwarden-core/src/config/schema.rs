@@ -491,7 +491,7 @@ pub struct Log {
     pub format: LogFormat,
     /// A level ("info") or tracing `TARGET=LEVEL` directives
     /// ("sipwarden=debug,info"); a bare word must be a level (see
-    /// [`super::log_filter`]).
+    /// [`super::log_level_words`]).
     #[serde(default = "d_log_level")]
     pub level: String,
     /// Drop log lines per second, all sources together; the rest are

@@ -6,10 +6,10 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use sipwarden::policy::{Reason, Verdict};
-use sipwarden::sip::{scan, Framing, HeaderName, Limits, Method, ScanError};
+use sipwarden_core::policy::{Reason, Verdict};
+use sipwarden_core::sip::{scan, Framing, HeaderName, Limits, Method, ScanError};
 
-fn ok(msg: &[u8]) -> sipwarden::sip::Message {
+fn ok(msg: &[u8]) -> sipwarden_core::sip::Message {
     scan(
         Bytes::copy_from_slice(msg),
         Framing::Datagram,
@@ -114,7 +114,7 @@ Content-Length: 0\r\n\r\n");
 From: sip:caller@example.org;tag=33242\r\nMax-Forwards: 3\r\nCall-ID: semiuri.0ha0isndaksdj\r\nCSeq: 8 OPTIONS\r\n\
 Accept: application/sdp, application/pkcs7-mime,\r\n multipart/mixed, multipart/signed,\r\n message/sip, message/sipfrag\r\n\
 Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKkdjuw\r\nl: 0\r\n\r\n");
-    let ruri = sipwarden::sip::uri::Uri::parse(m.request_uri().unwrap()).unwrap();
+    let ruri = sipwarden_core::sip::uri::Uri::parse(m.request_uri().unwrap()).unwrap();
     assert_eq!(ruri.host, b"example.com");
     // 3.1.1.13 noreason: a response without a reason phrase.
     let m = ok(b"SIP/2.0 100 \r\nVia: SIP/2.0/UDP 192.0.2.105;branch=z9hG4bK2398ndaoe\r\nCall-ID: noreason.asndj203insdf99223ndf\r\n\

@@ -1,13 +1,12 @@
 //! The state file: trunk registrations and confirmed dialogs, so that a
 //! restarted sidecar keeps admitting a provider's calls until Asterisk
 //! re-registers (which can be an hour away), and bans, so that a restart
-//! does not free every scanner and password guesser at once. Written
-//! atomically (write, fsync, rename); a corrupt or foreign file is
+//! does not free every scanner and password guesser at once. This module
+//! is the file's content and its checks; the program writes it atomically
+//! and reads it back (`sipwarden::statefile`). A corrupt or foreign file is
 //! reported and ignored.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,34 +71,9 @@ pub struct SavedDialog {
     pub dialog: Dialog,
 }
 
-/// Writes the snapshot next to `path` and renames it into place.
-pub fn write(path: &Path, snap: &Snapshot) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let data = serde_json::to_vec(snap).map_err(std::io::Error::other)?;
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // The rename itself must survive a crash.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
-/// What start needs to write the state file later: its directory can be
-/// created and written (the file is replaced by a rename within it).
-/// Creates nothing.
-pub fn check_writable(path: &Path) -> Result<(), String> {
-    crate::files::can_create(path)
-        .map_err(|e| format!("{}: the state file cannot be written: {e}", path.display()))
+/// The file's bytes.
+pub fn encode(snap: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(snap)
 }
 
 /// Why a state file was not used.
@@ -111,15 +85,11 @@ pub enum LoadError {
     Foreign(String),
 }
 
-/// Reads a snapshot written under the key `key_id`.
-pub fn read(path: &Path, key_id: &str) -> Result<Snapshot, LoadError> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing),
-        Err(e) => return Err(LoadError::Unreadable(e.to_string())),
-    };
+/// The snapshot in a file's bytes, if it was written under the key
+/// `key_id` by a version that writes this format.
+pub fn decode(data: &[u8], key_id: &str) -> Result<Snapshot, LoadError> {
     let snap: Snapshot =
-        serde_json::from_slice(&data).map_err(|e| LoadError::Corrupt(e.to_string()))?;
+        serde_json::from_slice(data).map_err(|e| LoadError::Corrupt(e.to_string()))?;
     if snap.format != FORMAT || snap.version != VERSION {
         return Err(LoadError::Foreign(format!(
             "format {:?} version {}",
@@ -140,8 +110,6 @@ mod tests {
 
     #[test]
     fn roundtrip_and_refusals() {
-        let dir = std::env::temp_dir().join(format!("sw-state-{}", std::process::id()));
-        let path = dir.join("state.json");
         let snap = Snapshot {
             format: FORMAT.into(),
             version: VERSION,
@@ -160,17 +128,17 @@ mod tests {
                 until: 99,
             }],
         };
-        write(&path, &snap).unwrap();
-        assert_eq!(read(&path, "abc").unwrap(), snap);
-        assert!(matches!(read(&path, "other"), Err(LoadError::Foreign(_))));
-        std::fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(read(&path, "abc"), Err(LoadError::Corrupt(_))));
-        std::fs::write(&path, br#"{"format":"x","version":1,"key_id":"abc","saved_at":0,"registrations":[],"sources":[],"dialogs":[]}"#).unwrap();
-        assert!(matches!(read(&path, "abc"), Err(LoadError::Foreign(_))));
-        assert_eq!(read(&dir.join("none"), "abc"), Err(LoadError::Missing));
+        let data = encode(&snap).unwrap();
+        assert_eq!(decode(&data, "abc").unwrap(), snap);
+        assert!(matches!(decode(&data, "other"), Err(LoadError::Foreign(_))));
+        assert!(matches!(
+            decode(b"{not json", "abc"),
+            Err(LoadError::Corrupt(_))
+        ));
+        let other = br#"{"format":"x","version":1,"key_id":"abc","saved_at":0,"registrations":[],"sources":[],"dialogs":[]}"#;
+        assert!(matches!(decode(other, "abc"), Err(LoadError::Foreign(_))));
         // A file written before bans were kept.
-        std::fs::write(&path, br#"{"format":"sipwarden-state","version":1,"key_id":"abc","saved_at":0,"registrations":[],"sources":[],"dialogs":[]}"#).unwrap();
-        assert_eq!(read(&path, "abc").unwrap().bans, vec![]);
-        let _ = std::fs::remove_dir_all(&dir);
+        let old = br#"{"format":"sipwarden-state","version":1,"key_id":"abc","saved_at":0,"registrations":[],"sources":[],"dialogs":[]}"#;
+        assert_eq!(decode(old, "abc").unwrap().bans, vec![]);
     }
 }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use sipwarden::metrics::Event;
-use sipwarden::policy::{Disposition, Reason, Verdict};
+use sipwarden_core::metrics::Event;
+use sipwarden_core::policy::{Disposition, Reason, Verdict};
 
 const SCANNER: &str = "192.0.2.66:5060";
 const PHONE: &str = "198.51.100.7:5062";

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sipwarden::flow::Flow;
-use sipwarden::proxy::Core;
-use sipwarden::sip::{scan, Framing, Limits};
+use sipwarden_core::flow::Flow;
+use sipwarden_core::proxy::Core;
+use sipwarden_core::sip::{scan, Framing, Limits};
 
 mod common;
 use common::{asterisk, core_from, public};

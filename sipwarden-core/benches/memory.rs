@@ -4,8 +4,8 @@
 //! and resident memory during a Call-ID flood against a capped table.
 
 use bytes::Bytes;
-use sipwarden::flow::Flow;
-use sipwarden::proxy::Core;
+use sipwarden_core::flow::Flow;
+use sipwarden_core::proxy::Core;
 
 mod common;
 use common::{asterisk, core_from, public};

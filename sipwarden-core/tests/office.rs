@@ -9,8 +9,8 @@
 mod common;
 
 use common::*;
-use sipwarden::metrics::Event;
-use sipwarden::policy::{Disposition, Reason, Verdict};
+use sipwarden_core::metrics::Event;
+use sipwarden_core::policy::{Disposition, Reason, Verdict};
 
 /// The office's one public address; phone `i` is port 20000 + i.
 const OFFICE: &str = "198.51.100.20";
@@ -18,7 +18,7 @@ const PHONES: u32 = 100;
 const SCANNER: &str = "192.0.2.66:5060";
 const GUESSER: &str = "192.0.2.77:5060";
 
-fn phone(i: u32) -> sipwarden::flow::Flow {
+fn phone(i: u32) -> sipwarden_core::flow::Flow {
     public_udp(&format!("{OFFICE}:{}", 20000 + i))
 }
 
@@ -81,7 +81,7 @@ fn challenge(nonce: &str, stale: bool) -> String {
 
 /// Sends a request from `flow`; returns what reached the backend, or
 /// `None` when it was dropped (then the reason must be `allowed_drop`).
-fn send(lab: &Lab, flow: &sipwarden::flow::Flow, req: &str) -> Option<String> {
+fn send(lab: &Lab, flow: &sipwarden_core::flow::Flow, req: &str) -> Option<String> {
     let out = lab.handle(flow, req);
     match out.verdict {
         Some(v) if v.disposition == Disposition::Forwarded => {

@@ -6,9 +6,9 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
-use sipwarden::flow::{Flow, Side, Transport};
-use sipwarden::policy::{Disposition, Reason};
-use sipwarden::sip::{frame, scan, Editor, Framing, HeaderName, Limits};
+use sipwarden_core::flow::{Flow, Side, Transport};
+use sipwarden_core::policy::{Disposition, Reason};
+use sipwarden_core::sip::{frame, scan, Editor, Framing, HeaderName, Limits};
 
 /// Writes a header name in a random spelling: full or compact, any case.
 fn spell(full: &str, compact: Option<&str>, pick: u8) -> String {

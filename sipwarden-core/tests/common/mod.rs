@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sipwarden::flow::{Flow, Side, Transport};
-use sipwarden::metrics::Metrics;
-use sipwarden::policy::{Disposition, Reason, Verdict};
-use sipwarden::proxy::{Core, Dest, Keys, Output, Send, Settings};
+use sipwarden_core::flow::{Flow, Side, Transport};
+use sipwarden_core::metrics::Metrics;
+use sipwarden_core::policy::{Disposition, Reason, Verdict};
+use sipwarden_core::proxy::{Core, Dest, Keys, Output, Send, Settings};
 
 pub const BASE_CFG: &str = r#"
 [listen]
@@ -31,7 +31,7 @@ pub struct Lab {
 impl Lab {
     pub fn new(extra: &str) -> Lab {
         let text = format!("{BASE_CFG}{extra}");
-        let cfg = sipwarden::config::parse(&text, "test").expect("valid test config");
+        let cfg = sipwarden_core::config::parse(&text, "test").expect("valid test config");
         Lab {
             core: Core::new(
                 Settings::new(cfg),
@@ -44,7 +44,7 @@ impl Lab {
 
     /// Swaps in a whole new config text.
     pub fn reload_with(&self, text: &str) {
-        let cfg = sipwarden::config::parse(text, "test").expect("valid test config");
+        let cfg = sipwarden_core::config::parse(text, "test").expect("valid test config");
         self.core.reload(Settings::new(cfg));
     }
 

@@ -8,10 +8,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use sipwarden::flow::{Side, Transport};
-use sipwarden::metrics::Metrics;
-use sipwarden::policy::{Disposition, Reason, Verdict};
-use sipwarden::proxy::{Core, Dest, Keys, Settings};
+use sipwarden_core::flow::{Side, Transport};
+use sipwarden_core::metrics::Metrics;
+use sipwarden_core::policy::{Disposition, Reason, Verdict};
+use sipwarden_core::proxy::{Core, Dest, Keys, Settings};
 
 const TRUNK: &str = r#"
 [[trunk]]
@@ -533,7 +533,7 @@ fn a_call_id_flood_stays_within_the_cap() {
     assert!(
         lab.core
             .metrics()
-            .events(sipwarden::metrics::Event::DialogsRefused)
+            .events(sipwarden_core::metrics::Event::DialogsRefused)
             >= 1900
     );
 }
@@ -553,7 +553,7 @@ fn registrations_and_dialogs_survive_a_restart() {
     let json = serde_json::to_string(&snap).unwrap();
 
     // A new process, same key file, ten minutes later.
-    let cfg = sipwarden::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap();
+    let cfg = sipwarden_core::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap();
     let core = Core::new(
         Settings::new(cfg),
         Keys::new([42; 32]),
@@ -583,7 +583,7 @@ fn registrations_and_dialogs_survive_a_restart() {
     assert_eq!(out.verdict, Some(Verdict::forward(Reason::Dialog)));
     // What expired while it was down is not restored.
     let core2 = Core::new(
-        Settings::new(sipwarden::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap()),
+        Settings::new(sipwarden_core::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap()),
         Keys::new([42; 32]),
         Arc::new(Metrics::default()),
     );
@@ -616,7 +616,7 @@ fn with_domain(n: u32) -> String {
 /// A new process with the lab's key and `extra` config.
 fn restarted(extra: &str) -> Core {
     Core::new(
-        Settings::new(sipwarden::config::parse(&format!("{BASE_CFG}{extra}"), "t").unwrap()),
+        Settings::new(sipwarden_core::config::parse(&format!("{BASE_CFG}{extra}"), "t").unwrap()),
         Keys::new([42; 32]),
         Arc::new(Metrics::default()),
     )
@@ -694,7 +694,7 @@ fn bans_survive_a_restart() {
 /// that cannot be read is counted, not silently skipped.
 #[test]
 fn restored_bans_are_bounded_and_bad_entries_counted() {
-    use sipwarden::state::persist::SavedBan;
+    use sipwarden_core::state::persist::SavedBan;
     let lab = Lab::new(BANS);
     let mut snap = lab.core.snapshot(lab.now);
     assert!(snap.bans.is_empty());

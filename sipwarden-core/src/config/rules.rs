@@ -1,9 +1,9 @@
 //! What a parsed config must satisfy (errors) and what is legal but likely
-//! wrong (warnings), as values in a [`Report`]. `rules` needs only the
-//! config; `host_rules` asks this host what start will need of it (files,
-//! addresses) without changing anything.
+//! wrong (warnings), as values in a [`Report`]. They need only the config:
+//! what start needs of the host (files, addresses) is asked by the program,
+//! which writes its findings to the same report.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use super::spans::Seg::{self, Index as I, Key as K};
 use super::{Config, Mode, Report, SocketSpec};
@@ -11,10 +11,11 @@ use crate::flow::Transport;
 use crate::policy::domain::DomainSet;
 
 /// A socket sipwarden binds, and the key that asks for it.
-struct Listener {
-    path: Vec<Seg>,
-    transport: Transport,
-    addr: SocketAddr,
+pub struct Listener {
+    /// The key that asks for it, to locate a finding.
+    pub path: Vec<Seg>,
+    pub transport: Transport,
+    pub addr: SocketAddr,
     /// `[::]` also takes IPv4 (the metrics listener is dual-stack; the
     /// SIP sockets are v6-only).
     dual_stack: bool,
@@ -25,7 +26,8 @@ impl Listener {
         super::spans::dotted(&self.path)
     }
 
-    fn spec(&self) -> String {
+    /// `udp:127.0.0.1:5060`, as the config writes it.
+    pub fn spec(&self) -> String {
         format!("{}:{}", self.transport, self.addr)
     }
 
@@ -48,7 +50,7 @@ impl Listener {
 }
 
 /// Every socket sipwarden binds, in start order: public, internal, metrics.
-fn listeners(cfg: &Config) -> Vec<Listener> {
+pub fn listeners(cfg: &Config) -> Vec<Listener> {
     let sip = |path: Vec<Seg>, s: &SocketSpec| Listener {
         path,
         transport: s.transport,
@@ -87,9 +89,37 @@ pub(super) fn rules(cfg: &Config, r: &mut Report) {
     filter_rules(cfg, r);
     trunk_rules(cfg, r);
     limit_rules(cfg, r);
-    if let Err(e) = super::log_filter(&cfg.log.level) {
+    if let Err(e) = log_level_words(&cfg.log.level) {
         r.error(&[K("log"), K("level")], e);
     }
+}
+
+/// The words of a `log.level` value: each comma-separated directive is a
+/// level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+/// `TARGET=LEVEL`. The log filter alone takes a bare word for a target, so
+/// a typo such as "verbose" would silence every line, errors included.
+/// (The program parses the whole filter too, for its finer syntax.)
+pub fn log_level_words(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let is_level = |w: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        // Span and field filters (`target[span{f=v}]=level`) are left to
+        // the filter's own parser.
+        if d.contains('[') {
+            continue;
+        }
+        let ok = match d.rsplit_once('=') {
+            Some((target, lvl)) => !target.trim().is_empty() && is_level(lvl),
+            None => is_level(d),
+        };
+        if !ok {
+            return Err(format!(
+                "{d:?} is not a log level: write error, warn, info, debug, trace or off, \
+                 or TARGET=LEVEL such as \"sipwarden=debug,info\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn listen_rules(cfg: &Config, r: &mut Report) {
@@ -332,37 +362,5 @@ fn limit_rules(cfg: &Config, r: &mut Report) {
     // (docker stop: 10 s).
     if cfg.tcp.drain_timeout.ms() > 5000 {
         r.error(&[K("tcp"), K("drain_timeout")], "must be at most 5s");
-    }
-}
-
-/// What start needs of this host, asked without changing anything: the
-/// key file readable and valid or creatable, the state file's directory
-/// writable, and every specific address one of this host's. Sockets of a
-/// running instance are never bound (only port 0 is).
-pub(super) fn host_rules(cfg: &Config, r: &mut Report) {
-    if let Err(e) = crate::secret::check(&cfg.secret.key_file) {
-        r.error(&[K("secret"), K("key_file")], e);
-    }
-    if let Some(p) = &cfg.state.path {
-        if let Err(e) = crate::state::persist::check_writable(p) {
-            r.error(&[K("state"), K("path")], e);
-        }
-    }
-    let mut seen: Vec<IpAddr> = Vec::new();
-    for l in listeners(cfg) {
-        let ip = l.addr.ip();
-        if ip.is_unspecified() || seen.contains(&ip) {
-            continue;
-        }
-        seen.push(ip);
-        if !crate::transport::address_is_local(ip) {
-            r.error(
-                &l.path,
-                format!(
-                    "{ip} is not an address of this host: {} cannot be bound",
-                    l.spec()
-                ),
-            );
-        }
     }
 }

@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sipwarden::flow::{Flow, Side, Transport};
-use sipwarden::metrics::Metrics;
-use sipwarden::proxy::{Core, Keys, Settings};
+use sipwarden_core::flow::{Flow, Side, Transport};
+use sipwarden_core::metrics::Metrics;
+use sipwarden_core::proxy::{Core, Keys, Settings};
 
 /// A core with this config; the key is fixed so runs compare.
 pub fn core_from(cfg: &str) -> Core {
-    let cfg = sipwarden::config::parse(cfg, "bench").expect("bench config");
+    let cfg = sipwarden_core::config::parse(cfg, "bench").expect("bench config");
     Core::new(
         Settings::new(cfg),
         Keys::new([7; 32]),

@@ -1,0 +1,17 @@
+//! The sans-IO core of sipwarden, a SIP edge proxy in front of an Asterisk
+//! PBX: the SIP scanner and editor, admission, routing, the tables and the
+//! config types. It turns received bytes, a flow and a time into sends,
+//! reads no clock and opens no socket or file, and depends on no async
+//! runtime, socket, DNS or TLS crate (as quinn-proto is to quinn). The
+//! `sipwarden` crate moves the bytes: sockets, DNS, files, signals, the
+//! CLI. ARCHITECTURE.md draws the map.
+
+pub mod config;
+pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod sip;
+pub mod state;
