@@ -485,7 +485,8 @@ show_sipp() {
     grep -a -v '^\s*$' "$RUN/$1.out" 2>/dev/null | tail -n 12 | sed 's/^/   | /'
     if [ -s "$RUN/$1.err" ]; then
         log "---- $1.err (tail) ----"
-        tail -n 15 "$RUN/$1.err" | sed 's/^/   | /'
+        # (SIPp's error file has no final newline: awk adds it)
+        tail -n 15 "$RUN/$1.err" | awk '{print "   | " $0}'
     fi
 }
 
