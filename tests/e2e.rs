@@ -167,13 +167,17 @@ fn e2e_call_tcp() {
 }
 
 /// Requests by IP (and a scanner User-Agent with a valid domain) get no
-/// answer and never reach the backend (tshark capture, kamailio log, metrics).
+/// answer and never reach the backend (tshark capture of the public and
+/// backend ports, Kamailio's `core:rcv_requests`, metrics), while a control
+/// request with the domain does, through the same checks.
 #[test]
 fn e2e_scanner() {
     run_script("scanner.sh");
 }
 
-/// svmap and svwar against the public port find nothing.
+/// svmap and svwar against the public port find nothing, and nothing of
+/// theirs reaches the backend (capture, Kamailio's `core:rcv_requests`); a
+/// forwarded control OPTIONS shows both checks see what does.
 #[test]
 fn e2e_sipvicious() {
     run_script("sipvicious.sh");
