@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The programs the scripts call.
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 12] = [
     "sipp", "kamailio", "kamcmd", "svmap", "svwar", "svcrack", "sipsak", "tshark", "curl", "ss",
-    "flock",
+    "flock", "python3",
 ];
 
 /// Longest a script may take before it is stopped. Each bounds itself well
@@ -54,7 +54,7 @@ fn require_tools() {
         missing.is_empty(),
         "the end-to-end tests need the SIP lab tools, missing: {}.\n\
          Install them with `scripts/setup.sh` (or `.ci/run`) \
-         (Debian: sip-tester kamailio sipvicious sipsak tshark curl iproute2).",
+         (Debian: sip-tester kamailio sipvicious sipsak tshark curl iproute2 python3).",
         missing.join(", ")
     );
 }
@@ -127,6 +127,14 @@ fn run_script(script: &str) {
     );
 }
 
+/// The helpers of `lib.sh` (no SIP): a metric lookup of a known sample gives
+/// its value; a misspelt name or label, an absent sample or a failed scrape
+/// fails loudly and fails the script, instead of reading 0.
+#[test]
+fn e2e_selftest() {
+    run_script("selftest.sh");
+}
+
 /// `sipwarden check`: exit 0 for config/sipwarden.toml, 1 with
 /// "line N: key `x.y`" for broken files; `kamailio -c` on the stand-in's cfg.
 #[test]
@@ -159,13 +167,17 @@ fn e2e_call_tcp() {
 }
 
 /// Requests by IP (and a scanner User-Agent with a valid domain) get no
-/// answer and never reach the backend (tshark capture, kamailio log, metrics).
+/// answer and never reach the backend (tshark capture of the public and
+/// backend ports, Kamailio's `core:rcv_requests`, metrics), while a control
+/// request with the domain does, through the same checks.
 #[test]
 fn e2e_scanner() {
     run_script("scanner.sh");
 }
 
-/// svmap and svwar against the public port find nothing.
+/// svmap and svwar against the public port find nothing, and nothing of
+/// theirs reaches the backend (capture, Kamailio's `core:rcv_requests`); a
+/// forwarded control OPTIONS shows both checks see what does.
 #[test]
 fn e2e_sipvicious() {
     run_script("sipvicious.sh");

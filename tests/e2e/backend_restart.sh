@@ -70,8 +70,8 @@ fi
 
 # 4. Quiet about it.
 metrics_dump "$RUN/m2.txt"
-errs=$(grep -E '^sipwarden_send_errors_total ' "$RUN/m2.txt" | awk '{print $2}')
-check "no send errors counted (sipwarden_send_errors_total ${errs:-absent})" [ "${errs:-0}" = 0 ]
+errs=$(gauge "$RUN/m2.txt" sipwarden_send_errors_total)
+check "no send errors counted (sipwarden_send_errors_total $errs)" [ "$errs" = 0 ]
 check "no 'UDP receive failed' in the log" bash -c "! grep -q 'UDP receive failed' '$RUN/sipwarden.log'"
 
 stop_sipwarden

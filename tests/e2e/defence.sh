@@ -78,12 +78,13 @@ tool() {
         END {print n + 0}' "$f")
 }
 
-# drops FILE: "reason=n ..." of every dropped counter (public side), and DROPPED = their sum.
+# drops FILE: "reason=n ..." of every dropped counter (public side), and
+# DROPPED = their sum (no value, and a failed lookup, when FILE is no scrape).
 drops() {
     DROPS=$(grep -E '^sipwarden_messages_total\{side="public".*disposition="dropped"\}' "$1" \
         | sed -E 's/.*reason="([^"]*)".* ([0-9]+)$/\1 \2/' \
         | awk '{s[$1] += $2} END {for (r in s) if (s[r] > 0) printf "%s=%d ", r, s[r]}')
-    DROPPED=$(grep -E '^sipwarden_messages_total\{side="public".*disposition="dropped"\}' "$1" | awk '{s += $2} END {print s + 0}')
+    DROPPED=$(metric_total "$1" dropped public)
 }
 
 # figure PART TOOL SOURCE [REASONS] (after tool/drops): one row of the table;

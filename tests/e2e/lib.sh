@@ -191,6 +191,7 @@ setup() {
 # finish: summary line and exit status (the EXIT trap cleans up).
 finish() {
     local t
+    metric_lookup_errors
     t=$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { print a - b }')
     printf '%d passed, %d failed (%.1f s)\n' "$PASS_N" "$FAIL_N" "$t"
     [ "$FAIL_N" -eq 0 ]
@@ -306,17 +307,136 @@ metrics_dump() {
     timeout 5 curl -sf "http://127.0.0.1:$MET/metrics" > "$1"
 }
 
-# metric FILE SIDE TRANSPORT REASON DISPOSITION: one counter (0 if absent).
-metric() {
-    local v
-    v=$(grep -F "sipwarden_messages_total{side=\"$2\",transport=\"$3\",reason=\"$4\",disposition=\"$5\"} " "$1" \
-        | awk '{print $2}' | head -1)
-    echo "${v:-0}"
+# What /metrics holds (src/metrics.rs, render): every event counter
+# (sipwarden_bans_total, sipwarden_reloads_total{result="ok"}, ...) and every
+# gauge from the start, but a sample of
+# sipwarden_messages_total{side,transport,reason,disposition} only once it is
+# above 0. Hence two kinds of lookup, both loud when misused:
+#
+#   sample, gauge, metric: the sample must be in the dump. When it is not (a
+#     misspelt name or label, a failed scrape) the lookup writes a "FAIL
+#     metric lookup" line to stderr, prints no value, returns 1 and records
+#     the failure in $RUN/metric-errors, which `finish` counts as failed
+#     checks (a lookup inside $(...) cannot count a failure itself).
+#   metric_or_zero, metric_sum, metric_delta, metric_total: a messages_total
+#     sample that is absent because it was never incremented counts as 0, but
+#     only in a real dump and only for label values sipwarden has (read from
+#     the core's source, sipwarden-core/src), so a misspelt reason
+#     fails the same way.
+
+# metric_error MESSAGE: a failed lookup (see above); returns 1.
+metric_error() {
+    echo "FAIL metric lookup: $*" >&2
+    if [ -n "$RUN" ] && [ -d "$RUN" ]; then echo "$*" >> "$RUN/metric-errors"; fi
+    return 1
 }
 
-# metric_sum FILE REASON DISPOSITION: summed over sides and transports.
+# metrics_valid FILE: FILE is a scrape of sipwarden's endpoint (not empty, not
+# an error page): it has the messages_total family and the event counters.
+metrics_valid() {
+    grep -q '^# TYPE sipwarden_messages_total counter$' "$1" 2>/dev/null \
+        && grep -q '^sipwarden_send_errors_total ' "$1" \
+        || metric_error "$1 is not a sipwarden metrics dump (did the scrape fail?)"
+}
+
+# sample FILE SERIES: the value of SERIES, a name with its labels exactly as
+# sipwarden writes them (sipwarden_reloads_total{result="ok"}); strict.
+sample() {
+    local v n
+    metrics_valid "$1" || return 1
+    v=$(awk -v s="$2" '$1 == s {print $2}' "$1")
+    n=$(printf '%s' "$v" | grep -c .)
+    [ "$n" -eq 1 ] || { metric_error "no sample $2 in $1 ($n found)"; return 1; }
+    echo "$v"
+}
+
+# gauge FILE NAME: an unlabelled metric (a gauge, or an event counter such
+# as sipwarden_bans_total); strict: sipwarden always writes them.
+gauge() { sample "$1" "$2"; }
+
+# known_label KIND VALUE: VALUE is a label value sipwarden writes for KIND
+# (Side, Transport, Reason, Disposition: the enum's as_str arms).
+known_label() {
+    local vals
+    vals=$(grep -rohE --include='*.rs' "$1::[A-Za-z]+ => \"[a-z-]+\"" "$REPO/sipwarden-core/src" 2>/dev/null \
+        | sed -E 's/.*"([a-z-]+)"$/\1/' | sort -u)
+    [ -n "$vals" ] || { metric_error "cannot read the $1 label values from sipwarden-core/src"; return 1; }
+    grep -qxF -- "$2" <<< "$vals" \
+        || { metric_error "$1 \"$2\" is not a label value of sipwarden_messages_total (it has: $(echo $vals))"; return 1; }
+}
+
+# messages_labels SIDE TRANSPORT REASON DISPOSITION: each one a known label value.
+messages_labels() {
+    known_label Side "$1" && known_label Transport "$2" && known_label Reason "$3" && known_label Disposition "$4"
+}
+
+# metric FILE SIDE TRANSPORT REASON DISPOSITION: one sipwarden_messages_total
+# sample; strict (use metric_or_zero where it may not have been counted yet).
+metric() {
+    messages_labels "$2" "$3" "$4" "$5" || return 1
+    sample "$1" "sipwarden_messages_total{side=\"$2\",transport=\"$3\",reason=\"$4\",disposition=\"$5\"}"
+}
+
+# metric_or_zero FILE SIDE TRANSPORT REASON DISPOSITION: the same, 0 when
+# absent (never incremented); unknown labels and a bad dump still fail.
+metric_or_zero() {
+    messages_labels "$2" "$3" "$4" "$5" && metrics_valid "$1" || return 1
+    awk -v s="sipwarden_messages_total{side=\"$2\",transport=\"$3\",reason=\"$4\",disposition=\"$5\"}" \
+        '$1 == s {v += $2} END {print v + 0}' "$1"
+}
+
+# metric_sum FILE REASON DISPOSITION: summed over sides and transports
+# (absent samples count 0; unknown labels and a bad dump fail).
 metric_sum() {
-    grep -F "reason=\"$2\",disposition=\"$3\"} " "$1" | awk '{s += $2} END {print s + 0}'
+    known_label Reason "$2" && known_label Disposition "$3" && metrics_valid "$1" || return 1
+    grep -F "reason=\"$2\",disposition=\"$3\"} " "$1" | grep '^sipwarden_messages_total{' \
+        | awk '{s += $2} END {print s + 0}'
+}
+
+# metric_total FILE DISPOSITION [SIDE]: every messages_total sample with that
+# disposition (and side), whatever the reason: sums that no list of reasons
+# can miss a new one in.
+metric_total() {
+    known_label Disposition "$2" && { [ -z "${3:-}" ] || known_label Side "$3"; } && metrics_valid "$1" || return 1
+    grep '^sipwarden_messages_total{' "$1" | grep -F "disposition=\"$2\"} " | grep -F "side=\"${3:-}" \
+        | awk '{s += $2} END {print s + 0}'
+}
+
+# metric_lookup_errors: the failed lookups recorded so far become failed
+# checks (called by finish).
+metric_lookup_errors() {
+    local l
+    [ -n "$RUN" ] && [ -s "$RUN/metric-errors" ] || return 0
+    while IFS= read -r l; do fail "metric lookup: $l"; done < "$RUN/metric-errors"
+    : > "$RUN/metric-errors"
+}
+
+# ---------------------------------------------------------------- kamailio's counters
+# Kamailio's own statistics (kex/corex: core:rcv_requests counts every
+# request it received, retransmissions too), read with kamcmd: proof that a
+# request did or did not reach the backend that does not depend on what
+# kamailio happens to log.
+
+# kam_stats FILE: all of kamailio's statistics ("group:name = value" lines).
+kam_stats() {
+    timeout 5 kamcmd -s "unix:$RUN/kamailio_ctl" stats.get_statistics all > "$1" 2>&1 \
+        || metric_error "kamcmd stats.get_statistics failed: $(head -c 200 "$1")"
+}
+
+# kam_stat FILE NAME: one statistic (core:rcv_requests); strict.
+kam_stat() {
+    local v n
+    v=$(awk -v s="$2" '$1 == s && $2 == "=" {print $3}' "$1" 2>/dev/null)
+    n=$(printf '%s' "$v" | grep -c .)
+    [ "$n" -eq 1 ] || { metric_error "no kamailio statistic $2 in $1 ($n found)"; return 1; }
+    echo "$v"
+}
+
+# kam_delta NEW OLD NAME: kam_stat NEW - kam_stat OLD (no value when either fails).
+kam_delta() {
+    local a b
+    a=$(kam_stat "$1" "$3") && b=$(kam_stat "$2" "$3") || return 1
+    echo $((a - b))
 }
 
 # ---------------------------------------------------------------- sipp
@@ -365,7 +485,8 @@ show_sipp() {
     grep -a -v '^\s*$' "$RUN/$1.out" 2>/dev/null | tail -n 12 | sed 's/^/   | /'
     if [ -s "$RUN/$1.err" ]; then
         log "---- $1.err (tail) ----"
-        tail -n 15 "$RUN/$1.err" | sed 's/^/   | /'
+        # (SIPp's error file has no final newline: awk adds it)
+        tail -n 15 "$RUN/$1.err" | awk '{print "   | " $0}'
     fi
 }
 
@@ -437,16 +558,12 @@ PROVIDER_IP=127.0.0.3       # trunk provider: registrar and its INVITEs (trunk.s
 FLOOD_IP=127.0.0.5          # one source flooding OPTIONS (defence.sh)
 NAT_PRIVATE_IP=127.0.0.99   # the private address a NATed phone puts in its Contact (nothing listens)
 
-# gauge FILE NAME: an unlabelled metric's value (0 if absent).
-gauge() {
-    local v
-    v=$(grep -E "^$2 " "$1" | awk '{print $2}' | head -1)
-    echo "${v:-0}"
-}
-
 # metric_delta NEW OLD REASON DISPOSITION: metric_sum NEW - metric_sum OLD.
+# (no value when either lookup fails).
 metric_delta() {
-    echo $(( $(metric_sum "$1" "$3" "$4") - $(metric_sum "$2" "$3" "$4") ))
+    local a b
+    a=$(metric_sum "$1" "$3" "$4") && b=$(metric_sum "$2" "$3" "$4") || return 1
+    echo $((a - b))
 }
 
 # wait_log_n PATTERN COUNT [SECONDS]: until sipwarden.log has COUNT lines
@@ -460,12 +577,14 @@ wait_log_n() {
     return 1
 }
 
-# kill_sipwarden: SIGKILL (a crash, no state flush) and reap it.
+# kill_sipwarden: SIGKILL (a crash, no state flush) and reap it. Returns the
+# status it ended with: 137 (128 + 9) when the SIGKILL ended it.
 kill_sipwarden() {
+    local rc
     kill -KILL "$SW_PID" 2>/dev/null
-    reap "$SW_PID" 2>/dev/null
+    reap "$SW_PID" 2>/dev/null; rc=$?
     SW_PID=""
-    return 0
+    return $rc
 }
 
 # expect_bg NAME DESCRIPTION PID: reaps a background sipp (sipp_bg), PASS on exit 0.

@@ -43,8 +43,9 @@ phones() {
         -cid_str "e2e-$1-%u-%p"
 }
 
-# office_banned: did sipwarden ban (or log banning) the office's address?
-office_banned() { grep -E 'banned' "$RUN/sipwarden.log" | grep -q "source=$OFFICE_IP "; }
+# banned_logged IP: did sipwarden ban (or log banning) that address?
+banned_logged() { grep -E 'banned' "$RUN/sipwarden.log" | grep -q "source=$1 "; }
+office_banned() { banned_logged "$OFFICE_IP"; }
 
 # sipp_retrans NAME: retransmissions SIPp sent (its final screen, summed over
 # the messages it sends).
@@ -88,6 +89,7 @@ if wait_log_n "banned source=$SCANNER_IP trigger=\"rejected messages\"" 1; then
 else
     fail "(storm) log: no 'banned source=$SCANNER_IP trigger=\"rejected messages\"' line (the positive control)"
 fi
+check "(storm) the log test that finds no ban of $OFFICE_IP finds the scanner's (banned_logged $SCANNER_IP)" banned_logged "$SCANNER_IP"
 metrics_dump "$RUN/m-storm.txt" || fail "(storm) the metrics endpoint answers"
 check "sipwarden is still running" sipwarden_alive
 capture_stop

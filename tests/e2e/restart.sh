@@ -77,9 +77,9 @@ check "metrics: sipwarden_state_writes_total = $(gauge "$RUN/m-before.txt" sipwa
     [ "$(gauge "$RUN/m-before.txt" sipwarden_state_writes_total)" -ge 1 ]
 
 # 2. crash and restart
-kill_sipwarden
+kill_sipwarden; rc=$?
 T_KILL=$(date +%s.%N)
-pass "sipwarden killed with SIGKILL"
+check "sipwarden was running and SIGKILL ended it (status $rc = 128 + 9)" [ "$rc" -eq 137 ]
 start_sipwarden
 log "restarted in $(awk -v a="$(date +%s.%N)" -v b="$T_KILL" 'BEGIN { printf "%.2f", a - b }') s"
 if wait_log_n "state restored" 1; then
