@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sipwarden::transport::Server;
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::policy::{Disposition, Reason};
 use sipwarden_core::proxy::{Core, Keys, Settings};
+use sipwarden_core::verdict::{Disposition, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::timeout;

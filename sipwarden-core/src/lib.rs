@@ -15,3 +15,4 @@ pub mod policy;
 pub mod proxy;
 pub mod sip;
 pub mod state;
+pub mod verdict;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::flow::{Side, Transport};
-use crate::policy::{Disposition, Reason};
+use crate::verdict::{Disposition, Reason};
 
 const SIDES: usize = 2;
 const TRANSPORTS: usize = 2;
@@ -166,7 +166,7 @@ fn slot(side: Side, t: Transport, r: Reason, d: Disposition) -> usize {
         Transport::Udp => 0,
         Transport::Tcp => 1,
     };
-    ((s * TRANSPORTS + t) * REASONS + r.index()) * DISPOSITIONS + d as usize
+    ((s * TRANSPORTS + t) * REASONS + r.index()) * DISPOSITIONS + d.index()
 }
 
 /// A gauge value supplied at render time (table sizes, connections).
@@ -353,6 +353,27 @@ mod tests {
         assert_eq!(sh.hist[1].load(Relaxed), 1);
         assert_eq!(sh.hist[2].load(Relaxed), 1);
         assert_eq!(sh.hist[BUCKETS_NS.len()].load(Relaxed), 1);
+    }
+
+    /// Every (side, transport, reason, disposition) has a counter of its
+    /// own: a label set sharing a slot with another would count into the
+    /// other's series.
+    #[test]
+    fn every_label_set_has_its_own_slot() {
+        let mut seen = vec![false; SLOTS];
+        for side in [Side::Public, Side::Internal] {
+            for t in [Transport::Udp, Transport::Tcp] {
+                for r in Reason::ALL {
+                    for d in Disposition::ALL {
+                        let i = slot(side, t, r, d);
+                        assert!(i < SLOTS, "{side:?} {t:?} {r:?} {d:?}: slot {i} of {SLOTS}");
+                        assert!(!seen[i], "{side:?} {t:?} {r:?} {d:?}: slot {i} taken");
+                        seen[i] = true;
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "every slot belongs to a label set");
     }
 
     #[test]

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use sipwarden_core::flow::{Side, Transport};
-use sipwarden_core::policy::{Disposition, Reason, Verdict};
 use sipwarden_core::proxy::Dest;
+use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
 const PHONE: &str = "198.51.100.7:5062";
 

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use sipwarden_core::metrics::Event;
-use sipwarden_core::policy::{Disposition, Reason, Verdict};
+use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
 /// The office's one public address; phone `i` is port 20000 + i.
 const OFFICE: &str = "198.51.100.20";
@@ -84,15 +84,10 @@ fn challenge(nonce: &str, stale: bool) -> String {
 fn send(lab: &Lab, flow: &sipwarden_core::flow::Flow, req: &str) -> Option<String> {
     let out = lab.handle(flow, req);
     match out.verdict {
-        Some(v) if v.disposition == Disposition::Forwarded => {
-            Some(text(one_send(&out, v)).to_string())
-        }
+        v if v.disposition == Disposition::Forwarded => Some(text(one_send(&out, v)).to_string()),
         other => {
             assert!(out.sends.is_empty(), "{out:?}");
-            assert!(
-                matches!(other, Some(v) if v.disposition == Disposition::Dropped),
-                "{other:?}"
-            );
+            assert!(other.disposition == Disposition::Dropped, "{other:?}");
             None
         }
     }
@@ -372,7 +367,7 @@ fn a_scanner_and_a_guesser_beside_the_office_are_still_banned() {
     for n in 0..20 {
         let out = lab.handle(&public_udp("192.0.2.67:5060"), &junk(n));
         assert!(out.sends.is_empty());
-        assert_ne!(out.verdict.map(|v| v.reason), Some(Reason::RateLimited));
+        assert_ne!(out.verdict.reason, Reason::RateLimited);
     }
     assert!(banned(&lab, "192.0.2.67"));
     // The guesser knows the domain; every guess is answered 401 (a stale

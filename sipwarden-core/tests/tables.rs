@@ -10,8 +10,8 @@ use std::sync::Arc;
 use common::*;
 use sipwarden_core::flow::{Side, Transport};
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::policy::{Disposition, Reason, Verdict};
 use sipwarden_core::proxy::{Core, Dest, Keys, Settings};
+use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
 const TRUNK: &str = r#"
 [[trunk]]
@@ -567,20 +567,20 @@ fn registrations_and_dialogs_survive_a_restart() {
         &public_udp(PROVIDER),
         bytes::Bytes::from(invite_to(&contact, "after")),
     );
-    assert_eq!(out.verdict, Some(Verdict::forward(Reason::TrunkContact)));
+    assert_eq!(out.verdict, Verdict::forward(Reason::TrunkContact));
     let out = core.handle(
         later,
         &public_udp(PROVIDER),
         bytes::Bytes::from(invite_to("sip:+1@x", "after2")),
     );
-    assert_eq!(out.verdict, Some(Verdict::forward(Reason::Trunk)));
+    assert_eq!(out.verdict, Verdict::forward(Reason::Trunk));
     let ack = in_dialog("BYE", "keep-1", ";tag=uas-tag", 2);
     let out = core.handle(
         later,
         &public_udp("198.51.100.30:5062"),
         bytes::Bytes::from(ack),
     );
-    assert_eq!(out.verdict, Some(Verdict::forward(Reason::Dialog)));
+    assert_eq!(out.verdict, Verdict::forward(Reason::Dialog));
     // What expired while it was down is not restored.
     let core2 = Core::new(
         Settings::new(sipwarden_core::config::parse(&format!("{BASE_CFG}{TRUNK}"), "t").unwrap()),
@@ -622,7 +622,7 @@ fn restarted(extra: &str) -> Core {
     )
 }
 
-fn verdict_of(core: &Core, now: u64, from: &str, n: u32) -> Option<Verdict> {
+fn verdict_of(core: &Core, now: u64, from: &str, n: u32) -> Verdict {
     core.handle(now, &public_udp(from), bytes::Bytes::from(with_domain(n)))
         .verdict
 }
@@ -663,7 +663,7 @@ fn bans_survive_a_restart() {
     for (src, n) in [(SCANNER, 2), (GUESSER, 3)] {
         assert_eq!(
             verdict_of(&core, lab.now + 60_000, src, n),
-            Some(Verdict::drop(Reason::Banned)),
+            Verdict::drop(Reason::Banned),
             "{src} is still banned after the restart"
         );
     }
@@ -676,16 +676,16 @@ fn bans_survive_a_restart() {
     core.restore(serde_json::from_str(&json).unwrap(), later);
     assert_eq!(
         verdict_of(&core, later, SCANNER, 4),
-        Some(Verdict::forward(Reason::Domain)),
+        Verdict::forward(Reason::Domain),
         "an expired ban is not restored"
     );
     assert_eq!(
         verdict_of(&core, later, GUESSER, 5),
-        Some(Verdict::drop(Reason::Banned))
+        Verdict::drop(Reason::Banned)
     );
     assert_eq!(
         verdict_of(&core, lab.now + 15 * 60_000, GUESSER, 6),
-        Some(Verdict::forward(Reason::Domain)),
+        Verdict::forward(Reason::Domain),
         "the restored ban ends when it would have"
     );
 }
@@ -732,11 +732,7 @@ fn restored_bans_are_bounded_and_bad_entries_counted() {
             true => Verdict::drop(Reason::Banned),
             false => Verdict::forward(Reason::Domain),
         };
-        assert_eq!(
-            verdict_of(&core, lab.now, &from, 20 + i),
-            Some(want),
-            "{from}"
-        );
+        assert_eq!(verdict_of(&core, lab.now, &from, 20 + i), want, "{from}");
     }
     // What comes back is saved again, with its trigger.
     let again = core.snapshot(lab.now);

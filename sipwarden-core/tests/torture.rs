@@ -6,8 +6,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use sipwarden_core::policy::{Reason, Verdict};
 use sipwarden_core::sip::{scan, Framing, HeaderName, Limits, Method, ScanError};
+use sipwarden_core::verdict::{Reason, Verdict};
 
 fn ok(msg: &[u8]) -> sipwarden_core::sip::Message {
     scan(

@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, Notify};
 
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Event;
-use sipwarden_core::policy::{Disposition, Reason};
 use sipwarden_core::proxy::Send;
 use sipwarden_core::sip::{frame, Frame};
+use sipwarden_core::verdict::{Disposition, Reason};
 
 use super::egress::Egress;
 use super::now_ms;

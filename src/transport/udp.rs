@@ -15,9 +15,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use sipwarden_core::flow::{Flow, Transport};
 use sipwarden_core::metrics::Event;
-use sipwarden_core::policy::{Disposition, Reason};
 use sipwarden_core::proxy::core::canonical_ip;
 use sipwarden_core::proxy::Dest;
+use sipwarden_core::verdict::{Disposition, Reason};
 
 use super::coalesce::Coalescer;
 use super::egress::{Egress, UdpEntry};

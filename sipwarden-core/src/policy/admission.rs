@@ -12,7 +12,7 @@ use crate::sip::{HeaderName, Message, Method};
 use crate::state::dialogs::InDialog;
 use crate::state::Tables;
 
-use super::Reason;
+use crate::verdict::Reason;
 
 /// Outcome of the token check on the top Route (step 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

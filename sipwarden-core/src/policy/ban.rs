@@ -8,7 +8,7 @@
 
 use crate::sip::{HeaderName, Message, Method};
 
-use super::Reason;
+use crate::verdict::Reason;
 
 /// A request from the public side rejected for this reason counts toward
 /// `ban.after_rejects`: it names no secret domain, dialog or token

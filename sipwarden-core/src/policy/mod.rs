@@ -6,6 +6,3 @@ pub mod admission;
 pub mod ban;
 pub mod domain;
 pub mod quick;
-pub mod verdict;
-
-pub use verdict::{Disposition, Reason, Verdict};

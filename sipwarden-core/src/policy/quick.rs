@@ -17,7 +17,7 @@ use crate::sip::lines::LineEnds;
 use crate::sip::params;
 use crate::sip::uri::Uri;
 
-use super::Reason;
+use crate::verdict::Reason;
 
 fn host_of(value: &[u8]) -> Option<&[u8]> {
     let na = NameAddr::parse(value)?;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::flow::{Side, Transport};
-use crate::policy::Verdict;
+use crate::verdict::Verdict;
 
 /// Where a message goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,27 +42,25 @@ pub struct Send {
     pub reuse_only: bool,
 }
 
-/// The result of handling one message.
-#[derive(Debug, Default)]
+/// The result of handling one message: what to send, and the verdict
+/// that counts it (every message gets one).
+#[derive(Debug)]
 pub struct Output {
     pub sends: SmallVec<[Send; 1]>,
-    pub verdict: Option<Verdict>,
+    pub verdict: Verdict,
 }
 
 impl Output {
     pub fn verdict(v: Verdict) -> Output {
         Output {
             sends: SmallVec::new(),
-            verdict: Some(v),
+            verdict: v,
         }
     }
 
     pub fn send(v: Verdict, s: Send) -> Output {
         let mut sends = SmallVec::new();
         sends.push(s);
-        Output {
-            sends,
-            verdict: Some(v),
-        }
+        Output { sends, verdict: v }
     }
 }

@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::{Event, Gauge, Metrics};
-use crate::policy::{admission, ban, quick, Disposition, Reason, Verdict};
+use crate::policy::{admission, ban, quick};
 use crate::sip::via::Via;
 use crate::sip::{scan, Framing, Header, HeaderName, Message, Method, ScanError};
 use crate::state::bans::{Restore, Trigger};
@@ -21,6 +21,7 @@ use crate::state::persist::{
     SavedBan, SavedDialog, SavedReg, SavedSource, Snapshot, FORMAT, VERSION,
 };
 use crate::state::Tables;
+use crate::verdict::{Disposition, Reason, Verdict};
 
 use super::action::{Dest, Output, Send};
 use super::reply;
@@ -83,12 +84,9 @@ fn first_line(data: &[u8]) -> String {
 /// A response relayed in monitor mode from a source enforce would have
 /// dropped is reported as such.
 fn monitored(mut out: Output, would: Option<Reason>) -> Output {
-    if let (Some(reason), Some(v)) = (would, out.verdict.as_mut()) {
-        if v.disposition == Disposition::Forwarded {
-            *v = Verdict {
-                reason,
-                disposition: Disposition::WouldDrop,
-            };
+    if let Some(reason) = would {
+        if out.verdict.disposition == Disposition::Forwarded {
+            out.verdict = Verdict::would_drop(reason);
         }
     }
     out
@@ -241,18 +239,15 @@ impl Core {
             Side::Public => self.on_public(s, now_ms, flow, data),
             Side::Internal => self.on_internal(s, now_ms, flow, data),
         };
-        if let Some(v) = out.verdict {
-            self.metrics
-                .count(flow.side, flow.transport, v.reason, v.disposition);
-            let rejected = matches!(v.disposition, Disposition::Dropped | Disposition::WouldDrop)
-                || (v.disposition == Disposition::Replied && v.reason == Reason::NoDomain);
-            if rejected {
-                if flow.side == Side::Public && ban::counts_as_reject(v.reason) {
-                    self.count_reject(s, now_ms, flow);
-                }
-                if v.disposition != Disposition::Replied {
-                    self.log_drop(now_ms, flow, v, &raw);
-                }
+        let v = out.verdict;
+        self.metrics
+            .count(flow.side, flow.transport, v.reason, v.disposition);
+        if v.is_rejection() {
+            if flow.side == Side::Public && ban::counts_as_reject(v.reason) {
+                self.count_reject(s, now_ms, flow);
+            }
+            if v.disposition != Disposition::Replied {
+                self.log_drop(now_ms, flow, v, &raw);
             }
         }
         out

@@ -7,8 +7,8 @@ use smallvec::SmallVec;
 
 use crate::flow::{Flow, Side};
 use crate::policy::admission::Admission;
-use crate::policy::Verdict;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::verdict::Verdict;
 
 use super::action::{Dest, Output, Send};
 use super::core::{Core, Hop};

@@ -6,11 +6,11 @@
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Event;
-use crate::policy::{Reason, Verdict};
 use crate::sip::addr::NameAddr;
 use crate::sip::params;
 use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::verdict::{Reason, Verdict};
 
 use super::action::{Dest, Output, Send};
 use super::core::{Core, Hop};

@@ -5,9 +5,10 @@
 
 use crate::flow::{Flow, Side};
 use crate::metrics::Event;
-use crate::policy::{ban, Reason, Verdict};
+use crate::policy::ban;
 use crate::sip::params;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::verdict::{Reason, Verdict};
 
 use super::action::{Output, Send};
 use super::core::Core;

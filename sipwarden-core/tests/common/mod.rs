@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::policy::{Disposition, Reason, Verdict};
 use sipwarden_core::proxy::{Core, Dest, Keys, Output, Send, Settings};
+use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
 pub const BASE_CFG: &str = r#"
 [listen]
@@ -96,13 +96,13 @@ pub fn asterisk() -> Flow {
 
 /// The one send of an output, with its verdict checked.
 pub fn one_send(out: &Output, want: Verdict) -> &Send {
-    assert_eq!(out.verdict, Some(want), "verdict");
+    assert_eq!(out.verdict, want, "verdict");
     assert_eq!(out.sends.len(), 1, "one send expected: {out:?}");
     &out.sends[0]
 }
 
 pub fn dropped(out: &Output, reason: Reason) {
-    assert_eq!(out.verdict, Some(Verdict::drop(reason)), "{out:?}");
+    assert_eq!(out.verdict, Verdict::drop(reason), "{out:?}");
     assert!(out.sends.is_empty(), "a drop sends nothing: {out:?}");
 }
 
