@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use sipwarden_core::proxy::token::{from_hex, to_hex};
+use sipwarden_core::token::{from_hex, to_hex};
 
 /// Reads the key, or creates the file with a fresh key when it does not
 /// exist. A file that exists but is not 64 hex digits is an error: a

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use sipwarden::transport::Server;
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::proxy::{Core, Keys, Settings};
+use sipwarden_core::proxy::{Core, Settings};
+use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};

@@ -8,8 +8,9 @@ use bytes::Bytes;
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Metrics;
-use crate::proxy::{Core, Keys, Settings};
+use crate::proxy::{Core, Settings};
 use crate::sip::{frame, scan, Editor, Framing, HeaderName, Limits};
+use crate::token::Keys;
 
 /// Scanner, framer and editor on arbitrary bytes.
 pub fn scan_bytes(data: &[u8]) {

@@ -15,4 +15,5 @@ pub mod policy;
 pub mod proxy;
 pub mod sip;
 pub mod state;
+pub mod token;
 pub mod verdict;

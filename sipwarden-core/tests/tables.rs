@@ -10,7 +10,8 @@ use std::sync::Arc;
 use common::*;
 use sipwarden_core::flow::{Side, Transport};
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::proxy::{Core, Dest, Keys, Settings};
+use sipwarden_core::proxy::{Core, Dest, Settings};
+use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
 const TRUNK: &str = r#"

@@ -338,7 +338,8 @@ mod tests {
     use super::*;
     use sipwarden_core::flow::Side;
     use sipwarden_core::metrics::Metrics;
-    use sipwarden_core::proxy::{Core, Keys, Send, Settings};
+    use sipwarden_core::proxy::{Core, Send, Settings};
+    use sipwarden_core::token::Keys;
 
     /// `listen.udp_rcvbuf` reaches the kernel (it doubles what it grants;
     /// 200,000 bytes is below a stock `net.core.rmem_max`).

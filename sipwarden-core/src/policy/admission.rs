@@ -5,12 +5,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::proxy::settings::Settings;
-use crate::proxy::token::Keys;
 use crate::sip::addr::{split_list, NameAddr};
 use crate::sip::uri::Uri;
 use crate::sip::{HeaderName, Message, Method};
 use crate::state::dialogs::InDialog;
 use crate::state::Tables;
+use crate::token::Keys;
 
 use crate::verdict::Reason;
 

@@ -26,7 +26,7 @@ use crate::verdict::{Disposition, Reason, Verdict};
 use super::action::{Dest, Output, Send};
 use super::reply;
 use super::settings::Settings;
-use super::token::{from_hex, to_hex, BranchInfo, Dir, Keys, BRANCH_PREFIX};
+use crate::token::{from_hex, to_hex, BranchInfo, Dir, Keys, BRANCH_PREFIX};
 
 pub use super::rewrite::canonical_ip;
 

@@ -18,7 +18,7 @@ use super::rewrite::{
 };
 use super::route::pop_own_routes;
 use super::settings::Settings;
-use super::token::{Dir, FlowRef, FlowToken};
+use crate::token::{Dir, FlowRef, FlowToken};
 
 impl Core {
     pub(super) fn forward_inbound(

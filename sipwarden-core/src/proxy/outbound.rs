@@ -20,7 +20,7 @@ use super::rewrite::{
 };
 use super::route::{next_hop, pop_own_routes};
 use super::settings::Settings;
-use super::token::{Dir, FlowToken};
+use crate::token::{Dir, FlowToken};
 
 impl Core {
     pub(super) fn forward_outbound(

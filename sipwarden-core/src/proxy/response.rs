@@ -17,7 +17,7 @@ use super::rewrite::{
     via_dest,
 };
 use super::settings::Settings;
-use super::token::Dir;
+use crate::token::Dir;
 
 impl Core {
     pub(super) fn relay_response(
@@ -147,7 +147,7 @@ impl Core {
 /// value).
 fn credentials_key(mark: Option<&[u8]>) -> u32 {
     let mut k = [0u8; 4];
-    match mark.and_then(|m| super::token::from_hex(m, &mut k)) {
+    match mark.and_then(|m| crate::token::from_hex(m, &mut k)) {
         Some(()) => u32::from_be_bytes(k),
         None => 0,
     }

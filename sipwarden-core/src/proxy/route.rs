@@ -9,7 +9,7 @@ use crate::sip::{Editor, HeaderName, Message, Span};
 
 use super::action::Dest;
 use super::settings::Settings;
-use super::token::{FlowRef, Keys};
+use crate::token::{FlowRef, Keys};
 
 /// What popping our own Route entries found.
 #[derive(Debug, Default)]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::proxy::{Core, Dest, Keys, Output, Send, Settings};
+use sipwarden_core::proxy::{Core, Dest, Output, Send, Settings};
+use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
 pub const BASE_CFG: &str = r#"

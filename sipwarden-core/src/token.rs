@@ -2,6 +2,9 @@
 //! without keeping state: Via branches, Record-Route tokens and flow
 //! tokens. All are keyed BLAKE3 MACs over the secret key file, so they
 //! verify after a restart as long as the key file is kept.
+//!
+//! Below admission (`policy` verifies Route and Contact tokens) and
+//! forwarding (`proxy` writes them): it depends on nothing but `flow`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
