@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use sipwarden_core::flow::{Flow, Transport};
+use sipwarden_core::flow::{canonical_ip, Flow, Transport};
 use sipwarden_core::metrics::Event;
-use sipwarden_core::proxy::core::canonical_ip;
+
 use sipwarden_core::proxy::Dest;
 use sipwarden_core::verdict::{Disposition, Reason};
 

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::flow::{Flow, Side, Transport};
+use crate::flow::{canonical_ip, Flow, Side, Transport};
 use crate::metrics::{Event, Gauge, Metrics};
 use crate::policy::{admission, ban, quick};
 use crate::sip::via::Via;
@@ -27,8 +27,6 @@ use super::action::{Dest, Output, Send};
 use super::reply;
 use super::settings::Settings;
 use crate::token::{from_hex, to_hex, BranchInfo, Dir, Keys, BRANCH_PREFIX};
-
-pub use super::rewrite::canonical_ip;
 
 /// The proxy core. Shared by all socket tasks; every method takes `&self`.
 pub struct Core {

@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 
 use crate::flow::{Flow, Side};
 use crate::policy::admission::Admission;
+use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::verdict::Verdict;
 
@@ -14,7 +15,7 @@ use super::action::{Dest, Output, Send};
 use super::core::{Core, Hop};
 use super::response::fix_contacts;
 use super::rewrite::{
-    creates_dialog, max_forwards, rfc3581, rr_insert_point, sockaddr_text, strip_owned, tcp_param,
+    creates_dialog, max_forwards, rfc3581, rr_insert_point, strip_owned, tcp_param,
 };
 use super::route::pop_own_routes;
 use super::settings::Settings;

@@ -8,6 +8,7 @@ use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Event;
 use crate::sip::addr::NameAddr;
 use crate::sip::params;
+use crate::sip::text::sockaddr_text;
 use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::verdict::{Reason, Verdict};
@@ -16,7 +17,7 @@ use super::action::{Dest, Output, Send};
 use super::core::{Core, Hop};
 use super::rewrite::{
     contacts, creates_dialog, max_forwards, parse_secs, rewrite_contact, rfc3581, rr_insert_point,
-    sockaddr_text, strip_owned, tcp_param,
+    strip_owned, tcp_param,
 };
 use super::route::{next_hop, pop_own_routes};
 use super::settings::Settings;

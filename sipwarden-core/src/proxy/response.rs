@@ -7,14 +7,14 @@ use crate::flow::{Flow, Side};
 use crate::metrics::Event;
 use crate::policy::ban;
 use crate::sip::params;
+use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::verdict::{Reason, Verdict};
 
 use super::action::{Output, Send};
 use super::core::Core;
 use super::rewrite::{
-    contacts, parse_secs, pop_top_via, rewrite_contact, sockaddr_text, strip_owned, tcp_param,
-    via_dest,
+    contacts, parse_secs, pop_top_via, rewrite_contact, strip_owned, tcp_param, via_dest,
 };
 use super::settings::Settings;
 use crate::token::Dir;

@@ -9,13 +9,12 @@ use crate::config::{
 };
 use crate::flow::Transport;
 use crate::policy::domain::DomainSet;
+use crate::sip::text::sockaddr_text;
 use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
 use crate::sip::Limits;
 use crate::state::bans::Policy;
 use crate::state::rate::Budget;
 use crate::state::Lifetimes;
-
-use super::rewrite::sockaddr_text;
 
 /// Derived, ready-to-use settings.
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@ pub mod header;
 pub mod lines;
 pub mod params;
 pub mod scan;
+pub mod text;
 pub mod uri;
 pub mod via;
 
