@@ -102,7 +102,7 @@ fn phone() -> Flow {
 /// Asterisk's 200 OK to the forwarded INVITE, built once.
 fn ok_for(core: &Core) -> Bytes {
     let out = core.handle(0, &phone(), invite("sip:1002@sip-7f3k.example.com"));
-    let fwd = std::str::from_utf8(&out.sends[0].data)
+    let fwd = std::str::from_utf8(&out.transmits[0].data)
         .expect("utf-8")
         .to_string();
     let mut ok = String::from("SIP/2.0 200 OK\r\n");

@@ -75,7 +75,7 @@ fn dialogs(n: u32) {
     // dialog table grows.
     for i in 0..n {
         let out = c.handle(0, &phone(0), invite(i));
-        let ok = ok_for(&out.sends[0].data);
+        let ok = ok_for(&out.transmits[0].data);
         c.handle(1, &asterisk(), ok);
     }
     let after = rss_bytes();
@@ -99,7 +99,7 @@ fn registrations(n: u32) {
             (i >> 16) as u8, (i >> 8) as u8, i as u8
         );
         let out = c.handle(0, &asterisk(), Bytes::from(reg));
-        let fwd = out.sends[0].data.clone();
+        let fwd = out.transmits[0].data.clone();
         let ok = ok_for(&fwd);
         let registrar = std::net::SocketAddr::new(
             std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),

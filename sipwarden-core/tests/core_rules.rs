@@ -328,7 +328,7 @@ fn forged_route_tokens_are_refused() {
     // A real token of another call does not open this one.
     let inv = invite(SECRET_URI, "");
     let out = lab.handle(&public_udp(PHONE), &inv);
-    let rr = record_routes(text(&out.sends[0]));
+    let rr = record_routes(text(&out.transmits[0]));
     dropped(
         &lab.handle(&public_udp("192.0.2.66:5060"), &bye(&rr[1])),
         Reason::ForgedToken,
@@ -458,7 +458,7 @@ fn a_request_that_comes_back_is_a_loop() {
     // if Asterisk (as a proxy) sent it out again unchanged, that is a loop.
     let m = from_asterisk("sip:1002@sip-7f3k.example.com", "", "OPTIONS");
     let out = lab.handle(&asterisk(), &m);
-    let once = text(&out.sends[0]).to_string();
+    let once = text(&out.transmits[0]).to_string();
     let out = lab.handle(&public_udp("203.0.113.10:5060"), &once);
     let twice = text(one_send(&out, Verdict::forward(Reason::Domain))).to_string();
     let out = lab.handle(&asterisk(), &twice);
@@ -494,7 +494,7 @@ fn on_reject_403_answers_and_ack_is_never_answered() {
     assert!(headers(t, "to")[0].contains(";tag="));
     let again = lab.handle(&public_udp("192.0.2.66:5060"), &m);
     assert_eq!(
-        again.sends[0].data, s.data,
+        again.transmits[0].data, s.data,
         "a retransmission gets the same answer"
     );
     let ack = m

@@ -86,7 +86,7 @@ fn send(lab: &Lab, flow: &sipwarden_core::flow::Flow, req: &str) -> Option<Strin
     match out.verdict {
         v if v.disposition == Disposition::Forwarded => Some(text(one_send(&out, v)).to_string()),
         other => {
-            assert!(out.sends.is_empty(), "{out:?}");
+            assert!(out.transmits.is_empty(), "{out:?}");
             assert!(other.disposition == Disposition::Dropped, "{other:?}");
             None
         }
@@ -366,7 +366,7 @@ fn a_scanner_and_a_guesser_beside_the_office_are_still_banned() {
     };
     for n in 0..20 {
         let out = lab.handle(&public_udp("192.0.2.67:5060"), &junk(n));
-        assert!(out.sends.is_empty());
+        assert!(out.transmits.is_empty());
         assert_ne!(out.verdict.reason, Reason::RateLimited);
     }
     assert!(banned(&lab, "192.0.2.67"));

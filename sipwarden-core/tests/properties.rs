@@ -185,8 +185,8 @@ proptest! {
             prop_assert_eq!(out.verdict.reason, Reason::TooManyHops);
             return Ok(());
         }
-        prop_assert_eq!(out.sends.len(), 1);
-        let fwd = &out.sends[0].data;
+        prop_assert_eq!(out.transmits.len(), 1);
+        let fwd = &out.transmits[0].data;
         // Every line sipwarden does not own or edit is there, unchanged,
         // and in its original order.
         let mut pos = 0;

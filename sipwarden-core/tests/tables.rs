@@ -104,7 +104,7 @@ fn trunk_contact_is_rewritten_with_a_signed_token() {
             .to_string()
     };
     assert_eq!(
-        tok(headers(text(&out.sends[0]), "contact")[0]),
+        tok(headers(text(&out.transmits[0]), "contact")[0]),
         tok(contact)
     );
 }
@@ -131,7 +131,7 @@ fn provider_invites_pass_while_the_registration_lives() {
     let mut lab = Lab::new(TRUNK);
     // A challenge first: nothing is learned from a 401.
     let out = lab.handle(&asterisk(), &register(1, "3600", ""));
-    let fwd = text(&out.sends[0]).to_string();
+    let fwd = text(&out.transmits[0]).to_string();
     let challenge = answer(
         &fwd,
         401,
@@ -245,7 +245,7 @@ fn unregister_ends_admission_at_once() {
     let lab = Lab::new(TRUNK);
     trunk_registers(&lab, 1, 3600);
     let out = lab.handle(&asterisk(), &register(2, "0", ""));
-    let fwd = text(&out.sends[0]).to_string();
+    let fwd = text(&out.transmits[0]).to_string();
     let ok = answer(&fwd, 200, "");
     one_send(
         &lab.handle(&public_udp(PROVIDER), &ok),
@@ -378,7 +378,7 @@ fn phones_behind_nat_are_reached_on_their_flow_via_path() {
         &public_udp("198.51.100.20:40000"),
         &phone_register("UDP").replace("Supported: replaces", "Supported: replaces, path"),
     );
-    assert_eq!(headers(text(&out.sends[0]), "supported").len(), 1);
+    assert_eq!(headers(text(&out.transmits[0]), "supported").len(), 1);
 }
 
 #[test]
@@ -393,13 +393,13 @@ fn fix_contact_rewrites_contacts_to_the_observed_address() {
     );
     let out = lab.handle(&public_tcp("198.51.100.20:40001"), &phone_register("TCP"));
     assert_eq!(
-        headers(text(&out.sends[0]), "contact"),
+        headers(text(&out.transmits[0]), "contact"),
         vec!["Contact: <sip:1001@198.51.100.20:40001;transport=tcp>"]
     );
     // The phone answers a call from Asterisk: its 200's Contact too.
     let inv = asterisk_invite_via_path("<sip:127.0.0.1:5070;lr>", "sip:1001@198.51.100.20:40000");
     let out = lab.handle(&asterisk(), &inv);
-    let to_phone = text(&out.sends[0]).to_string();
+    let to_phone = text(&out.transmits[0]).to_string();
     let ok = answer(&to_phone, 200, "Contact: sip:1001@10.0.0.99:5062;ob\r\n");
     let out = lab.handle(&public_udp("198.51.100.20:40000"), &ok);
     let t = text(one_send(&out, Verdict::forward(Reason::Response))).to_string();
@@ -506,7 +506,7 @@ fn the_callee_side_of_an_outbound_call_is_matched_too() {
                From: <sip:1002@pbx.example.com>;tag=ast-o\r\nTo: <sip:+15551234@198.51.100.50>\r\nCall-ID: out-1\r\nCSeq: 7 INVITE\r\n\
                Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     let out = lab.handle(&asterisk(), inv);
-    let fwd = text(&out.sends[0]).to_string();
+    let fwd = text(&out.transmits[0]).to_string();
     let ok = answer(&fwd, 200, "").replace("tag=uas-tag", "tag=far-end");
     one_send(
         &lab.handle(&public_udp("198.51.100.50:5060"), &ok),

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use sipwarden_core::config::SocketSpec;
 use sipwarden_core::flow::{Side, Transport};
 use sipwarden_core::metrics::Event;
-use sipwarden_core::proxy::{Core, Dest, Output, Send};
+use sipwarden_core::proxy::{Core, Dest, Output, Transmit};
 
 use super::dns::{Dns, Key};
 use super::tcp::TcpConns;
@@ -53,12 +53,12 @@ impl Egress {
     /// `try_send_to`, TCP queues to the connection's writer, names are
     /// resolved in a task.
     pub fn execute(self: &Arc<Self>, out: Output) {
-        for send in out.sends {
+        for send in out.transmits {
             self.send(send);
         }
     }
 
-    pub fn send(self: &Arc<Self>, send: Send) {
+    pub fn send(self: &Arc<Self>, send: Transmit) {
         match &send.dest {
             Dest::Addr(a) => {
                 let a = *a;
@@ -87,7 +87,7 @@ impl Egress {
         }
     }
 
-    fn unreachable(self: &Arc<Self>, send: Send, why: &str) {
+    fn unreachable(self: &Arc<Self>, send: Transmit, why: &str) {
         self.core.metrics().event(Event::DnsFailures);
         tracing::warn!(dest = ?send.dest, error = why, "next hop does not resolve");
         if let Some(fail) = send.on_fail {
@@ -95,11 +95,11 @@ impl Egress {
         }
     }
 
-    fn send_to(self: &Arc<Self>, send: Send, dest: SocketAddr) {
+    fn send_to(self: &Arc<Self>, send: Transmit, dest: SocketAddr) {
         match send.transport {
             Transport::Udp => self.send_udp(&send, dest),
             Transport::Tcp => {
-                let Send {
+                let Transmit {
                     side,
                     data,
                     on_fail,
@@ -163,12 +163,12 @@ impl Egress {
         socks.iter().filter(of).nth(worker % n).cloned()
     }
 
-    pub fn no_socket(&self, send: &Send) {
+    pub fn no_socket(&self, send: &Transmit) {
         self.core.metrics().event(Event::SendErrors);
         tracing::warn!(side = send.side.as_str(), dest = ?send.dest, "no UDP socket to send from");
     }
 
-    fn send_udp(&self, send: &Send, dest: SocketAddr) {
+    fn send_udp(&self, send: &Transmit, dest: SocketAddr) {
         let Some(e) = self.pick_udp(send.side, send.listener, &dest) else {
             self.no_socket(send);
             return;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Notify};
 
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Event;
-use sipwarden_core::proxy::Send;
+use sipwarden_core::proxy::Transmit;
 use sipwarden_core::sip::{frame, Frame};
 use sipwarden_core::verdict::{Disposition, Reason};
 
@@ -110,8 +110,8 @@ impl TcpConns {
         dest: SocketAddr,
         data: Bytes,
         reuse_only: bool,
-        on_fail: Option<Box<Send>>,
-    ) -> Result<(), Option<Box<Send>>> {
+        on_fail: Option<Box<Transmit>>,
+    ) -> Result<(), Option<Box<Transmit>>> {
         if let Some(c) = self.map.get(&(side, dest)) {
             match c.tx.try_send(data) {
                 Ok(()) => return Ok(()),
@@ -166,8 +166,8 @@ impl TcpConns {
         side: Side,
         dest: SocketAddr,
         first: Bytes,
-        on_fail: Option<Box<Send>>,
-    ) -> Result<(), Option<Box<Send>>> {
+        on_fail: Option<Box<Transmit>>,
+    ) -> Result<(), Option<Box<Transmit>>> {
         if self.closing.load(Relaxed) || !self.reserve(eg) {
             return Err(on_fail);
         }

@@ -176,7 +176,7 @@ pub fn worker(
                 remote,
             };
             let handled = eg.core.handle_with(&current.settings, now, &flow, d.data);
-            for send in handled.sends {
+            for send in handled.transmits {
                 match (&send.dest, send.transport) {
                     (Dest::Addr(to), Transport::Udp) => {
                         let to = *to;
@@ -276,7 +276,7 @@ impl Outbox {
         self.groups.clear();
     }
 
-    fn push(&mut self, eg: &Egress, send: sipwarden_core::proxy::Send, to: SocketAddr) {
+    fn push(&mut self, eg: &Egress, send: sipwarden_core::proxy::Transmit, to: SocketAddr) {
         let v4 = to.is_ipv4();
         let found = self
             .groups
@@ -338,7 +338,7 @@ mod tests {
     use super::*;
     use sipwarden_core::flow::Side;
     use sipwarden_core::metrics::Metrics;
-    use sipwarden_core::proxy::{Core, Send, Settings};
+    use sipwarden_core::proxy::{Core, Settings, Transmit};
     use sipwarden_core::token::Keys;
 
     /// `listen.udp_rcvbuf` reaches the kernel (it doubles what it grants;
@@ -408,7 +408,7 @@ mod tests {
             dns: Arc::new(super::super::dns::Dns::system()),
             rt: tokio::runtime::Handle::current(),
         });
-        let send = |to: &std::net::UdpSocket, text: &'static str| Send {
+        let send = |to: &std::net::UdpSocket, text: &'static str| Transmit {
             side: Side::Internal,
             transport: Transport::Udp,
             listener: Some(0),

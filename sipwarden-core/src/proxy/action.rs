@@ -20,11 +20,12 @@ pub enum Dest {
     },
 }
 
-/// Send `data` from a socket of `side` over `transport`. For TCP the
-/// connection to the destination is reused if one exists (an inbound one
-/// included: responses go back over the connection the request came on).
+/// One message to send: `data` from a socket of `side` over `transport`
+/// (quinn-proto's name for it). For TCP the connection to the destination
+/// is reused if one exists (an inbound one included: responses go back
+/// over the connection the request came on).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Send {
+pub struct Transmit {
     pub side: Side,
     pub transport: Transport,
     /// Which listener of the side to send from (UDP); `None` picks one of
@@ -35,7 +36,7 @@ pub struct Send {
     /// Answer to send back on the original flow if `dest` cannot be
     /// reached (a 503 for requests Asterisk sent to an unknown host, a 430
     /// Flow Failed when a phone's TCP connection is gone).
-    pub on_fail: Option<Box<Send>>,
+    pub on_fail: Option<Box<Transmit>>,
     /// TCP: only over a connection that exists (the flow a token names, a
     /// keepalive on a registration's connection); never open one, since the
     /// far end behind NAT cannot be reached that way.
@@ -46,21 +47,24 @@ pub struct Send {
 /// that counts it (every message gets one).
 #[derive(Debug)]
 pub struct Output {
-    pub sends: SmallVec<[Send; 1]>,
+    pub transmits: SmallVec<[Transmit; 1]>,
     pub verdict: Verdict,
 }
 
 impl Output {
     pub fn verdict(v: Verdict) -> Output {
         Output {
-            sends: SmallVec::new(),
+            transmits: SmallVec::new(),
             verdict: v,
         }
     }
 
-    pub fn send(v: Verdict, s: Send) -> Output {
-        let mut sends = SmallVec::new();
-        sends.push(s);
-        Output { sends, verdict: v }
+    pub fn send(v: Verdict, t: Transmit) -> Output {
+        let mut transmits = SmallVec::new();
+        transmits.push(t);
+        Output {
+            transmits,
+            verdict: v,
+        }
     }
 }

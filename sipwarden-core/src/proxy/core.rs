@@ -23,7 +23,7 @@ use crate::state::persist::{
 use crate::state::Tables;
 use crate::verdict::{Disposition, Reason, Verdict};
 
-use super::action::{Dest, Output, Send};
+use super::action::{Dest, Output, Transmit};
 use super::reply;
 use super::settings::Settings;
 use crate::token::{from_hex, to_hex, BranchInfo, Dir, Keys, BRANCH_PREFIX};
@@ -457,11 +457,17 @@ impl Core {
         )
     }
 
-    pub(super) fn reply_send(&self, flow: &Flow, msg: &Message, code: u16, phrase: &str) -> Send {
+    pub(super) fn reply_send(
+        &self,
+        flow: &Flow,
+        msg: &Message,
+        code: u16,
+        phrase: &str,
+    ) -> Transmit {
         let tag = self
             .keys
             .reply_tag(msg.call_id(), msg.from_tag().unwrap_or_default());
-        Send {
+        Transmit {
             side: flow.side,
             transport: flow.transport,
             listener: Some(flow.listener),
@@ -641,7 +647,7 @@ impl Core {
 
     /// Periodic work: sweeps the tables and sends CRLF keepalives to
     /// registered trunks that asked for them. Call it every second or so.
-    pub fn tick(&self, now: u64) -> Vec<Send> {
+    pub fn tick(&self, now: u64) -> Vec<Transmit> {
         let s = self.settings.load();
         let grace = s.config.registration.grace.ms();
         for ip in self.tables.bans.sweep(now, s.ban.window) {
@@ -677,7 +683,7 @@ impl Core {
                 continue;
             }
             self.metrics.event(Event::KeepalivesSent);
-            sends.push(Send {
+            sends.push(Transmit {
                 side: Side::Public,
                 transport: reg.transport,
                 listener: reg.listener,

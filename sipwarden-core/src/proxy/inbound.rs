@@ -11,7 +11,7 @@ use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::verdict::Verdict;
 
-use super::action::{Dest, Output, Send};
+use super::action::{Dest, Output, Transmit};
 use super::core::{Core, Hop};
 use super::response::fix_contacts;
 use super::rewrite::{
@@ -152,7 +152,7 @@ impl Core {
         self.track_dialog(s, now, dialog);
         Output::send(
             verdict,
-            Send {
+            Transmit {
                 side: Side::Internal,
                 transport: s.backend.transport,
                 listener: Some(s.backend_listener),

@@ -12,6 +12,6 @@ pub mod rewrite;
 pub mod route;
 pub mod settings;
 
-pub use action::{Dest, Output, Send};
+pub use action::{Dest, Output, Transmit};
 pub use core::Core;
 pub use settings::Settings;

@@ -13,7 +13,7 @@ use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::verdict::{Reason, Verdict};
 
-use super::action::{Dest, Output, Send};
+use super::action::{Dest, Output, Transmit};
 use super::core::{Core, Hop};
 use super::rewrite::{
     contacts, creates_dialog, max_forwards, parse_secs, rewrite_contact, rfc3581, rr_insert_point,
@@ -159,7 +159,7 @@ impl Core {
         };
         Output::send(
             Verdict::forward(Reason::Outbound),
-            Send {
+            Transmit {
                 side: Side::Public,
                 transport,
                 listener,

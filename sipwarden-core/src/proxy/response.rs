@@ -11,7 +11,7 @@ use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::verdict::{Reason, Verdict};
 
-use super::action::{Output, Send};
+use super::action::{Output, Transmit};
 use super::core::Core;
 use super::rewrite::{
     contacts, parse_secs, pop_top_via, rewrite_contact, strip_owned, tcp_param, via_dest,
@@ -70,7 +70,7 @@ impl Core {
         let listener = (usize::from(info.listener) < count).then_some(info.listener);
         Output::send(
             Verdict::forward(Reason::Response),
-            Send {
+            Transmit {
                 side,
                 transport,
                 listener,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::proxy::{Core, Dest, Output, Send, Settings};
+use sipwarden_core::proxy::{Core, Dest, Output, Settings, Transmit};
 use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
@@ -96,22 +96,22 @@ pub fn asterisk() -> Flow {
 }
 
 /// The one send of an output, with its verdict checked.
-pub fn one_send(out: &Output, want: Verdict) -> &Send {
+pub fn one_send(out: &Output, want: Verdict) -> &Transmit {
     assert_eq!(out.verdict, want, "verdict");
-    assert_eq!(out.sends.len(), 1, "one send expected: {out:?}");
-    &out.sends[0]
+    assert_eq!(out.transmits.len(), 1, "one send expected: {out:?}");
+    &out.transmits[0]
 }
 
 pub fn dropped(out: &Output, reason: Reason) {
     assert_eq!(out.verdict, Verdict::drop(reason), "{out:?}");
-    assert!(out.sends.is_empty(), "a drop sends nothing: {out:?}");
+    assert!(out.transmits.is_empty(), "a drop sends nothing: {out:?}");
 }
 
-pub fn text(s: &Send) -> &str {
+pub fn text(s: &Transmit) -> &str {
     std::str::from_utf8(&s.data).expect("utf-8 in tests")
 }
 
-pub fn addr(s: &Send) -> SocketAddr {
+pub fn addr(s: &Transmit) -> SocketAddr {
     match &s.dest {
         Dest::Addr(a) => *a,
         other => panic!("not an address: {other:?}"),
