@@ -113,7 +113,7 @@ fn health(path: &Path) -> ExitCode {
     use std::net::TcpStream;
     // Only the sockets matter here: the key file and state directory are
     // the running instance's business (and may not be this user's).
-    let cfg = match preflight::load(path, Probe::Text) {
+    let cfg = match preflight::load(path, Probe::TextOnly) {
         Ok(l) => l.config,
         Err(r) => {
             print_rejected(&r);

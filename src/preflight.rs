@@ -15,7 +15,7 @@ use sipwarden_core::config::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
     /// The text alone.
-    Text,
+    TextOnly,
     /// Also what start needs of this host (key file, state directory,
     /// local addresses), asked without changing anything: what `check`,
     /// start and reload use.
@@ -154,7 +154,7 @@ mod tests {
             "{e}"
         );
         assert!(e.message.contains("not an address of this host"), "{e}");
-        assert!(load(&cfg, Probe::Text).is_ok());
+        assert!(load(&cfg, Probe::TextOnly).is_ok());
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -148,7 +148,7 @@ fn compose_mounts_the_sipwarden_config_as_a_directory() {
         "{volumes:?}"
     );
     let host = repo("docker").join(dir).join("sipwarden.toml");
-    let cfg = sipwarden::preflight::load(&host, sipwarden::preflight::Probe::Text)
+    let cfg = sipwarden::preflight::load(&host, sipwarden::preflight::Probe::TextOnly)
         .unwrap_or_else(|e| panic!("{e}"))
         .config;
     // The key and the state go to the state volume.

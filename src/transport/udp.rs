@@ -121,7 +121,7 @@ pub fn worker(
     // Batch and pause are read when the worker starts (like
     // `listen.workers`): a reload that changes them applies to listeners
     // it binds.
-    let (slot, size, pause) = {
+    let (slot, batch_len, pause) = {
         let s = eg.core.settings();
         let l = &s.config.listen;
         (
@@ -130,8 +130,8 @@ pub fn worker(
             l.udp_coalesce.0,
         )
     };
-    let mut batch = RecvBatch::new(size, slot);
-    let mut coalesce = Coalescer::new(size, pause);
+    let mut batch = RecvBatch::new(batch_len, slot);
+    let mut coalesce = Coalescer::new(batch_len, pause);
     let mut out = Outbox::new(index);
     let mut current = Current::load(&eg);
     while !stop.load(Relaxed) {

@@ -101,7 +101,7 @@ impl Admission {
 }
 
 /// What admission reads besides the message.
-pub struct Ctx<'a> {
+pub struct AdmissionInputs<'a> {
     pub settings: &'a Settings,
     pub keys: &'a Keys,
     pub tables: &'a Tables,
@@ -112,23 +112,23 @@ pub struct Ctx<'a> {
     /// caller also needs it, to exempt trunks from bans and rate limits.
     pub source_trunk: Option<Arc<str>>,
     /// The fast path found the Request-URI in a secret domain, without a
-    /// `sw` token ([`crate::policy::quick::Quick::Full`]).
+    /// `sw` token ([`crate::policy::fast_path::FastPath::FullScan`]).
     pub ruri_domain: bool,
 }
 
-impl<'a> Ctx<'a> {
+impl<'a> AdmissionInputs<'a> {
     pub fn new(
         settings: &'a Settings,
         keys: &'a Keys,
         tables: &'a Tables,
         now: u64,
         source: IpAddr,
-    ) -> Ctx<'a> {
+    ) -> AdmissionInputs<'a> {
         let grace = settings.config.registration.grace.ms();
         let source_trunk = settings
             .trunk_by_source(source)
             .or_else(|| tables.regs.by_source(source, now, grace));
-        Ctx {
+        AdmissionInputs {
             settings,
             keys,
             tables,
@@ -150,7 +150,7 @@ pub fn contact_token<'m>(ruri: Option<&Uri<'m>>) -> Option<&'m [u8]> {
 /// admitted it, `Err` why it is rejected. A token that does not verify
 /// admits nothing but does not stop later rules; if nothing admits, the
 /// reason is `ForgedToken`.
-pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
+pub fn admit_request(msg: &Message, c: &AdmissionInputs<'_>) -> Result<Admission, Reason> {
     let s = c.settings;
     if blocked_user_agent(msg, s) {
         return Err(Reason::UserAgent);
@@ -178,7 +178,7 @@ pub fn admit_request(msg: &Message, c: &Ctx<'_>) -> Result<Admission, Reason> {
                 return Ok(Admission {
                     reason: Reason::TrunkContact,
                     trunk: Some(a.trunk),
-                    contact: a.contact,
+                    contact: Some(a.contact),
                 })
             }
             None => forged = true,
@@ -230,6 +230,7 @@ pub fn in_dialog(msg: &Message, keys: &Keys) -> Option<InDialog> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::fast_path::{self, FastPath};
     use crate::sip::{scan, Framing, Limits};
     use bytes::Bytes;
 
@@ -261,13 +262,13 @@ mod tests {
     /// rejects, and that its hint changes no decision.
     fn admit(m: &Message, s: &Settings, keys: &Keys) -> Result<Reason, Reason> {
         let tables = Tables::new(&s.config);
-        let mut c = Ctx::new(s, keys, &tables, 0, "198.51.100.7".parse().unwrap());
+        let mut c = AdmissionInputs::new(s, keys, &tables, 0, "198.51.100.7".parse().unwrap());
         let plain = admit_request(m, &c).map(|a| a.reason);
-        match crate::policy::quick::quick(m.bytes(), s) {
-            crate::policy::quick::Quick::Drop(_) => {
+        match fast_path::screen(m.bytes(), s) {
+            FastPath::Drop(_) => {
                 assert!(plain.is_err(), "fast path dropped what admission admits")
             }
-            crate::policy::quick::Quick::Full { ruri_domain } => {
+            FastPath::FullScan { ruri_domain } => {
                 c.ruri_domain = ruri_domain;
                 let hinted = admit_request(m, &c).map(|a| a.reason);
                 assert_eq!(hinted, plain, "the fast path's hint changed the decision");
@@ -413,13 +414,13 @@ mod tests {
         let keys = Keys::new([1; 32]);
         let s = settings("[[trunk]]\nname = \"prov\"\nregistrar = \"sip.provider.example\"\nallow = [\"198.51.100.0/24\"]\n");
         let tables = Tables::new(&s.config);
-        let c = Ctx::new(&s, &keys, &tables, 0, "198.51.100.7".parse().unwrap());
+        let c = AdmissionInputs::new(&s, &keys, &tables, 0, "198.51.100.7".parse().unwrap());
         let a = admit_request(&req("sip:+4930123@203.0.113.9", BY_IP, BY_IP, ""), &c).unwrap();
         assert_eq!(
             (a.reason, a.trunk.as_deref()),
             (Reason::Trunk, Some("prov"))
         );
-        let other = Ctx::new(&s, &keys, &tables, 0, "198.51.101.7".parse().unwrap());
+        let other = AdmissionInputs::new(&s, &keys, &tables, 0, "198.51.101.7".parse().unwrap());
         assert_eq!(
             admit_request(&req(BY_IP, BY_IP, BY_IP, ""), &other).unwrap_err(),
             Reason::NoDomain

@@ -5,4 +5,4 @@
 pub mod admission;
 pub mod ban;
 pub mod domain;
-pub mod quick;
+pub mod fast_path;

@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::flow::{canonical_ip, Flow, Side, Transport};
 use crate::metrics::{Event, Gauge, Metrics};
-use crate::policy::{admission, ban, quick};
+use crate::policy::{admission, ban, fast_path};
 use crate::sip::via::Via;
 use crate::sip::{scan, Framing, Header, HeaderName, Message, Method, ScanError};
 use crate::state::bans::{Restore, Trigger};
@@ -340,8 +340,8 @@ impl Core {
                 return out;
             }
         }
-        let mut ctx = admission::Ctx::new(s, &self.keys, &self.tables, now, src);
-        let exempt = allowed || ctx.source_trunk.is_some();
+        let mut inputs = admission::AdmissionInputs::new(s, &self.keys, &self.tables, now, src);
+        let exempt = allowed || inputs.source_trunk.is_some();
         if !exempt && self.tables.bans.is_banned(src, now) {
             if let Some(out) = hold(Reason::Banned) {
                 return out;
@@ -352,10 +352,10 @@ impl Core {
         // source still needs the domain (it is only spared rate limits and
         // bans), so only a trunk's source, admitted whatever it names, must
         // skip it.
-        if ctx.source_trunk.is_none() {
-            match quick::quick(&data, s) {
-                quick::Quick::Drop(reason) => return Output::verdict(Verdict::drop(reason)),
-                quick::Quick::Full { ruri_domain } => ctx.ruri_domain = ruri_domain,
+        if inputs.source_trunk.is_none() {
+            match fast_path::screen(&data, s) {
+                fast_path::FastPath::Drop(reason) => return Output::verdict(Verdict::drop(reason)),
+                fast_path::FastPath::FullScan { ruri_domain } => inputs.ruri_domain = ruri_domain,
             }
         }
         let msg = match self.scan(s, flow, data) {
@@ -366,7 +366,7 @@ impl Core {
             let out = self.relay_response(s, now, flow, &msg, Dir::Outbound);
             return monitored(out, would);
         }
-        match admission::admit_request(&msg, &ctx) {
+        match admission::admit_request(&msg, &inputs) {
             Ok(a) => {
                 // Only what would be admitted spends its source's budget
                 // and is rate-limited: over the rate it is congestion

@@ -54,16 +54,18 @@ struct Source {
     until: u64,
 }
 
-/// What a live registration admits.
+/// What a live registration's Contact token admits (step 6): the trunk
+/// it belongs to, and the Contact Asterisk registered, restored as the
+/// Request-URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Admit {
+pub struct RegisteredContact {
     pub trunk: Arc<str>,
-    pub contact: Option<String>,
+    pub contact: String,
 }
 
 /// The registration table is at `registration.max_entries`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Full;
+pub struct RegistrationsFull;
 
 /// How long an unanswered REGISTER is remembered.
 const PENDING_MS: u64 = 64_000;
@@ -151,8 +153,8 @@ impl Registrations {
         self.pending.get(&call).map(|p| p.token.clone())
     }
 
-    /// A final answer to a pending REGISTER. `Err(Full)` when the table
-    /// has no room for a new registration. `granted`: the expiry (s) the
+    /// A final answer to a pending REGISTER. `Err(RegistrationsFull)` when
+    /// the table has no room for a new registration. `granted`: the expiry (s) the
     /// 2xx gave our Contact, if it named one. Returns the registration
     /// stored, or `None` when it was removed or nothing was pending.
     pub fn answered(
@@ -162,7 +164,7 @@ impl Registrations {
         granted: Option<u64>,
         from: SocketAddr,
         now: u64,
-    ) -> Result<Option<TrunkReg>, Full> {
+    ) -> Result<Option<TrunkReg>, RegistrationsFull> {
         if !(200..=299).contains(&code) {
             // A challenge: Asterisk answers it with the same Call-ID.
             return Ok(None);
@@ -178,7 +180,7 @@ impl Registrations {
             return Ok(None);
         }
         if !self.by_token.contains_key(&p.token) && self.by_token.len() >= self.cap.load(Relaxed) {
-            return Err(Full);
+            return Err(RegistrationsFull);
         }
         let reg = TrunkReg {
             trunk: p.trunk.clone(),
@@ -273,11 +275,11 @@ impl Registrations {
     }
 
     /// Step 6: a Contact token of a live registration.
-    pub fn by_token(&self, token: &str, now: u64, grace: u64) -> Option<Admit> {
+    pub fn by_token(&self, token: &str, now: u64, grace: u64) -> Option<RegisteredContact> {
         let r = self.by_token.get(token)?;
-        (r.expires + grace > now).then(|| Admit {
+        (r.expires + grace > now).then(|| RegisteredContact {
             trunk: r.trunk.clone(),
-            contact: Some(r.contact.clone()),
+            contact: r.contact.clone(),
         })
     }
 
@@ -435,11 +437,8 @@ mod tests {
             Some("provider1")
         );
         assert_eq!(
-            r.by_token("tok1", 600_000, GRACE)
-                .unwrap()
-                .contact
-                .as_deref(),
-            Some("sip:acct@127.0.0.1:5080;line=x")
+            r.by_token("tok1", 600_000, GRACE).unwrap().contact,
+            "sip:acct@127.0.0.1:5080;line=x"
         );
         // An hour of conntrack-free life is not the question; the granted
         // expiry is: valid through the grace period, gone after.
@@ -561,7 +560,10 @@ mod tests {
             None,
             0
         ));
-        assert_eq!(r.answered(2, 200, None, provider(), 0), Err(Full));
+        assert_eq!(
+            r.answered(2, 200, None, provider(), 0),
+            Err(RegistrationsFull)
+        );
         assert_eq!(r.len(), 2);
     }
 }

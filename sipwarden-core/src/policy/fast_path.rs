@@ -26,26 +26,27 @@ fn host_of(value: &[u8]) -> Option<&[u8]> {
 
 /// What the fast path found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Quick {
+pub enum FastPath {
     /// A request that the admission rules would certainly reject.
     Drop(Reason),
-    /// The full path decides. `ruri_domain`: the Request-URI names a secret
-    /// domain (and `match` includes it) and carries no `sw` token, so
-    /// admission need not parse it again (~600 instructions per forwarded
-    /// request).
-    Full { ruri_domain: bool },
+    /// The full scanner and the admission rules decide. `ruri_domain`: the
+    /// Request-URI names a secret domain (and `match` includes it) and
+    /// carries no `sw` token, so admission need not parse it again (~600
+    /// instructions per forwarded request).
+    FullScan { ruri_domain: bool },
 }
 
-/// The fast path's verdict, with what it learnt for the full path.
-pub fn quick(data: &[u8], s: &Settings) -> Quick {
-    const FULL: Quick = Quick::Full { ruri_domain: false };
+/// Screens a request from its start line and a few headers: drop it now,
+/// or scan it fully (with what was learnt for admission).
+pub fn screen(data: &[u8], s: &Settings) -> FastPath {
+    const FULL_SCAN: FastPath = FastPath::FullScan { ruri_domain: false };
     // Monitor mode forwards everything; on_reject = "403" answers.
     if s.monitor || s.reject_403 {
-        return FULL;
+        return FULL_SCAN;
     }
     match drop_reason(data, s) {
-        Ok(r) => Quick::Drop(r),
-        Err(ruri_domain) => Quick::Full { ruri_domain },
+        Ok(r) => FastPath::Drop(r),
+        Err(ruri_domain) => FastPath::FullScan { ruri_domain },
     }
 }
 
@@ -138,9 +139,9 @@ mod tests {
 
     /// The reason to drop, if the fast path drops.
     fn prefilter(data: &[u8], s: &Settings) -> Option<Reason> {
-        match quick(data, s) {
-            Quick::Drop(r) => Some(r),
-            Quick::Full { .. } => None,
+        match screen(data, s) {
+            FastPath::Drop(r) => Some(r),
+            FastPath::FullScan { .. } => None,
         }
     }
 
@@ -239,16 +240,25 @@ mod tests {
             "OPTIONS sip:100@sip-7f3k.example.com SIP/2.0",
             "To: <sip:1@x>\r\n",
         );
-        assert_eq!(quick(&secret, &s), Quick::Full { ruri_domain: true });
+        assert_eq!(
+            screen(&secret, &s),
+            FastPath::FullScan { ruri_domain: true }
+        );
         let token = msg(
             "INVITE sip:acct@sip-7f3k.example.com;sw=abc SIP/2.0",
             "To: <sip:1@x>\r\n",
         );
-        assert_eq!(quick(&token, &s), Quick::Full { ruri_domain: false });
+        assert_eq!(
+            screen(&token, &s),
+            FastPath::FullScan { ruri_domain: false }
+        );
         let by_to = msg(by_ip, "To: <sip:1@sip-7f3k.example.com>\r\n");
-        assert_eq!(quick(&by_to, &s), Quick::Full { ruri_domain: false });
+        assert_eq!(
+            screen(&by_to, &s),
+            FastPath::FullScan { ruri_domain: false }
+        );
         let to_only = settings("match = [\"to\"]\n");
-        assert_eq!(quick(&secret, &to_only), Quick::Drop(Reason::NoDomain));
+        assert_eq!(screen(&secret, &to_only), FastPath::Drop(Reason::NoDomain));
         // Monitor mode forwards everything: never decided here.
         let m = settings("mode = \"monitor\"\n");
         assert_eq!(
