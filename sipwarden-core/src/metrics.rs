@@ -1,12 +1,13 @@
 //! Counters of every decision, kept in fixed arrays of atomics so that
-//! counting costs no allocation and no lock on the drop path. Rendering as
-//! Prometheus text is pure; serving it over HTTP lives in `transport`.
+//! counting costs no allocation and no lock on the drop path, and the
+//! drop log's rate limit ([`DropLog`]). Rendering as Prometheus text is
+//! pure; serving it over HTTP lives in the program.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::flow::{Side, Transport};
-use crate::verdict::{Disposition, Reason};
+use crate::flow::{Flow, Side, Transport};
+use crate::verdict::{Disposition, Reason, Verdict};
 
 const SIDES: usize = 2;
 const TRANSPORTS: usize = 2;
@@ -328,9 +329,98 @@ impl Metrics {
     }
 }
 
+/// The drop log: a line per dropped message, at most `log.drop_rate` per
+/// second, without a lock: an attack must not flood the log or contend on
+/// a mutex. Lines over the rate are counted
+/// (`sipwarden_drop_logs_suppressed_total`).
+pub struct DropLog {
+    rate: AtomicU32,
+    second: AtomicU64,
+    used: AtomicU32,
+}
+
+impl DropLog {
+    /// At most `rate` lines per second.
+    pub fn new(rate: u32) -> DropLog {
+        DropLog {
+            rate: AtomicU32::new(rate),
+            second: AtomicU64::new(0),
+            used: AtomicU32::new(0),
+        }
+    }
+
+    /// A reload's `log.drop_rate`.
+    pub fn set_rate(&self, rate: u32) {
+        self.rate.store(rate, Relaxed);
+    }
+
+    fn allow(&self, now_ms: u64) -> bool {
+        let sec = now_ms / 1000;
+        if self.second.load(Relaxed) != sec {
+            self.second.store(sec, Relaxed);
+            self.used.store(0, Relaxed);
+        }
+        // Under a flood the second's budget is spent after a few lines:
+        // from then on only read the shared counter (a write from every
+        // worker on every message would pass its cache line around).
+        let rate = self.rate.load(Relaxed);
+        self.used.load(Relaxed) < rate && self.used.fetch_add(1, Relaxed) < rate
+    }
+
+    /// Logs a dropped message `raw` (or one monitor mode would have
+    /// dropped) at level info, unless the second's lines are spent.
+    pub fn log(&self, metrics: &Metrics, now_ms: u64, flow: &Flow, v: Verdict, raw: &[u8]) {
+        // Keepalives are routine, not worth a line; and below level info
+        // there is no line to limit.
+        if v.reason == Reason::Keepalive || !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
+        if !self.allow(now_ms) {
+            metrics.event(Event::DropLogsSuppressed);
+            return;
+        }
+        let what = if v.disposition == Disposition::WouldDrop {
+            "would drop (monitor mode)"
+        } else {
+            "dropped"
+        };
+        tracing::info!(
+            source = %flow.remote,
+            side = flow.side.as_str(),
+            transport = flow.transport.as_str(),
+            reason = v.reason.as_str(),
+            line = %first_line(raw),
+            "{what}"
+        );
+    }
+}
+
+/// The first line of a message for logs, at most 96 bytes, lossy.
+fn first_line(data: &[u8]) -> String {
+    let end = data
+        .iter()
+        .position(|&c| c == b'\r' || c == b'\n')
+        .unwrap_or(data.len())
+        .min(96);
+    String::from_utf8_lossy(&data[..end]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_log_allows_its_rate_per_second() {
+        let d = DropLog::new(3);
+        let allowed = |ms: u64| (0..10).filter(|_| d.allow(ms)).count();
+        assert_eq!(allowed(5_000), 3);
+        // The same second: nothing more, and the counter stops growing.
+        assert_eq!(allowed(5_999), 0);
+        assert_eq!(d.used.load(Relaxed), 3);
+        assert_eq!(allowed(6_000), 3);
+        d.set_rate(0);
+        assert_eq!(allowed(7_000), 0);
+    }
 
     /// The rendered bounds (seconds) are the observed ones (ns), and an
     /// observation on a bound falls in that bound's bucket.

@@ -633,7 +633,7 @@ fn verdict_of(core: &Core, now: u64, from: &str, n: u32) -> Verdict {
 #[test]
 fn bans_survive_a_restart() {
     let mut lab = Lab::new(BANS);
-    let _ = lab.core.take_dirty();
+    let _ = lab.core.tables().take_dirty();
     for n in 0..3 {
         dropped(
             &lab.handle(&public_udp(SCANNER), &by_ip(n)),
@@ -641,7 +641,7 @@ fn bans_survive_a_restart() {
         );
     }
     assert!(
-        lab.core.take_dirty(),
+        lab.core.tables().take_dirty(),
         "a ban marks the state for the writer"
     );
     dropped(

@@ -133,7 +133,7 @@ pub async fn state_writer(core: Arc<Core>) {
         let Some(path) = path else {
             continue;
         };
-        if core.take_dirty() {
+        if core.tables().take_dirty() {
             let c = core.clone();
             let _ = tokio::task::spawn_blocking(move || save_state(&c, &path)).await;
         }

@@ -11,7 +11,6 @@ use crate::sip::{HeaderName, Message, Method};
 use crate::state::dialogs::InDialog;
 use crate::state::Tables;
 use crate::token::Keys;
-
 use crate::verdict::Reason;
 
 /// Outcome of the token check on the top Route (step 5).

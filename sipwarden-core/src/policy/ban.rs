@@ -5,9 +5,18 @@
 //! source's rate) is never held against a source, nor is a challenge to a
 //! request without credentials, a stale nonce, or the same credentials
 //! answered again (a retransmission).
+//!
+//! The counting itself is the ban table's (`state::bans`); this module
+//! decides what is counted, for which sources, and announces a ban.
 
+use std::net::IpAddr;
+
+use crate::flow::canonical_ip;
+use crate::metrics::{Event, Metrics};
+use crate::proxy::settings::Settings;
 use crate::sip::{HeaderName, Message, Method};
-
+use crate::state::bans::Trigger;
+use crate::state::Tables;
 use crate::verdict::Reason;
 
 /// A request from the public side rejected for this reason counts toward
@@ -25,6 +34,57 @@ pub fn counts_as_reject(r: Reason) -> bool {
             | Reason::Malformed
             | Reason::TooLarge
     )
+}
+
+/// Sources never banned: `allow` CIDRs, and a trunk's configured ranges
+/// (a spoofed flood must not cut a provider off).
+fn exempt(s: &Settings, ip: IpAddr) -> bool {
+    s.is_allowed(ip) || s.trunk_by_source(ip).is_some()
+}
+
+/// A message from `ip` rejected for a reason that
+/// [`counts_as_reject`] counts toward its ban.
+pub fn count_reject(s: &Settings, tables: &Tables, metrics: &Metrics, now: u64, ip: IpAddr) {
+    let ip = canonical_ip(ip);
+    if exempt(s, ip) {
+        return;
+    }
+    if let Some(t) = tables.bans.reject(ip, now, &s.ban, !s.monitor) {
+        announce(s, tables, metrics, ip, t);
+    }
+}
+
+/// A failed authentication of `ip` ([`auth_failed`]), of the credentials
+/// `key` names (0: unknown).
+pub fn count_auth_failure(
+    s: &Settings,
+    tables: &Tables,
+    metrics: &Metrics,
+    now: u64,
+    ip: IpAddr,
+    key: u32,
+) {
+    let ip = canonical_ip(ip);
+    if exempt(s, ip) {
+        return;
+    }
+    if let Some(t) = tables.bans.auth_failure(ip, now, &s.ban, !s.monitor, key) {
+        announce(s, tables, metrics, ip, t);
+    }
+}
+
+/// A source just reached a threshold: banned (kept in the state file),
+/// or in monitor mode only reported.
+fn announce(s: &Settings, tables: &Tables, metrics: &Metrics, ip: IpAddr, t: Trigger) {
+    let minutes = s.ban.duration / 60_000;
+    if s.monitor {
+        tracing::warn!(source = %ip, trigger = t.as_str(), "would ban (monitor mode)");
+    } else {
+        // The state file keeps bans: a restart must not free the source.
+        tables.mark_dirty();
+        metrics.event(Event::Bans);
+        tracing::warn!(source = %ip, trigger = t.as_str(), duration_min = minutes, "banned");
+    }
 }
 
 /// The backend's final response `msg` to a REGISTER or INVITE from the

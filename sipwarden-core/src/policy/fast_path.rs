@@ -16,7 +16,6 @@ use crate::sip::header::{HeaderName, TOKEN};
 use crate::sip::lines::LineEnds;
 use crate::sip::params;
 use crate::sip::uri::Uri;
-
 use crate::verdict::Reason;
 
 fn host_of(value: &[u8]) -> Option<&[u8]> {

@@ -9,17 +9,18 @@ use crate::flow::{Flow, Side};
 use crate::policy::admission::Admission;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::token::{Dir, FlowRef, FlowToken};
 use crate::verdict::Verdict;
 
 use super::action::{Dest, Output, Transmit};
-use super::core::{Core, Hop};
+use super::core::Core;
+use super::hop::{self, Hop};
 use super::response::fix_contacts;
 use super::rewrite::{
     creates_dialog, max_forwards, rfc3581, rr_insert_point, strip_owned, tcp_param,
 };
 use super::route::pop_own_routes;
 use super::settings::Settings;
-use crate::token::{Dir, FlowRef, FlowToken};
 
 impl Core {
     pub(super) fn forward_inbound(
@@ -36,14 +37,14 @@ impl Core {
             top,
             first_via,
             dialog,
-        } = match self.begin_forward(flow, msg, Dir::Inbound) {
+        } = match hop::begin(&self.keys, &self.tables, flow, msg, Dir::Inbound) {
             Ok(h) => h,
             Err(out) => return out,
         };
         let call_id = msg.call_id();
         let il = usize::from(s.backend_listener);
         let internal = s.internal_text[il].as_bytes();
-        let prev = self.prev_key(&top, msg);
+        let prev = hop::prev_key(&self.keys, &top, msg);
         let branch = self.keys.branch(
             Dir::Inbound,
             flow.listener,
@@ -149,7 +150,7 @@ impl Core {
         if let Some(trunk) = &adm.trunk {
             ed.append_header(b"X-Sipwarden-Trunk", &[trunk.as_bytes()]);
         }
-        self.track_dialog(s, now, dialog);
+        dialog.apply(&self.tables, &self.metrics, &s.lifetimes, now);
         Output::send(
             verdict,
             Transmit {

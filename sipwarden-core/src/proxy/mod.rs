@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod core;
+mod hop;
 mod inbound;
 mod outbound;
 pub mod reply;

@@ -11,17 +11,19 @@ use crate::sip::params;
 use crate::sip::text::sockaddr_text;
 use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::token::{Dir, FlowToken};
 use crate::verdict::{Reason, Verdict};
 
 use super::action::{Dest, Output, Transmit};
-use super::core::{Core, Hop};
+use super::core::Core;
+use super::hop::{self, Hop};
+use super::reply;
 use super::rewrite::{
     contacts, creates_dialog, max_forwards, parse_secs, rewrite_contact, rfc3581, rr_insert_point,
     strip_owned, tcp_param,
 };
 use super::route::{next_hop, pop_own_routes};
 use super::settings::Settings;
-use crate::token::{Dir, FlowToken};
 
 impl Core {
     pub(super) fn forward_outbound(
@@ -36,7 +38,7 @@ impl Core {
             top,
             first_via,
             dialog,
-        } = match self.begin_forward(flow, msg, Dir::Outbound) {
+        } = match hop::begin(&self.keys, &self.tables, flow, msg, Dir::Outbound) {
             Ok(h) => h,
             Err(out) => return out,
         };
@@ -60,7 +62,8 @@ impl Core {
                         if msg.method() == Some(Method::Ack) {
                             return Output::verdict(Verdict::drop(Reason::Unroutable));
                         }
-                        return self.reply(
+                        return reply::answer(
+                            &self.keys,
                             flow,
                             msg,
                             416,
@@ -71,7 +74,7 @@ impl Core {
                     (dest, transport, None, uri_bytes)
                 }
             };
-        let prev = self.prev_key(&top, msg);
+        let prev = hop::prev_key(&self.keys, &top, msg);
         let branch = self.keys.branch(
             Dir::Outbound,
             flow.listener,
@@ -140,7 +143,7 @@ impl Core {
         rfc3581(&mut ed, &top, flow.remote);
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
-        self.track_dialog(s, now, dialog);
+        dialog.apply(&self.tables, &self.metrics, &s.lifetimes, now);
         // A TCP flow whose connection is gone is connected to again (a
         // phone not behind NAT listens where it sent from); if that fails,
         // Asterisk gets 430 Flow Failed (RFC 5626 5.3) at once instead of
@@ -148,13 +151,20 @@ impl Core {
         let tcp_flow = popped.flow.is_some() && transport == Transport::Tcp;
         let on_fail = match (&dest, msg.method()) {
             (_, Some(Method::Ack)) => None,
-            (Dest::Name { .. }, _) => Some(Box::new(self.reply_send(
+            (Dest::Name { .. }, _) => Some(Box::new(reply::transmit(
+                &self.keys,
                 flow,
                 msg,
                 503,
                 "Service Unavailable",
             ))),
-            _ if tcp_flow => Some(Box::new(self.reply_send(flow, msg, 430, "Flow Failed"))),
+            _ if tcp_flow => Some(Box::new(reply::transmit(
+                &self.keys,
+                flow,
+                msg,
+                430,
+                "Flow Failed",
+            ))),
             _ => None,
         };
         Output::send(

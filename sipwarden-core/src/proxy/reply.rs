@@ -1,9 +1,48 @@
-//! Responses sipwarden generates itself (403, 482, 483, 503): built from
-//! the request's Via, From, To, Call-ID and CSeq lines (RFC 3261 8.2.6).
+//! Responses sipwarden generates itself (403, 416, 430, 482, 483, 503):
+//! built from the request's Via, From, To, Call-ID and CSeq lines (RFC
+//! 3261 8.2.6), sent back on the flow the request came on.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::flow::Flow;
 use crate::sip::{HeaderName, Message};
+use crate::token::Keys;
+use crate::verdict::{Reason, Verdict};
+
+use super::action::{Dest, Output, Transmit};
+
+/// Answers `msg`, which came on `flow`, with `code`: the output of a
+/// message that ends here, replied for `reason`.
+pub fn answer(
+    keys: &Keys,
+    flow: &Flow,
+    msg: &Message,
+    code: u16,
+    phrase: &str,
+    reason: Reason,
+) -> Output {
+    Output::send(
+        Verdict::replied(reason),
+        transmit(keys, flow, msg, code, phrase),
+    )
+}
+
+/// The answer `code` to `msg` as a transmit back on `flow` (also what is
+/// sent when a forwarded request cannot be delivered: `on_fail`). Its To
+/// tag is keyed on the Call-ID and From tag, so a retransmission gets the
+/// same answer.
+pub fn transmit(keys: &Keys, flow: &Flow, msg: &Message, code: u16, phrase: &str) -> Transmit {
+    let tag = keys.reply_tag(msg.call_id(), msg.from_tag().unwrap_or_default());
+    Transmit {
+        side: flow.side,
+        transport: flow.transport,
+        listener: Some(flow.listener),
+        dest: Dest::Addr(flow.remote),
+        data: build(msg, code, phrase, &tag),
+        on_fail: None,
+        reuse_only: false,
+    }
+}
 
 /// Builds a response to `req`. `to_tag` is added when the To header has
 /// none, so that a retransmitted request gets the identical answer.

@@ -9,15 +9,16 @@ use crate::policy::ban;
 use crate::sip::params;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::token::Dir;
 use crate::verdict::{Reason, Verdict};
 
 use super::action::{Output, Transmit};
 use super::core::Core;
+use super::hop;
 use super::rewrite::{
     contacts, parse_secs, pop_top_via, rewrite_contact, strip_owned, tcp_param, via_dest,
 };
 use super::settings::Settings;
-use crate::token::Dir;
 
 impl Core {
     pub(super) fn relay_response(
@@ -28,7 +29,9 @@ impl Core {
         msg: &Message,
         expect: Dir,
     ) -> Output {
-        let Some((info, next)) = self.verify_top_via(msg).filter(|(i, _)| i.dir == expect) else {
+        let Some((info, next)) =
+            hop::verify_top_via(&self.keys, msg).filter(|(i, _)| i.dir == expect)
+        else {
             return Output::verdict(Verdict::drop(Reason::StrayResponse));
         };
         let Some((dest, transport)) = via_dest(&next) else {
@@ -46,7 +49,14 @@ impl Core {
             let swa = msg.top_via().param(b"swa");
             if ban::auth_failed(msg, swa.is_some()) {
                 if let super::action::Dest::Addr(a) = &dest {
-                    self.count_auth_failure(s, now, a.ip(), credentials_key(swa.flatten()));
+                    ban::count_auth_failure(
+                        s,
+                        &self.tables,
+                        &self.metrics,
+                        now,
+                        a.ip(),
+                        credentials_key(swa.flatten()),
+                    );
                 }
             }
         }
@@ -92,7 +102,7 @@ impl Core {
             .dialogs
             .invite_response(key, code, to_tag, now, &s.lifetimes);
         if code >= 200 {
-            self.mark_dirty();
+            self.tables.mark_dirty();
         }
     }
 
@@ -122,7 +132,7 @@ impl Core {
             .answered(call, code, granted, flow.remote, now)
         {
             Ok(Some(reg)) => {
-                self.mark_dirty();
+                self.tables.mark_dirty();
                 tracing::info!(
                     trunk = %reg.trunk,
                     registrar = %flow.remote,
@@ -131,7 +141,7 @@ impl Core {
                 );
             }
             Ok(None) if (200..300).contains(&code) && token.is_some() => {
-                self.mark_dirty();
+                self.tables.mark_dirty();
                 tracing::info!(registrar = %flow.remote, "trunk unregistered");
             }
             Ok(None) => {}

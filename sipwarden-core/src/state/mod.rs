@@ -1,6 +1,7 @@
 //! The tables that replace conntrack (`ARCHITECTURE.md`): dialogs, trunk
 //! registrations, bans and rate buckets. All are concurrent, bounded,
-//! expire by the clock passed in, and are swept by `Core::tick`.
+//! expire by the clock passed in, and are swept by `Core::tick`. What of
+//! them the state file keeps, and putting it back, is [`persist`].
 
 pub mod bans;
 pub mod dialogs;
@@ -61,6 +62,9 @@ pub struct Tables {
     pub regs: Registrations,
     pub bans: Bans,
     pub rates: Rates,
+    /// Set when a table changed in a way the state file keeps
+    /// ([`persist`]): a registration, a confirmed or ended dialog, a ban.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Tables {
@@ -70,7 +74,19 @@ impl Tables {
             regs: Registrations::new(cfg.registration.max_entries),
             bans: Bans::new(cfg.ban.max_entries),
             rates: Rates::new(cfg.limits.max_sources),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A change the state file should keep.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once since the last call when the state file should be
+    /// written.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Applies the caps of a reloaded config; entries are kept.

@@ -10,8 +10,13 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::flow::canonical_ip;
+use crate::token::{from_hex, to_hex};
+
+use super::bans::{Restore, Trigger};
 use super::dialogs::Dialog;
 use super::registrations::TrunkReg;
+use super::Tables;
 
 /// Format marker: a file without it is not ours.
 pub const FORMAT: &str = "sipwarden-state";
@@ -102,6 +107,124 @@ pub fn decode(data: &[u8], key_id: &str) -> Result<Snapshot, LoadError> {
         ));
     }
     Ok(snap)
+}
+
+/// What was restored from a state file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub registrations: usize,
+    pub dialogs: usize,
+    pub bans: usize,
+    /// Entries that ended while the process was down.
+    pub expired: usize,
+    /// Entries that could not be read (an unknown address or trigger, a
+    /// dialog key that is not hex).
+    pub bad: usize,
+    /// Bans beyond `ban.max_entries` (those ending soonest).
+    pub bans_over_cap: usize,
+}
+
+impl Tables {
+    /// What the state file keeps at `now`: live registrations (within
+    /// `grace`, ms, of their expiry), their addresses, confirmed dialogs
+    /// and bans in force, under the key fingerprinted `key_id`.
+    pub fn snapshot(&self, now: u64, grace: u64, key_id: String) -> Snapshot {
+        Snapshot {
+            format: FORMAT.into(),
+            version: VERSION,
+            key_id,
+            saved_at: now,
+            registrations: self
+                .regs
+                .live_regs(now, grace)
+                .into_iter()
+                .map(|(token, reg)| SavedReg {
+                    token: token.to_string(),
+                    reg,
+                })
+                .collect(),
+            sources: self
+                .regs
+                .sources(now)
+                .into_iter()
+                .map(|(ip, trunk, until)| SavedSource {
+                    ip,
+                    trunk: trunk.to_string(),
+                    until,
+                })
+                .collect(),
+            dialogs: self
+                .dialogs
+                .confirmed()
+                .into_iter()
+                .map(|(k, d)| SavedDialog {
+                    key: to_hex(&k.to_le_bytes()),
+                    dialog: d,
+                })
+                .collect(),
+            bans: self
+                .bans
+                .banned(now)
+                .into_iter()
+                .map(|(ip, trigger, until)| SavedBan {
+                    ip: ip.to_string(),
+                    trigger: trigger.key().into(),
+                    until,
+                })
+                .collect(),
+        }
+    }
+
+    /// Loads a snapshot at `now`, dropping what expired meanwhile and
+    /// counting what cannot be read. A restored ban ends no later than
+    /// `longest_ban` (ms, `ban.duration`) from now.
+    pub fn restore(&self, snap: Snapshot, now: u64, grace: u64, longest_ban: u64) -> Restored {
+        let mut r = Restored::default();
+        for s in snap.registrations {
+            if self.regs.restore(&s.token, s.reg, now, grace) {
+                r.registrations += 1;
+            } else {
+                r.expired += 1;
+            }
+        }
+        for s in snap.sources {
+            self.regs.restore_source(s.ip, &s.trunk, s.until, now);
+        }
+        for d in snap.dialogs {
+            let mut k = [0u8; 16];
+            if from_hex(d.key.as_bytes(), &mut k).is_none() {
+                r.bad += 1;
+                continue;
+            }
+            if self.dialogs.restore(u128::from_le_bytes(k), d.dialog, now) {
+                r.dialogs += 1;
+            } else {
+                r.expired += 1;
+            }
+        }
+        self.restore_bans(snap.bans, now, longest_ban, &mut r);
+        r
+    }
+
+    /// Bans in force at `now`, the longest first, up to the table's cap.
+    fn restore_bans(&self, saved: Vec<SavedBan>, now: u64, longest: u64, r: &mut Restored) {
+        let mut bans: Vec<(IpAddr, Trigger, u64)> = Vec::with_capacity(saved.len());
+        for b in saved {
+            let ip = b.ip.parse::<IpAddr>().ok().map(canonical_ip);
+            match (ip, Trigger::from_key(&b.trigger)) {
+                (Some(ip), Some(t)) => bans.push((ip, t, b.until)),
+                _ => r.bad += 1,
+            }
+        }
+        bans.sort_unstable_by_key(|b| std::cmp::Reverse(b.2));
+        for (ip, t, until) in bans {
+            match self.bans.restore(ip, t, until, now, longest) {
+                Restore::Banned => r.bans += 1,
+                Restore::Expired => r.expired += 1,
+                Restore::Full => r.bans_over_cap += 1,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

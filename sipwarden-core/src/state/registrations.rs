@@ -84,6 +84,9 @@ pub struct Registrations {
     /// without trunks the answer must not cost a shard lock (a write to a
     /// line every worker shares).
     any_source: AtomicBool,
+    /// When each live registration last had a CRLF keepalive sent (ms):
+    /// one entry per live registration at most (see `due_keepalives`).
+    keepalive_at: DashMap<Arc<str>, u64>,
     cap: AtomicUsize,
 }
 
@@ -95,6 +98,7 @@ impl Registrations {
             pending: DashMap::new(),
             sources: DashMap::with_hasher(ahash::RandomState::new()),
             any_source: AtomicBool::new(false),
+            keepalive_at: DashMap::new(),
             cap: AtomicUsize::new(cap.max(1)),
         }
     }
@@ -321,6 +325,37 @@ impl Registrations {
             .filter(|r| r.expires + grace > now)
             .map(|r| (r.key().clone(), r.value().clone()))
             .collect()
+    }
+
+    /// The registrations whose CRLF keepalive is due at `now`: live ones
+    /// (within `grace`, ms) whose trunk has an interval (`every`, ms) that
+    /// has passed since their last keepalive. A registration seen for the
+    /// first time only starts its period: the REGISTER itself opened the
+    /// path. Forgets the registrations that are no longer live.
+    pub fn due_keepalives(
+        &self,
+        now: u64,
+        grace: u64,
+        every: impl Fn(&str) -> Option<u64>,
+    ) -> Vec<TrunkReg> {
+        let live = self.live_regs(now, grace);
+        self.keepalive_at
+            .retain(|tok, _| live.iter().any(|(t, _)| t == tok));
+        let mut due = Vec::new();
+        for (token, reg) in live {
+            let Some(every) = every(&reg.trunk) else {
+                continue;
+            };
+            let last = self.keepalive_at.get(&token).map(|l| *l);
+            if last.is_some_and(|l| now < l + every) {
+                continue;
+            }
+            self.keepalive_at.insert(token, now);
+            if last.is_some() {
+                due.push(reg);
+            }
+        }
+        due
     }
 
     /// Learned source addresses (for the state file).
