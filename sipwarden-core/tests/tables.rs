@@ -595,6 +595,38 @@ fn registrations_and_dialogs_survive_a_restart() {
     let _ = Transport::Udp;
 }
 
+/// A registration or dialog the table has no room for is counted as
+/// such, not as expired: the operator must learn that the cap, not time,
+/// left it out.
+#[test]
+fn restored_entries_beyond_the_caps_are_counted_as_over_cap() {
+    let lab = Lab::new(TRUNK);
+    trunk_registers(&lab, 1, 3600);
+    let fwd = call_in(&lab, "cap-1");
+    one_send(
+        &lab.handle(&asterisk(), &answer(&fwd, 200, "")),
+        Verdict::forward(Reason::Response),
+    );
+    let mut snap = lab.core.snapshot(lab.now);
+    let mut reg = snap.registrations[0].clone();
+    reg.token = "another-token".into();
+    snap.registrations.push(reg);
+    let mut dialog = snap.dialogs[0].clone();
+    dialog.key = "0123456789abcdef0123456789abcdef".into();
+    snap.dialogs.push(dialog);
+
+    let core = restarted(&format!(
+        "{TRUNK}max_entries = 1\n[dialog]\nmax_entries = 1\n"
+    ));
+    let r = core.restore(snap, lab.now);
+    assert_eq!((r.registrations, r.dialogs, r.expired), (1, 1, 0), "{r:?}");
+    assert_eq!(
+        (r.registrations_over_cap, r.dialogs_over_cap),
+        (1, 1),
+        "{r:?}"
+    );
+}
+
 const BANS: &str = "[ban]\nafter_rejects = 3\nafter_auth_failures = 2\nduration = \"15m\"\n";
 const GUESSER: &str = "192.0.2.77:5060";
 

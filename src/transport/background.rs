@@ -92,12 +92,29 @@ pub fn load_state(core: &Core, path: &Path) {
                 }
                 tracing::warn!(path = %path.display(), entries = r.bad, "state file entries that could not be read were left out");
             }
+            let cfg = &core.settings().config;
             if r.bans_over_cap > 0 {
                 tracing::warn!(
                     path = %path.display(),
                     bans = r.bans_over_cap,
-                    cap = core.settings().config.ban.max_entries,
+                    cap = cfg.ban.max_entries,
                     "bans beyond ban.max_entries were left out (those ending soonest)"
+                );
+            }
+            if r.registrations_over_cap > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    registrations = r.registrations_over_cap,
+                    cap = cfg.registration.max_entries,
+                    "registrations beyond registration.max_entries were left out"
+                );
+            }
+            if r.dialogs_over_cap > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    dialogs = r.dialogs_over_cap,
+                    cap = cfg.dialog.max_entries,
+                    "dialogs beyond dialog.max_entries were left out"
                 );
             }
         }

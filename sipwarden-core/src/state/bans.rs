@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 
+use super::Restore;
+
 /// Credentials whose failure a source has had counted, per window: the
 /// answers to a slow backend's retransmissions count once. As many as the
 /// default `ban.after_auth_failures` less one: the next distinct failure
@@ -67,16 +69,6 @@ impl Trigger {
             _ => None,
         }
     }
-}
-
-/// What became of a ban read from the state file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restore {
-    Banned,
-    /// It ended while the process was down.
-    Expired,
-    /// The table is at `ban.max_entries`.
-    Full,
 }
 
 /// The ban table, bounded by `ban.max_entries`.
@@ -231,7 +223,7 @@ impl Bans {
             return Restore::Expired;
         }
         if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
-            return Restore::Full;
+            return Restore::OverCap;
         }
         let mut e = match self.map.entry(ip) {
             dashmap::Entry::Occupied(o) => o.into_ref(),
@@ -243,7 +235,7 @@ impl Bans {
         e.window_start = now;
         e.banned_until = until.min(now.saturating_add(longest));
         e.trigger = Some(trigger);
-        Restore::Banned
+        Restore::Kept
     }
 
     pub fn reject(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
@@ -399,14 +391,14 @@ mod tests {
         );
         assert_eq!(
             r.restore(a, Trigger::AuthFailures, now + 5, now, P.duration),
-            Restore::Banned
+            Restore::Kept
         );
         assert!(r.is_banned(a, now + 4) && !r.is_banned(a, now + 5));
         // Clock went back: no longer than the duration from now.
         let c = ip("192.0.2.3");
         assert_eq!(
             r.restore(c, Trigger::Rejects, u64::MAX, now, P.duration),
-            Restore::Banned
+            Restore::Kept
         );
         assert_eq!(
             r.banned(now).iter().find(|x| x.0 == c).map(|x| x.2),
@@ -414,7 +406,7 @@ mod tests {
         );
         assert_eq!(
             r.restore(ip("192.0.2.4"), Trigger::Rejects, now + 9, now, P.duration),
-            Restore::Full
+            Restore::OverCap
         );
         assert_eq!(r.len(), 2);
         assert_eq!(

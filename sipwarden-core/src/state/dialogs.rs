@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use super::Restore;
+
 /// Where a dialog is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -473,23 +475,26 @@ impl Dialogs {
 
     /// Restores an entry from the state file unless it expired meanwhile
     /// or there is no room without evicting.
-    pub fn restore(&self, key: u128, d: Dialog, now: u64) -> bool {
-        if d.expires <= now || self.count.get() >= self.cap.load(Relaxed) {
-            return false;
+    pub fn restore(&self, key: u128, d: Dialog, now: u64) -> Restore {
+        if d.expires <= now {
+            return Restore::Expired;
         }
         let key = norm(key);
         let table = self.table.load();
         let mut set = table.set(table.index(key));
         if let Some(old) = find(&mut set, key) {
             *old = d;
-            return true;
+            return Restore::Kept;
+        }
+        if self.count.get() >= self.cap.load(Relaxed) {
+            return Restore::OverCap;
         }
         let Some(i) = free(&set) else {
-            return false;
+            return Restore::OverCap;
         };
         set[i] = Slot { key, d };
         self.count.added();
-        true
+        Restore::Kept
     }
 }
 

@@ -14,6 +14,18 @@ pub use dialogs::{Dialogs, Lifetimes};
 pub use rate::Rates;
 pub use registrations::Registrations;
 
+/// What became of an entry read from the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// It is in the table again.
+    Kept,
+    /// It ended while the process was down.
+    Expired,
+    /// The table is at its cap (`max_entries`), or, for a dialog, its set
+    /// of the table is full.
+    OverCap,
+}
+
 /// True at most once a second per `last`: keeps the maintenance of a full
 /// table (a sweep) off the per-packet path under a flood from many sources.
 pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64, now: u64) -> bool {

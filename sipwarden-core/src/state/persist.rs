@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::flow::canonical_ip;
 use crate::token::{from_hex, to_hex};
 
-use super::bans::{Restore, Trigger};
+use super::bans::Trigger;
 use super::dialogs::Dialog;
 use super::registrations::TrunkReg;
-use super::Tables;
+use super::{Restore, Tables};
 
 /// Format marker: a file without it is not ours.
 pub const FORMAT: &str = "sipwarden-state";
@@ -122,6 +122,10 @@ pub struct Restored {
     pub bad: usize,
     /// Bans beyond `ban.max_entries` (those ending soonest).
     pub bans_over_cap: usize,
+    /// Registrations beyond `registration.max_entries`.
+    pub registrations_over_cap: usize,
+    /// Dialogs beyond `dialog.max_entries` (or their set of the table).
+    pub dialogs_over_cap: usize,
 }
 
 impl Tables {
@@ -181,10 +185,10 @@ impl Tables {
     pub fn restore(&self, snap: Snapshot, now: u64, grace: u64, longest_ban: u64) -> Restored {
         let mut r = Restored::default();
         for s in snap.registrations {
-            if self.regs.restore(&s.token, s.reg, now, grace) {
-                r.registrations += 1;
-            } else {
-                r.expired += 1;
+            match self.regs.restore(&s.token, s.reg, now, grace) {
+                Restore::Kept => r.registrations += 1,
+                Restore::Expired => r.expired += 1,
+                Restore::OverCap => r.registrations_over_cap += 1,
             }
         }
         for s in snap.sources {
@@ -196,10 +200,10 @@ impl Tables {
                 r.bad += 1;
                 continue;
             }
-            if self.dialogs.restore(u128::from_le_bytes(k), d.dialog, now) {
-                r.dialogs += 1;
-            } else {
-                r.expired += 1;
+            match self.dialogs.restore(u128::from_le_bytes(k), d.dialog, now) {
+                Restore::Kept => r.dialogs += 1,
+                Restore::Expired => r.expired += 1,
+                Restore::OverCap => r.dialogs_over_cap += 1,
             }
         }
         self.restore_bans(snap.bans, now, longest_ban, &mut r);
@@ -219,9 +223,9 @@ impl Tables {
         bans.sort_unstable_by_key(|b| std::cmp::Reverse(b.2));
         for (ip, t, until) in bans {
             match self.bans.restore(ip, t, until, now, longest) {
-                Restore::Banned => r.bans += 1,
+                Restore::Kept => r.bans += 1,
                 Restore::Expired => r.expired += 1,
-                Restore::Full => r.bans_over_cap += 1,
+                Restore::OverCap => r.bans_over_cap += 1,
             }
         }
     }

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::Transport;
 
+use super::Restore;
+
 /// One registration: a Contact sipwarden rewrote, keyed by its token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrunkReg {
@@ -367,15 +369,19 @@ impl Registrations {
             .collect()
     }
 
-    /// Restores one registration from the state file unless it expired.
-    pub fn restore(&self, token: &str, reg: TrunkReg, now: u64, grace: u64) -> bool {
-        if reg.expires + grace <= now || self.by_token.len() >= self.cap.load(Relaxed) {
-            return false;
+    /// Restores one registration from the state file unless it expired
+    /// or the table is full.
+    pub fn restore(&self, token: &str, reg: TrunkReg, now: u64, grace: u64) -> Restore {
+        if reg.expires + grace <= now {
+            return Restore::Expired;
+        }
+        if !self.by_token.contains_key(token) && self.by_token.len() >= self.cap.load(Relaxed) {
+            return Restore::OverCap;
         }
         let (trunk, expires) = (reg.trunk.clone(), reg.expires);
         let old = self.by_token.insert(token.into(), reg);
         self.expiry_changed(&trunk, old.map(|o| o.expires), Some(expires));
-        true
+        Restore::Kept
     }
 
     pub fn restore_source(&self, ip: IpAddr, trunk: &str, until: u64, now: u64) {
