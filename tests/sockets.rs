@@ -606,3 +606,105 @@ async fn invite_answered(
         "{resp}"
     );
 }
+
+/// What the transport cannot frame or receive whole goes through the core
+/// like every other message: oversized datagrams (cut by the socket) and
+/// TCP streams with a broken Content-Length are counted as rejects of
+/// their source and ban it at `ban.after_rejects`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_datagrams_and_framing_errors_count_toward_a_ban() {
+    let net = Net { n: 40 };
+    let backend = udp(format!("{}:5080", net.ip(2))).await;
+    let (_server, core) = start(
+        &net,
+        "[limits]\nmax_message = 2048\n[ban]\nafter_rejects = 3\n",
+    );
+    let public: SocketAddr = format!("{}:5060", net.ip(1)).parse().unwrap();
+    let call = |call_id: &str| {
+        request(
+            "INVITE",
+            "sip:1002@pbx.secret.example",
+            "SIP/2.0/UDP 192.168.1.5:5062",
+            call_id,
+        )
+    };
+    let forwarded = |what: &'static str| {
+        let backend = &backend;
+        async move {
+            let (got, _) = recv(backend).await;
+            assert!(got.contains(&format!("Call-ID: {what}")), "{got}");
+        }
+    };
+
+    // A flood of datagrams larger than limits.max_message.
+    let flooder = udp(format!("{}:5062", net.ip(3))).await;
+    flooder
+        .send_to(call("before").as_bytes(), public)
+        .await
+        .unwrap();
+    forwarded("before").await;
+    let huge = vec![b'x'; 5000];
+    for _ in 0..3 {
+        flooder.send_to(&huge, public).await.unwrap();
+    }
+    flooder
+        .send_to(call("after").as_bytes(), public)
+        .await
+        .unwrap();
+    // The INVITE after the flood is dropped: its source is banned.
+    let mut n = 0;
+    while core.metrics().total(Reason::Banned, Disposition::Dropped) == 0 && n < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+    }
+    assert_eq!(
+        core.metrics().total(Reason::TooLarge, Disposition::Dropped),
+        3
+    );
+    assert_eq!(
+        core.metrics().total(Reason::Banned, Disposition::Dropped),
+        1,
+        "three oversized datagrams ban their source"
+    );
+
+    // Three TCP connections whose framing breaks, from another address.
+    let breaker: SocketAddr = format!("{}:0", net.ip(4)).parse().unwrap();
+    for _ in 0..3 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(breaker).unwrap();
+        let mut c = s.connect(public).await.unwrap();
+        c.write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: many\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let closed = timeout(WAIT, c.read(&mut buf)).await.unwrap();
+        assert!(matches!(closed, Ok(0) | Err(_)), "connection closed");
+    }
+    assert_eq!(
+        core.metrics()
+            .total(Reason::Malformed, Disposition::Dropped),
+        3
+    );
+    let other = udp(format!("{}:5062", net.ip(4))).await;
+    other
+        .send_to(call("late").as_bytes(), public)
+        .await
+        .unwrap();
+    let mut n = 0;
+    while core.metrics().total(Reason::Banned, Disposition::Dropped) < 2 && n < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+    }
+    assert_eq!(
+        core.metrics().total(Reason::Banned, Disposition::Dropped),
+        2,
+        "three framing errors ban their source"
+    );
+    let mut buf = [0u8; 100];
+    assert!(
+        timeout(Duration::from_millis(300), backend.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "nothing from a banned source reached the backend"
+    );
+}

@@ -27,6 +27,53 @@ fn with_domain(method: &str, n: u32, extra: &str) -> String {
     )
 }
 
+/// What the transport cannot read whole (a datagram the socket cut, a
+/// stream that cannot be framed) is a verdict of the core like any
+/// message: counted, held against a public source, never against
+/// Asterisk. A CRLF ping on a stream is answered on its own connection.
+#[test]
+fn unreadable_transport_input_counts_toward_a_ban() {
+    use sipwarden_core::proxy::Dest;
+    use sipwarden_core::sip::ScanError;
+    let lab = Lab::new("[ban]\nafter_rejects = 3\n");
+    let cut = vec![b'x'; 2000];
+    dropped(
+        &lab.core.on_truncated(lab.now, &public_udp(SCANNER), &cut),
+        Reason::TooLarge,
+    );
+    let tcp = public_tcp(SCANNER);
+    dropped(
+        &lab.core
+            .on_frame_error(lab.now, &tcp, ScanError::TooLarge, b"INVITE"),
+        Reason::TooLarge,
+    );
+    dropped(
+        &lab.core
+            .on_frame_error(lab.now, &tcp, ScanError::BadContentLength, b"INVITE"),
+        Reason::Malformed,
+    );
+    assert_eq!(lab.core.metrics().events(Event::Bans), 1);
+    dropped(
+        &lab.handle(&public_udp(SCANNER), &with_domain("OPTIONS", 1, "")),
+        Reason::Banned,
+    );
+    // Asterisk's side is trusted: nothing it sends counts toward a ban.
+    for _ in 0..3 {
+        dropped(
+            &lab.core.on_truncated(lab.now, &asterisk(), &cut),
+            Reason::TooLarge,
+        );
+    }
+    assert_eq!(lab.core.metrics().events(Event::Bans), 1);
+
+    let out = lab.core.on_ping(lab.now, &public_tcp(PHONE));
+    let pong = one_send(&out, Verdict::replied(Reason::Keepalive));
+    assert_eq!(pong.data.as_ref(), b"\r\n");
+    assert_eq!(pong.dest, Dest::Addr(PHONE.parse().unwrap()));
+    assert!(pong.reuse_only, "only on the ping's own connection");
+    assert_eq!(lab.count(Reason::Keepalive, Disposition::Replied), 1);
+}
+
 #[test]
 fn rejects_ban_a_source_for_the_duration() {
     let mut lab = Lab::new("[ban]\nafter_rejects = 20\nwindow = \"60s\"\nduration = \"15m\"\n");

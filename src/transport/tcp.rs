@@ -19,7 +19,6 @@ use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Event;
 use sipwarden_core::proxy::Transmit;
 use sipwarden_core::sip::{frame, Frame};
-use sipwarden_core::verdict::{Disposition, Reason};
 
 use super::egress::Egress;
 use super::now_ms;
@@ -255,7 +254,10 @@ pub async fn accept_loop(
 }
 
 /// Serves one connection: a writer draining the queue and a reader that
-/// frames messages and hands them to the core.
+/// frames the stream and hands each frame to the core (a message, a CRLF
+/// ping, a framing error), carrying out what it returns. `tx`, the queue's
+/// own sender, is held until the reader ends, so the writer outlives a
+/// table entry another connection from the same address replaced.
 async fn run(
     eg: Arc<Egress>,
     stream: TcpStream,
@@ -301,13 +303,7 @@ async fn run(
                 Frame::Incomplete => break,
                 Frame::Ping(n) => {
                     buf.advance(n);
-                    let _ = tx.try_send(Bytes::from_static(b"\r\n"));
-                    eg.core.metrics().count(
-                        flow.side,
-                        Transport::Tcp,
-                        Reason::Keepalive,
-                        Disposition::Replied,
-                    );
+                    eg.execute(eg.core.on_ping(now_ms(), &flow));
                 }
                 Frame::Skip(n) => buf.advance(n),
                 Frame::Message(n) => {
@@ -316,18 +312,7 @@ async fn run(
                     eg.execute(out);
                 }
                 Frame::Error(e) => {
-                    let reason = if e == sipwarden_core::sip::ScanError::TooLarge {
-                        Reason::TooLarge
-                    } else {
-                        Reason::Malformed
-                    };
-                    eg.core.metrics().count(
-                        flow.side,
-                        Transport::Tcp,
-                        reason,
-                        Disposition::Dropped,
-                    );
-                    tracing::debug!(remote = %flow.remote, error = e.as_str(), "TCP framing error, closing");
+                    eg.execute(eg.core.on_frame_error(now_ms(), &flow, e, &buf));
                     break 'conn;
                 }
             }

@@ -17,7 +17,6 @@ use sipwarden_core::flow::{canonical_ip, Flow, Transport};
 use sipwarden_core::metrics::Event;
 
 use sipwarden_core::proxy::Dest;
-use sipwarden_core::verdict::{Disposition, Reason};
 
 use super::coalesce::Coalescer;
 use super::egress::{Egress, UdpEntry};
@@ -159,15 +158,6 @@ pub fn worker(
                 continue;
             };
             let remote = SocketAddr::new(canonical_ip(d.from.ip()), d.from.port());
-            if d.truncated {
-                eg.core.metrics().count(
-                    entry.side,
-                    Transport::Udp,
-                    Reason::TooLarge,
-                    Disposition::Dropped,
-                );
-                continue;
-            }
             let flow = Flow {
                 side: entry.side,
                 transport: Transport::Udp,
@@ -175,7 +165,11 @@ pub fn worker(
                 local: entry.spec.addr,
                 remote,
             };
-            let handled = eg.core.handle_with(&current.settings, now, &flow, d.data);
+            let handled = if d.truncated {
+                eg.core.on_truncated(now, &flow, &d.data)
+            } else {
+                eg.core.handle_with(&current.settings, now, &flow, d.data)
+            };
             for send in handled.transmits {
                 match (&send.dest, send.transport) {
                     (Dest::Addr(to), Transport::Udp) => {

@@ -50,6 +50,15 @@ fn is_keepalive(data: &[u8]) -> bool {
     !data.is_empty() && data.iter().all(|&c| c == b'\r' || c == b'\n')
 }
 
+/// Why a message that cannot be read is dropped: the one mapping from a
+/// scanner or framing error to a reason.
+fn unreadable(e: ScanError) -> Reason {
+    match e {
+        ScanError::TooLarge => Reason::TooLarge,
+        _ => Reason::Malformed,
+    }
+}
+
 /// A response relayed in monitor mode from a source enforce would have
 /// dropped is reported as such.
 fn monitored(mut out: Output, would: Option<Reason>) -> Output {
@@ -148,6 +157,44 @@ impl Core {
             Side::Internal => self.on_internal(s, now_ms, flow, data),
         };
         self.account(s, now_ms, flow, out.verdict, &raw);
+        out
+    }
+
+    /// A datagram larger than the receive slot (`limits.max_message`):
+    /// the socket cut it, so it is dropped `too-large`, and counted and
+    /// held against its source like any message that size. `data`: what
+    /// was received, for the drop log.
+    pub fn on_truncated(&self, now_ms: u64, flow: &Flow, data: &[u8]) -> Output {
+        let out = Output::verdict(Verdict::drop(Reason::TooLarge));
+        self.account(&self.settings.load(), now_ms, flow, out.verdict, data);
+        out
+    }
+
+    /// A stream that cannot be cut into messages (`sip::frame`): the
+    /// transport closes the connection; the error is counted, and held
+    /// against its source, as the same error in a whole message would be.
+    /// `data`: the unframed bytes, for the drop log.
+    pub fn on_frame_error(&self, now_ms: u64, flow: &Flow, e: ScanError, data: &[u8]) -> Output {
+        tracing::debug!(remote = %flow.remote, error = e.as_str(), "TCP framing error, closing");
+        let out = Output::verdict(Verdict::drop(unreadable(e)));
+        self.account(&self.settings.load(), now_ms, flow, out.verdict, data);
+        out
+    }
+
+    /// A CRLF ping on a stream (RFC 5626 4.4.1): answered with a pong on
+    /// the same connection.
+    pub fn on_ping(&self, now_ms: u64, flow: &Flow) -> Output {
+        let pong = Transmit {
+            side: flow.side,
+            transport: flow.transport,
+            listener: Some(flow.listener),
+            dest: Dest::Addr(flow.remote),
+            data: Bytes::from_static(b"\r\n"),
+            on_fail: None,
+            reuse_only: true,
+        };
+        let out = Output::send(Verdict::replied(Reason::Keepalive), pong);
+        self.account(&self.settings.load(), now_ms, flow, out.verdict, b"");
         out
     }
 
@@ -272,10 +319,7 @@ impl Core {
         };
         scan(data, framing, &s.limits).map_err(|e| {
             tracing::debug!(source = %flow.remote, error = e.as_str(), "unreadable message");
-            Verdict::drop(match e {
-                ScanError::TooLarge => Reason::TooLarge,
-                _ => Reason::Malformed,
-            })
+            Verdict::drop(unreadable(e))
         })
     }
 
