@@ -60,7 +60,7 @@ mod tests {
             format: FORMAT.into(),
             version: VERSION,
             key_id: "abc".into(),
-            saved_at: 5,
+            saved_at: sipwarden_core::time::UnixMs(5),
             registrations: vec![],
             sources: vec![],
             dialogs: vec![],

@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sipwarden_core::flow::Flow;
 use sipwarden_core::proxy::Core;
 use sipwarden_core::sip::{scan, Framing, Limits};
+use sipwarden_core::time::UnixMs;
 
 mod common;
 use common::{asterisk, core_from, public};
@@ -101,7 +102,7 @@ fn phone() -> Flow {
 
 /// Asterisk's 200 OK to the forwarded INVITE, built once.
 fn ok_for(core: &Core) -> Bytes {
-    let out = core.handle(0, &phone(), invite("sip:1002@sip-7f3k.example.com"));
+    let out = core.handle(UnixMs(0), &phone(), invite("sip:1002@sip-7f3k.example.com"));
     let fwd = std::str::from_utf8(&out.transmits[0].data)
         .expect("utf-8")
         .to_string();
@@ -143,16 +144,16 @@ fn benches(c: &mut Criterion) {
 
     // Allocation report first (criterion's own allocations would blur it).
     let drop_allocs = allocs_per(|| {
-        black_box(core.handle(1, &phone(), scan_msg.clone()));
+        black_box(core.handle(UnixMs(1), &phone(), scan_msg.clone()));
     });
     let scan_allocs = allocs_per(|| {
         black_box(scan(inv.clone(), Framing::Datagram, &limits).ok());
     });
     let fwd_allocs = allocs_per(|| {
-        black_box(core.handle(1, &phone(), inv.clone()));
+        black_box(core.handle(UnixMs(1), &phone(), inv.clone()));
     });
     let resp_allocs = allocs_per(|| {
-        black_box(core.handle(1, &asterisk(), ok.clone()));
+        black_box(core.handle(UnixMs(1), &asterisk(), ok.clone()));
     });
     println!(
         "allocations per message: scanner drop {drop_allocs:.2}, scan INVITE {scan_allocs:.2}, \
@@ -171,16 +172,16 @@ fn benches(c: &mut Criterion) {
         b.iter(|| scan(black_box(ok.clone()), Framing::Datagram, &limits))
     });
     g.bench_function("drop scanner OPTIONS (scan+admit)", |b| {
-        b.iter(|| core.handle(1, &phone(), black_box(scan_msg.clone())))
+        b.iter(|| core.handle(UnixMs(1), &phone(), black_box(scan_msg.clone())))
     });
     g.bench_function("forward INVITE (scan+admit+edit)", |b| {
-        b.iter(|| core.handle(1, &phone(), black_box(inv.clone())))
+        b.iter(|| core.handle(UnixMs(1), &phone(), black_box(inv.clone())))
     });
     g.bench_function("forward REGISTER (scan+admit+Path)", |b| {
-        b.iter(|| core.handle(1, &phone(), black_box(reg.clone())))
+        b.iter(|| core.handle(UnixMs(1), &phone(), black_box(reg.clone())))
     });
     g.bench_function("relay 200 OK (verify+pop)", |b| {
-        b.iter(|| core.handle(1, &asterisk(), black_box(ok.clone())))
+        b.iter(|| core.handle(UnixMs(1), &asterisk(), black_box(ok.clone())))
     });
     g.finish();
 }

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use sipwarden_core::flow::Flow;
 use sipwarden_core::proxy::Core;
+use sipwarden_core::time::UnixMs;
 
 mod common;
 use common::{asterisk, core_from, public};
@@ -74,9 +75,9 @@ fn dialogs(n: u32) {
     // One source (an SBC, or a busy office behind NAT), so only the
     // dialog table grows.
     for i in 0..n {
-        let out = c.handle(0, &phone(0), invite(i));
+        let out = c.handle(UnixMs(0), &phone(0), invite(i));
         let ok = ok_for(&out.transmits[0].data);
-        c.handle(1, &asterisk(), ok);
+        c.handle(UnixMs(1), &asterisk(), ok);
     }
     let after = rss_bytes();
     let live = c.tables().dialogs.len();
@@ -98,7 +99,7 @@ fn registrations(n: u32) {
              CSeq: 1 REGISTER\r\nContact: <sip:acct{i}@127.0.0.1:5080;line=abcdefg>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n",
             (i >> 16) as u8, (i >> 8) as u8, i as u8
         );
-        let out = c.handle(0, &asterisk(), Bytes::from(reg));
+        let out = c.handle(UnixMs(0), &asterisk(), Bytes::from(reg));
         let fwd = out.transmits[0].data.clone();
         let ok = ok_for(&fwd);
         let registrar = std::net::SocketAddr::new(
@@ -109,7 +110,7 @@ fn registrations(n: u32) {
             remote: registrar,
             ..phone(0)
         };
-        c.handle(1, &flow, ok);
+        c.handle(UnixMs(1), &flow, ok);
     }
     let after = rss_bytes();
     let live = c.tables().regs.len();
@@ -129,7 +130,7 @@ fn flood(cap: usize, n: u32) {
     );
     let mut line = line;
     for i in 0..n {
-        c.handle(u64::from(i), &phone(i), invite(i));
+        c.handle(UnixMs(u64::from(i)), &phone(i), invite(i));
         if (i + 1) % (n / 5) == 0 {
             line.push_str(&format!(
                 " {}k: {:.1} MiB ({} live);",

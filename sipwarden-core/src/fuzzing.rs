@@ -73,5 +73,5 @@ pub fn core_bytes(data: &[u8]) {
         local: "192.0.2.1:5060".parse().expect("literal"),
         remote: "198.51.100.1:5062".parse().expect("literal"),
     };
-    let _ = core().handle(0, &flow, Bytes::copy_from_slice(rest));
+    let _ = core().handle(crate::time::UnixMs(0), &flow, Bytes::copy_from_slice(rest));
 }

@@ -15,5 +15,6 @@ pub mod policy;
 pub mod proxy;
 pub mod sip;
 pub mod state;
+pub mod time;
 pub mod token;
 pub mod verdict;

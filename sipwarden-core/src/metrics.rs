@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::flow::{Flow, Side, Transport};
+use crate::time::UnixMs;
 use crate::verdict::{Disposition, Reason, Verdict};
 
 const SIDES: usize = 2;
@@ -354,8 +355,8 @@ impl DropLog {
         self.rate.store(rate, Relaxed);
     }
 
-    fn allow(&self, now_ms: u64) -> bool {
-        let sec = now_ms / 1000;
+    fn allow(&self, now: UnixMs) -> bool {
+        let sec = now.secs();
         if self.second.load(Relaxed) != sec {
             self.second.store(sec, Relaxed);
             self.used.store(0, Relaxed);
@@ -369,13 +370,13 @@ impl DropLog {
 
     /// Logs a dropped message `raw` (or one monitor mode would have
     /// dropped) at level info, unless the second's lines are spent.
-    pub fn log(&self, metrics: &Metrics, now_ms: u64, flow: &Flow, v: Verdict, raw: &[u8]) {
+    pub fn log(&self, metrics: &Metrics, now: UnixMs, flow: &Flow, v: Verdict, raw: &[u8]) {
         // Keepalives are routine, not worth a line; and below level info
         // there is no line to limit.
         if v.reason == Reason::Keepalive || !tracing::enabled!(tracing::Level::INFO) {
             return;
         }
-        if !self.allow(now_ms) {
+        if !self.allow(now) {
             metrics.event(Event::DropLogsSuppressed);
             return;
         }
@@ -412,7 +413,7 @@ mod tests {
     #[test]
     fn drop_log_allows_its_rate_per_second() {
         let d = DropLog::new(3);
-        let allowed = |ms: u64| (0..10).filter(|_| d.allow(ms)).count();
+        let allowed = |ms: u64| (0..10).filter(|_| d.allow(UnixMs(ms))).count();
         assert_eq!(allowed(5_000), 3);
         // The same second: nothing more, and the counter stops growing.
         assert_eq!(allowed(5_999), 0);

@@ -11,6 +11,7 @@ use common::*;
 use sipwarden_core::flow::{Side, Transport};
 use sipwarden_core::metrics::Metrics;
 use sipwarden_core::proxy::{Core, Dest, Settings};
+use sipwarden_core::time::UnixMs;
 use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
@@ -655,7 +656,7 @@ fn restarted(extra: &str) -> Core {
     )
 }
 
-fn verdict_of(core: &Core, now: u64, from: &str, n: u32) -> Verdict {
+fn verdict_of(core: &Core, now: UnixMs, from: &str, n: u32) -> Verdict {
     core.handle(now, &public_udp(from), bytes::Bytes::from(with_domain(n)))
         .verdict
 }
@@ -731,7 +732,7 @@ fn restored_bans_are_bounded_and_bad_entries_counted() {
     let lab = Lab::new(BANS);
     let mut snap = lab.core.snapshot(lab.now);
     assert!(snap.bans.is_empty());
-    let ban = |ip: &str, trigger: &str, until: u64| SavedBan {
+    let ban = |ip: &str, trigger: &str, until: UnixMs| SavedBan {
         ip: ip.into(),
         trigger: trigger.into(),
         until,

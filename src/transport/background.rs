@@ -10,6 +10,7 @@ use sipwarden_core::flow::Transport;
 use sipwarden_core::metrics::Event;
 use sipwarden_core::proxy::Core;
 use sipwarden_core::state::persist::LoadError;
+use sipwarden_core::time::UnixMs;
 
 use crate::statefile;
 
@@ -41,7 +42,7 @@ pub async fn registrar_dns(eg: Arc<Egress>) {
         let mut next = DNS_REFRESH;
         for (trunk, host) in eg.core.registrars() {
             if let Ok(ip) = host.parse::<IpAddr>() {
-                eg.core.learn_trunk_addresses(&trunk, &[ip], u64::MAX);
+                eg.core.learn_trunk_addresses(&trunk, &[ip], UnixMs::NEVER);
                 continue;
             }
             let mut ips = Vec::new();

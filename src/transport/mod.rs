@@ -14,6 +14,8 @@ pub mod udp;
 
 pub use server::Server;
 
+use sipwarden_core::time::UnixMs;
+
 /// Whether `ip` is an address of this host, so that start can bind it: a
 /// UDP socket bound to it on port 0 (never a port of a running instance)
 /// and closed at once. Only "address not available" says no: other
@@ -26,8 +28,10 @@ pub fn address_is_local(ip: std::net::IpAddr) -> bool {
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the core's clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+pub fn now_ms() -> UnixMs {
+    UnixMs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
 }

@@ -10,6 +10,7 @@ use crate::sip::uri::Uri;
 use crate::sip::{HeaderName, Message, Method};
 use crate::state::dialogs::InDialog;
 use crate::state::Tables;
+use crate::time::UnixMs;
 use crate::token::Keys;
 use crate::verdict::Reason;
 
@@ -104,7 +105,7 @@ pub struct AdmissionInputs<'a> {
     pub settings: &'a Settings,
     pub keys: &'a Keys,
     pub tables: &'a Tables,
-    pub now: u64,
+    pub now: UnixMs,
     pub source: IpAddr,
     /// Step 7: the trunk the source address belongs to (a `trunk.allow`
     /// range, or a live registration's registrar). Looked up once: the
@@ -120,7 +121,7 @@ impl<'a> AdmissionInputs<'a> {
         settings: &'a Settings,
         keys: &'a Keys,
         tables: &'a Tables,
-        now: u64,
+        now: UnixMs,
         source: IpAddr,
     ) -> AdmissionInputs<'a> {
         let grace = settings.config.registration.grace.ms();
@@ -261,7 +262,8 @@ mod tests {
     /// rejects, and that its hint changes no decision.
     fn admit(m: &Message, s: &Settings, keys: &Keys) -> Result<Reason, Reason> {
         let tables = Tables::new(&s.config);
-        let mut c = AdmissionInputs::new(s, keys, &tables, 0, "198.51.100.7".parse().unwrap());
+        let mut c =
+            AdmissionInputs::new(s, keys, &tables, UnixMs(0), "198.51.100.7".parse().unwrap());
         let plain = admit_request(m, &c).map(|a| a.reason);
         match fast_path::screen(m.bytes(), s) {
             FastPath::Drop(_) => {
@@ -413,13 +415,25 @@ mod tests {
         let keys = Keys::new([1; 32]);
         let s = settings("[[trunk]]\nname = \"prov\"\nregistrar = \"sip.provider.example\"\nallow = [\"198.51.100.0/24\"]\n");
         let tables = Tables::new(&s.config);
-        let c = AdmissionInputs::new(&s, &keys, &tables, 0, "198.51.100.7".parse().unwrap());
+        let c = AdmissionInputs::new(
+            &s,
+            &keys,
+            &tables,
+            UnixMs(0),
+            "198.51.100.7".parse().unwrap(),
+        );
         let a = admit_request(&req("sip:+4930123@203.0.113.9", BY_IP, BY_IP, ""), &c).unwrap();
         assert_eq!(
             (a.reason, a.trunk.as_deref()),
             (Reason::Trunk, Some("prov"))
         );
-        let other = AdmissionInputs::new(&s, &keys, &tables, 0, "198.51.101.7".parse().unwrap());
+        let other = AdmissionInputs::new(
+            &s,
+            &keys,
+            &tables,
+            UnixMs(0),
+            "198.51.101.7".parse().unwrap(),
+        );
         assert_eq!(
             admit_request(&req(BY_IP, BY_IP, BY_IP, ""), &other).unwrap_err(),
             Reason::NoDomain

@@ -17,6 +17,7 @@ use crate::proxy::settings::Settings;
 use crate::sip::{HeaderName, Message, Method};
 use crate::state::bans::Trigger;
 use crate::state::Tables;
+use crate::time::UnixMs;
 use crate::verdict::Reason;
 
 /// A request from the public side rejected for this reason counts toward
@@ -44,7 +45,7 @@ fn exempt(s: &Settings, ip: IpAddr) -> bool {
 
 /// A message from `ip` rejected for a reason that
 /// [`counts_as_reject`] counts toward its ban.
-pub fn count_reject(s: &Settings, tables: &Tables, metrics: &Metrics, now: u64, ip: IpAddr) {
+pub fn count_reject(s: &Settings, tables: &Tables, metrics: &Metrics, now: UnixMs, ip: IpAddr) {
     let ip = canonical_ip(ip);
     if exempt(s, ip) {
         return;
@@ -60,7 +61,7 @@ pub fn count_auth_failure(
     s: &Settings,
     tables: &Tables,
     metrics: &Metrics,
-    now: u64,
+    now: UnixMs,
     ip: IpAddr,
     key: u32,
 ) {

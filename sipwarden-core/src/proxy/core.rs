@@ -22,6 +22,7 @@ use crate::policy::{admission, ban, fast_path};
 use crate::sip::{scan, Framing, Message, Method, ScanError};
 use crate::state::persist::{Restored, Snapshot};
 use crate::state::Tables;
+use crate::time::UnixMs;
 use crate::token::{Dir, Keys};
 use crate::verdict::{Disposition, Reason, Verdict};
 
@@ -115,7 +116,7 @@ impl Core {
     }
 
     /// Table sizes, for the metrics endpoint.
-    pub fn gauges(&self, now: u64) -> [Gauge<'static>; 4] {
+    pub fn gauges(&self, now: UnixMs) -> [Gauge<'static>; 4] {
         [
             Gauge {
                 name: "sipwarden_bans",
@@ -141,22 +142,22 @@ impl Core {
     }
 
     /// Handles one message (a datagram, or one frame of a TCP stream)
-    /// that arrived on `flow` at `now_ms` (milliseconds since the epoch:
+    /// that arrived on `flow` at `now` (milliseconds since the epoch:
     /// the state file keeps absolute times).
-    pub fn handle(&self, now_ms: u64, flow: &Flow, data: Bytes) -> Output {
-        self.handle_with(&self.settings.load(), now_ms, flow, data)
+    pub fn handle(&self, now: UnixMs, flow: &Flow, data: Bytes) -> Output {
+        self.handle_with(&self.settings.load(), now, flow, data)
     }
 
     /// [`Core::handle`] under settings the caller loaded: a UDP worker
     /// loads them once per receive, not once per message. A reload then
     /// reaches the messages of the next receive.
-    pub fn handle_with(&self, s: &Settings, now_ms: u64, flow: &Flow, data: Bytes) -> Output {
+    pub fn handle_with(&self, s: &Settings, now: UnixMs, flow: &Flow, data: Bytes) -> Output {
         let raw = data.clone();
         let out = match flow.side {
-            Side::Public => self.on_public(s, now_ms, flow, data),
-            Side::Internal => self.on_internal(s, now_ms, flow, data),
+            Side::Public => self.on_public(s, now, flow, data),
+            Side::Internal => self.on_internal(s, now, flow, data),
         };
-        self.account(s, now_ms, flow, out.verdict, &raw);
+        self.account(s, now, flow, out.verdict, &raw);
         out
     }
 
@@ -164,9 +165,9 @@ impl Core {
     /// the socket cut it, so it is dropped `too-large`, and counted and
     /// held against its source like any message that size. `data`: what
     /// was received, for the drop log.
-    pub fn on_truncated(&self, now_ms: u64, flow: &Flow, data: &[u8]) -> Output {
+    pub fn on_truncated(&self, now: UnixMs, flow: &Flow, data: &[u8]) -> Output {
         let out = Output::verdict(Verdict::drop(Reason::TooLarge));
-        self.account(&self.settings.load(), now_ms, flow, out.verdict, data);
+        self.account(&self.settings.load(), now, flow, out.verdict, data);
         out
     }
 
@@ -174,16 +175,16 @@ impl Core {
     /// transport closes the connection; the error is counted, and held
     /// against its source, as the same error in a whole message would be.
     /// `data`: the unframed bytes, for the drop log.
-    pub fn on_frame_error(&self, now_ms: u64, flow: &Flow, e: ScanError, data: &[u8]) -> Output {
+    pub fn on_frame_error(&self, now: UnixMs, flow: &Flow, e: ScanError, data: &[u8]) -> Output {
         tracing::debug!(remote = %flow.remote, error = e.as_str(), "TCP framing error, closing");
         let out = Output::verdict(Verdict::drop(unreadable(e)));
-        self.account(&self.settings.load(), now_ms, flow, out.verdict, data);
+        self.account(&self.settings.load(), now, flow, out.verdict, data);
         out
     }
 
     /// A CRLF ping on a stream (RFC 5626 4.4.1): answered with a pong on
     /// the same connection.
-    pub fn on_ping(&self, now_ms: u64, flow: &Flow) -> Output {
+    pub fn on_ping(&self, now: UnixMs, flow: &Flow) -> Output {
         let pong = Transmit {
             side: flow.side,
             transport: flow.transport,
@@ -194,26 +195,26 @@ impl Core {
             reuse_only: true,
         };
         let out = Output::send(Verdict::replied(Reason::Keepalive), pong);
-        self.account(&self.settings.load(), now_ms, flow, out.verdict, b"");
+        self.account(&self.settings.load(), now, flow, out.verdict, b"");
         out
     }
 
     /// What every verdict costs: its counter, and for a rejection the
     /// source's ban count and a drop log line.
-    fn account(&self, s: &Settings, now_ms: u64, flow: &Flow, v: Verdict, raw: &[u8]) {
+    fn account(&self, s: &Settings, now: UnixMs, flow: &Flow, v: Verdict, raw: &[u8]) {
         self.metrics
             .count(flow.side, flow.transport, v.reason, v.disposition);
         if v.is_rejection() {
             if flow.side == Side::Public && ban::counts_as_reject(v.reason) {
-                ban::count_reject(s, &self.tables, &self.metrics, now_ms, flow.remote.ip());
+                ban::count_reject(s, &self.tables, &self.metrics, now, flow.remote.ip());
             }
             if v.disposition != Disposition::Replied {
-                self.drop_log.log(&self.metrics, now_ms, flow, v, raw);
+                self.drop_log.log(&self.metrics, now, flow, v, raw);
             }
         }
     }
 
-    fn on_public(&self, s: &Settings, now: u64, flow: &Flow, data: Bytes) -> Output {
+    fn on_public(&self, s: &Settings, now: UnixMs, flow: &Flow, data: Bytes) -> Output {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
@@ -297,7 +298,7 @@ impl Core {
         }
     }
 
-    fn on_internal(&self, s: &Settings, now: u64, flow: &Flow, data: Bytes) -> Output {
+    fn on_internal(&self, s: &Settings, now: UnixMs, flow: &Flow, data: Bytes) -> Output {
         if is_keepalive(&data) {
             return Output::verdict(Verdict::drop(Reason::Keepalive));
         }
@@ -333,7 +334,7 @@ impl Core {
 
     /// Periodic work: sweeps the tables and sends CRLF keepalives to
     /// registered trunks that asked for them. Call it every second or so.
-    pub fn tick(&self, now: u64) -> Vec<Transmit> {
+    pub fn tick(&self, now: UnixMs) -> Vec<Transmit> {
         let s = self.settings.load();
         let grace = s.config.registration.grace.ms();
         for ip in self.tables.bans.sweep(now, s.ban.window) {
@@ -390,20 +391,20 @@ impl Core {
     }
 
     /// DNS answers for a registrar host, valid until `until` (ms).
-    pub fn learn_trunk_addresses(&self, trunk: &str, addrs: &[IpAddr], until: u64) {
+    pub fn learn_trunk_addresses(&self, trunk: &str, addrs: &[IpAddr], until: UnixMs) {
         let addrs: Vec<IpAddr> = addrs.iter().map(|a| canonical_ip(*a)).collect();
         self.tables.regs.learn_addresses(trunk, &addrs, until);
     }
 
     /// What the state file keeps now (`state::persist`).
-    pub fn snapshot(&self, now: u64) -> Snapshot {
+    pub fn snapshot(&self, now: UnixMs) -> Snapshot {
         let grace = self.settings.load().config.registration.grace.ms();
         self.tables.snapshot(now, grace, self.keys.key_id())
     }
 
     /// Loads a snapshot into the tables (`state::persist`), under the
     /// current settings' registration grace and ban duration.
-    pub fn restore(&self, snap: Snapshot, now: u64) -> Restored {
+    pub fn restore(&self, snap: Snapshot, now: UnixMs) -> Restored {
         let s = self.settings.load();
         let grace = s.config.registration.grace.ms();
         self.tables.restore(snap, now, grace, s.ban.duration)

@@ -11,6 +11,7 @@ use crate::metrics::{Event, Metrics};
 use crate::sip::via::Via;
 use crate::sip::{Header, HeaderName, Message, Method};
 use crate::state::{Lifetimes, Tables};
+use crate::time::UnixMs;
 use crate::token::{BranchInfo, Dir, Keys, BRANCH_PREFIX};
 use crate::verdict::{Reason, Verdict};
 
@@ -47,7 +48,13 @@ pub(super) enum DialogOp {
 
 impl DialogOp {
     /// Applies it, once the request is forwarded.
-    pub(super) fn apply(self, tables: &Tables, metrics: &Metrics, lifetimes: &Lifetimes, now: u64) {
+    pub(super) fn apply(
+        self,
+        tables: &Tables,
+        metrics: &Metrics,
+        lifetimes: &Lifetimes,
+        now: UnixMs,
+    ) {
         match self {
             DialogOp::None => {}
             DialogOp::Invite { key, cseq } => {

@@ -9,6 +9,7 @@ use crate::flow::{Flow, Side};
 use crate::policy::admission::Admission;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::time::UnixMs;
 use crate::token::{Dir, FlowRef, FlowToken};
 use crate::verdict::Verdict;
 
@@ -26,7 +27,7 @@ impl Core {
     pub(super) fn forward_inbound(
         &self,
         s: &Settings,
-        now: u64,
+        now: UnixMs,
         flow: &Flow,
         msg: &Message,
         verdict: Verdict,

@@ -11,6 +11,7 @@ use crate::sip::params;
 use crate::sip::text::sockaddr_text;
 use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::time::UnixMs;
 use crate::token::{Dir, FlowToken};
 use crate::verdict::{Reason, Verdict};
 
@@ -29,7 +30,7 @@ impl Core {
     pub(super) fn forward_outbound(
         &self,
         s: &Settings,
-        now: u64,
+        now: UnixMs,
         flow: &Flow,
         msg: &Message,
     ) -> Output {
@@ -188,7 +189,7 @@ impl Core {
     fn trunk_register(
         &self,
         s: &Settings,
-        now: u64,
+        now: UnixMs,
         msg: &Message,
         ed: &mut Editor<'_>,
         transport: Transport,

@@ -9,6 +9,7 @@ use crate::policy::ban;
 use crate::sip::params;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::time::UnixMs;
 use crate::token::Dir;
 use crate::verdict::{Reason, Verdict};
 
@@ -24,7 +25,7 @@ impl Core {
     pub(super) fn relay_response(
         &self,
         s: &Settings,
-        now: u64,
+        now: UnixMs,
         flow: &Flow,
         msg: &Message,
         expect: Dir,
@@ -92,7 +93,7 @@ impl Core {
         )
     }
 
-    fn learn_dialog(&self, s: &Settings, now: u64, msg: &Message, code: u16) {
+    fn learn_dialog(&self, s: &Settings, now: UnixMs, msg: &Message, code: u16) {
         let Some(ftag) = msg.from_tag() else {
             return;
         };
@@ -108,7 +109,7 @@ impl Core {
 
     /// A registrar answered a REGISTER Asterisk sent through us: store,
     /// refresh or remove the trunk registration.
-    fn learn_registration(&self, now: u64, flow: &Flow, msg: &Message, code: u16) {
+    fn learn_registration(&self, now: UnixMs, flow: &Flow, msg: &Message, code: u16) {
         let call = self.keys.call_key(msg.call_id());
         let token = self.tables.regs.pending_token(call);
         // RFC 3261 10.2.4: the expiry granted to our Contact, else Expires.
@@ -136,7 +137,7 @@ impl Core {
                 tracing::info!(
                     trunk = %reg.trunk,
                     registrar = %flow.remote,
-                    expires_in_s = (reg.expires.saturating_sub(now)) / 1000,
+                    expires_in_s = reg.expires.since(now) / 1000,
                     "trunk registered"
                 );
             }

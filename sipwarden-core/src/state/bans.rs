@@ -3,6 +3,7 @@
 //! parsing: sipwarden sees the real source address, which Asterisk behind
 //! a proxy (and fail2ban reading its log) no longer does.
 
+use crate::time::UnixMs;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -19,11 +20,11 @@ const RECENT: usize = 4;
 /// Counting state of one source.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    window_start: u64,
+    window_start: UnixMs,
     rejects: u32,
     auth_failures: u32,
-    /// 0 when not banned.
-    banned_until: u64,
+    /// `UnixMs::ZERO` when not banned.
+    banned_until: UnixMs,
     /// Keys of the last failed credentials counted (0 = empty).
     recent: [u32; RECENT],
     /// Why it is banned (kept in the state file).
@@ -35,7 +36,9 @@ struct Entry {
 pub struct Policy {
     pub after_rejects: u32,
     pub after_auth_failures: u32,
+    /// How long the counts run (ms).
     pub window: u64,
+    /// How long a ban lasts (ms).
     pub duration: u64,
 }
 
@@ -105,12 +108,12 @@ impl Bans {
     }
 
     /// Sources banned now.
-    pub fn banned_count(&self, now: u64) -> usize {
+    pub fn banned_count(&self, now: UnixMs) -> usize {
         self.map.iter().filter(|e| e.banned_until > now).count()
     }
 
     /// Step 2: is the source banned now?
-    pub fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
+    pub fn is_banned(&self, ip: IpAddr, now: UnixMs) -> bool {
         self.map.get(&ip).is_some_and(|e| e.banned_until > now)
     }
 
@@ -121,7 +124,7 @@ impl Bans {
     fn record(
         &self,
         ip: IpAddr,
-        now: u64,
+        now: UnixMs,
         p: &Policy,
         auth: bool,
         enforce: bool,
@@ -153,7 +156,7 @@ impl Bans {
         if e.banned_until > now {
             return None;
         }
-        if now.saturating_sub(e.window_start) >= p.window {
+        if now.since(e.window_start) >= p.window {
             e.window_start = now;
             e.rejects = 0;
             e.auth_failures = 0;
@@ -192,9 +195,9 @@ impl Bans {
         Some(trigger)
     }
 
-    /// The bans in force at `now`: source, trigger, end (ms). At most
+    /// The bans in force at `now`: source, trigger, end. At most
     /// `ban.max_entries`, the table's cap.
-    pub fn banned(&self, now: u64) -> Vec<(IpAddr, Trigger, u64)> {
+    pub fn banned(&self, now: UnixMs) -> Vec<(IpAddr, Trigger, UnixMs)> {
         self.map
             .iter()
             .filter(|e| e.banned_until > now)
@@ -208,15 +211,15 @@ impl Bans {
             .collect()
     }
 
-    /// Puts back a ban from the state file, ending at `until` (ms), but
+    /// Puts back a ban from the state file, ending at `until`, but
     /// never later than `longest` from now: a clock set back while the
     /// process was down must not stretch a ban.
     pub fn restore(
         &self,
         ip: IpAddr,
         trigger: Trigger,
-        until: u64,
-        now: u64,
+        until: UnixMs,
+        now: UnixMs,
         longest: u64,
     ) -> Restore {
         if until <= now {
@@ -238,7 +241,7 @@ impl Bans {
         Restore::Kept
     }
 
-    pub fn reject(&self, ip: IpAddr, now: u64, p: &Policy, enforce: bool) -> Option<Trigger> {
+    pub fn reject(&self, ip: IpAddr, now: UnixMs, p: &Policy, enforce: bool) -> Option<Trigger> {
         self.record(ip, now, p, false, enforce, 0)
     }
 
@@ -247,7 +250,7 @@ impl Bans {
     pub fn auth_failure(
         &self,
         ip: IpAddr,
-        now: u64,
+        now: UnixMs,
         p: &Policy,
         enforce: bool,
         key: u32,
@@ -257,21 +260,21 @@ impl Bans {
 
     /// Lifts expired bans and forgets stale counters. Returns the sources
     /// whose ban ended.
-    pub fn sweep(&self, now: u64, window: u64) -> Vec<IpAddr> {
+    pub fn sweep(&self, now: UnixMs, window: u64) -> Vec<IpAddr> {
         let mut lifted = Vec::new();
         self.map.retain(|ip, e| {
-            if e.banned_until != 0 && e.banned_until <= now {
+            if e.banned_until != UnixMs::ZERO && e.banned_until <= now {
                 lifted.push(*ip);
                 return false;
             }
-            e.banned_until > now || now.saturating_sub(e.window_start) < window
+            e.banned_until > now || now.since(e.window_start) < window
         });
         self.count.set(self.map.len());
         lifted
     }
 
     /// At the cap: drop counters of unbanned sources (bans are kept).
-    fn make_room(&self, now: u64) {
+    fn make_room(&self, now: UnixMs) {
         self.map.retain(|_, e| e.banned_until > now);
         self.count.set(self.map.len());
     }
@@ -296,40 +299,49 @@ mod tests {
     fn bans_after_n_within_the_window_and_expires() {
         let b = Bans::new(10);
         let a = ip("192.0.2.1");
-        assert_eq!(b.reject(a, 0, &P, true), None);
-        assert_eq!(b.reject(a, 1000, &P, true), None);
+        assert_eq!(b.reject(a, UnixMs(0), &P, true), None);
+        assert_eq!(b.reject(a, UnixMs(1000), &P, true), None);
         // The window restarts: older rejects no longer count.
-        assert_eq!(b.reject(a, 61_000, &P, true), None);
-        assert_eq!(b.reject(a, 62_000, &P, true), None);
-        assert_eq!(b.reject(a, 63_000, &P, true), Some(Trigger::Rejects));
-        assert!(b.is_banned(a, 63_000));
-        assert!(b.is_banned(a, 63_000 + 899_999));
-        assert!(b.sweep(63_000 + 899_999, P.window).is_empty());
-        assert_eq!(b.sweep(63_000 + 900_000, P.window), vec![a]);
-        assert!(!b.is_banned(a, 63_000 + 900_000));
+        assert_eq!(b.reject(a, UnixMs(61_000), &P, true), None);
+        assert_eq!(b.reject(a, UnixMs(62_000), &P, true), None);
+        assert_eq!(
+            b.reject(a, UnixMs(63_000), &P, true),
+            Some(Trigger::Rejects)
+        );
+        assert!(b.is_banned(a, UnixMs(63_000)));
+        assert!(b.is_banned(a, UnixMs(63_000 + 899_999)));
+        assert!(b.sweep(UnixMs(63_000 + 899_999), P.window).is_empty());
+        assert_eq!(b.sweep(UnixMs(63_000 + 900_000), P.window), vec![a]);
+        assert!(!b.is_banned(a, UnixMs(63_000 + 900_000)));
     }
 
     #[test]
     fn auth_failures_and_monitor_mode() {
         let b = Bans::new(10);
         let a = ip("2001:db8::1");
-        assert_eq!(b.auth_failure(a, 0, &P, false, 0), None);
+        assert_eq!(b.auth_failure(a, UnixMs(0), &P, false, 0), None);
         assert_eq!(
-            b.auth_failure(a, 10, &P, false, 0),
+            b.auth_failure(a, UnixMs(10), &P, false, 0),
             Some(Trigger::AuthFailures)
         );
-        assert!(!b.is_banned(a, 20), "monitor mode reports, never bans");
-        assert_eq!(b.auth_failure(a, 30, &P, true, 0), None);
+        assert!(
+            !b.is_banned(a, UnixMs(20)),
+            "monitor mode reports, never bans"
+        );
+        assert_eq!(b.auth_failure(a, UnixMs(30), &P, true, 0), None);
         assert_eq!(
-            b.auth_failure(a, 40, &P, true, 0),
+            b.auth_failure(a, UnixMs(40), &P, true, 0),
             Some(Trigger::AuthFailures)
         );
-        assert!(b.is_banned(a, 50));
+        assert!(b.is_banned(a, UnixMs(50)));
         let off = Policy {
             after_auth_failures: 0,
             ..P
         };
-        assert_eq!(b.auth_failure(ip("192.0.2.9"), 0, &off, true, 0), None);
+        assert_eq!(
+            b.auth_failure(ip("192.0.2.9"), UnixMs(0), &off, true, 0),
+            None
+        );
     }
 
     #[test]
@@ -342,33 +354,33 @@ mod tests {
         };
         // Key 7 answered four times (a retransmitted request): one failure.
         for t in 0..4 {
-            assert_eq!(b.auth_failure(a, t, &p, true, 7), None);
+            assert_eq!(b.auth_failure(a, UnixMs(t), &p, true, 7), None);
         }
-        assert_eq!(b.auth_failure(a, 10, &p, true, 8), None);
-        assert_eq!(b.auth_failure(a, 11, &p, true, 8), None);
-        assert_eq!(b.auth_failure(a, 12, &p, true, 7), None);
+        assert_eq!(b.auth_failure(a, UnixMs(10), &p, true, 8), None);
+        assert_eq!(b.auth_failure(a, UnixMs(11), &p, true, 8), None);
+        assert_eq!(b.auth_failure(a, UnixMs(12), &p, true, 7), None);
         // A third distinct key bans.
         assert_eq!(
-            b.auth_failure(a, 20, &p, true, 9),
+            b.auth_failure(a, UnixMs(20), &p, true, 9),
             Some(Trigger::AuthFailures)
         );
         // Unknown credentials (0) always count.
         let c = ip("192.0.2.6");
-        assert_eq!(b.auth_failure(c, 0, &p, true, 0), None);
-        assert_eq!(b.auth_failure(c, 1, &p, true, 0), None);
+        assert_eq!(b.auth_failure(c, UnixMs(0), &p, true, 0), None);
+        assert_eq!(b.auth_failure(c, UnixMs(1), &p, true, 0), None);
         assert_eq!(
-            b.auth_failure(c, 2, &p, true, 0),
+            b.auth_failure(c, UnixMs(2), &p, true, 0),
             Some(Trigger::AuthFailures)
         );
         // The memory is per window: the same key a window later counts.
         let d = ip("192.0.2.7");
-        assert_eq!(b.auth_failure(d, 0, &p, true, 5), None);
-        assert_eq!(b.auth_failure(d, 1, &p, true, 6), None);
-        assert_eq!(b.auth_failure(d, P.window, &p, true, 5), None);
-        assert_eq!(b.auth_failure(d, P.window + 1, &p, true, 6), None);
-        assert_eq!(b.auth_failure(d, P.window + 2, &p, true, 5), None);
+        assert_eq!(b.auth_failure(d, UnixMs(0), &p, true, 5), None);
+        assert_eq!(b.auth_failure(d, UnixMs(1), &p, true, 6), None);
+        assert_eq!(b.auth_failure(d, UnixMs(P.window), &p, true, 5), None);
+        assert_eq!(b.auth_failure(d, UnixMs(P.window + 1), &p, true, 6), None);
+        assert_eq!(b.auth_failure(d, UnixMs(P.window + 2), &p, true, 5), None);
         assert_eq!(
-            b.auth_failure(d, P.window + 3, &p, true, 4),
+            b.auth_failure(d, UnixMs(P.window + 3), &p, true, 4),
             Some(Trigger::AuthFailures)
         );
     }
@@ -378,34 +390,61 @@ mod tests {
         let b = Bans::new(2);
         let a = ip("192.0.2.1");
         for t in 0..2 {
-            b.auth_failure(a, t, &P, true, 0);
+            b.auth_failure(a, UnixMs(t), &P, true, 0);
         }
-        assert_eq!(b.banned(10), vec![(a, Trigger::AuthFailures, 1 + 900_000)]);
-        assert!(b.banned(1 + 900_000).is_empty());
+        assert_eq!(
+            b.banned(UnixMs(10)),
+            vec![(a, Trigger::AuthFailures, UnixMs(1 + 900_000))]
+        );
+        assert!(b.banned(UnixMs(1 + 900_000)).is_empty());
 
         let r = Bans::new(2);
         let now = 1_000_000;
         assert_eq!(
-            r.restore(a, Trigger::AuthFailures, now, now, P.duration),
+            r.restore(
+                a,
+                Trigger::AuthFailures,
+                UnixMs(now),
+                UnixMs(now),
+                P.duration
+            ),
             Restore::Expired
         );
         assert_eq!(
-            r.restore(a, Trigger::AuthFailures, now + 5, now, P.duration),
+            r.restore(
+                a,
+                Trigger::AuthFailures,
+                UnixMs(now + 5),
+                UnixMs(now),
+                P.duration
+            ),
             Restore::Kept
         );
-        assert!(r.is_banned(a, now + 4) && !r.is_banned(a, now + 5));
+        assert!(r.is_banned(a, UnixMs(now + 4)) && !r.is_banned(a, UnixMs(now + 5)));
         // Clock went back: no longer than the duration from now.
         let c = ip("192.0.2.3");
         assert_eq!(
-            r.restore(c, Trigger::Rejects, u64::MAX, now, P.duration),
+            r.restore(
+                c,
+                Trigger::Rejects,
+                UnixMs(u64::MAX),
+                UnixMs(now),
+                P.duration
+            ),
             Restore::Kept
         );
         assert_eq!(
-            r.banned(now).iter().find(|x| x.0 == c).map(|x| x.2),
-            Some(now + P.duration)
+            r.banned(UnixMs(now)).iter().find(|x| x.0 == c).map(|x| x.2),
+            Some(UnixMs(now + P.duration))
         );
         assert_eq!(
-            r.restore(ip("192.0.2.4"), Trigger::Rejects, now + 9, now, P.duration),
+            r.restore(
+                ip("192.0.2.4"),
+                Trigger::Rejects,
+                UnixMs(now + 9),
+                UnixMs(now),
+                P.duration
+            ),
             Restore::OverCap
         );
         assert_eq!(r.len(), 2);
@@ -425,17 +464,17 @@ mod tests {
         let b = Bans::new(4);
         let banned = ip("192.0.2.100");
         for t in 0..3 {
-            b.reject(banned, t, &P, true);
+            b.reject(banned, UnixMs(t), &P, true);
         }
         for i in 0..100u8 {
             b.reject(
                 IpAddr::from([198, 51, 100, i]),
-                1000 + u64::from(i),
+                UnixMs(1000 + u64::from(i)),
                 &P,
                 true,
             );
         }
         assert!(b.len() <= 4);
-        assert!(b.is_banned(banned, 20));
+        assert!(b.is_banned(banned, UnixMs(20)));
     }
 }

@@ -4,6 +4,7 @@
 //! From tag, so an entry costs a few dozen bytes whatever the Call-ID's
 //! length and an attacker cannot aim at a hash bucket.
 
+use crate::time::UnixMs;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,13 +31,13 @@ pub struct Dialog {
     pub to_tag: u64,
     pub invite_cseq: u32,
     pub phase: Phase,
-    /// Last time a message of this dialog passed (ms).
-    pub last_seen: u64,
-    /// When it is forgotten (ms).
-    pub expires: u64,
+    /// Last time a message of this dialog passed.
+    pub last_seen: UnixMs,
+    /// When it is forgotten.
+    pub expires: UnixMs,
 }
 
-/// Lifetimes, from `[dialog]`.
+/// Lifetimes, from `[dialog]`, in milliseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Lifetimes {
     pub early: u64,
@@ -83,8 +84,8 @@ const EMPTY: Slot = Slot {
         to_tag: 0,
         invite_cseq: 0,
         phase: Phase::Ended,
-        last_seen: 0,
-        expires: 0,
+        last_seen: UnixMs::ZERO,
+        expires: UnixMs::ZERO,
     },
 };
 
@@ -123,7 +124,7 @@ fn idlest(set: &Slots) -> Option<usize> {
 
 /// Empties the expired slots of `count` sets from `start` (wrapping).
 /// Returns how many were dropped and how many live entries it saw.
-fn sweep_sets(table: &Table, start: usize, count: usize, now: u64) -> (usize, usize) {
+fn sweep_sets(table: &Table, start: usize, count: usize, now: UnixMs) -> (usize, usize) {
     let n = table.sets.len();
     let (mut dropped, mut live) = (0, 0);
     for i in 0..count {
@@ -277,7 +278,7 @@ impl Dialogs {
     /// An INVITE passed. A new dialog starts early; a known one (a
     /// retransmission or re-INVITE) is touched. Returns how many live
     /// entries were evicted to make room.
-    pub fn invite(&self, key: u128, cseq: u32, now: u64, t: &Lifetimes) -> usize {
+    pub fn invite(&self, key: u128, cseq: u32, now: UnixMs, t: &Lifetimes) -> usize {
         let key = norm(key);
         let new = Slot {
             key,
@@ -351,7 +352,7 @@ impl Dialogs {
         key: u128,
         code: u16,
         to_tag: Option<u64>,
-        now: u64,
+        now: UnixMs,
         t: &Lifetimes,
     ) {
         let key = norm(key);
@@ -387,7 +388,7 @@ impl Dialogs {
 
     /// A BYE passed: the dialog ends and lingers. Retransmitted BYEs do
     /// not extend the linger.
-    pub fn end(&self, key: u128, now: u64, t: &Lifetimes) {
+    pub fn end(&self, key: u128, now: UnixMs, t: &Lifetimes) {
         let key = norm(key);
         let table = self.table.load();
         let mut set = table.set(table.index(key));
@@ -403,7 +404,7 @@ impl Dialogs {
 
     /// Admission step 9: does a request belong to a live dialog (or
     /// cancel a pending INVITE)? A match refreshes the dialog.
-    pub fn matches(&self, r: &InDialog, now: u64, t: &Lifetimes) -> Option<u128> {
+    pub fn matches(&self, r: &InDialog, now: UnixMs, t: &Lifetimes) -> Option<u128> {
         let table = self.table.load();
         // `ok` decides on the live entry; a match refreshes it.
         let hit = |key: u128, ok: &dyn Fn(&Dialog) -> bool| -> bool {
@@ -437,7 +438,7 @@ impl Dialogs {
     }
 
     /// Drops expired entries. Returns how many were dropped.
-    pub fn sweep(&self, now: u64) -> usize {
+    pub fn sweep(&self, now: UnixMs) -> usize {
         let table = self.table.load();
         let (dropped, live) = sweep_sets(&table, 0, table.sets.len(), now);
         self.count.set(live);
@@ -451,7 +452,7 @@ impl Dialogs {
     /// would be ~7 ms of CPU and 107 MiB of memory traffic, idle or not.
     /// Expired entries waiting for their step are already treated as
     /// gone: lookups check the expiry and new dialogs reuse their slots.
-    pub fn sweep_step(&self, now: u64) -> usize {
+    pub fn sweep_step(&self, now: UnixMs) -> usize {
         let table = self.table.load();
         let n = table.sets.len();
         let step = SWEEP_STEP_MIN.max(n.div_ceil(SWEEP_STEPS));
@@ -475,7 +476,7 @@ impl Dialogs {
 
     /// Restores an entry from the state file unless it expired meanwhile
     /// or there is no room without evicting.
-    pub fn restore(&self, key: u128, d: Dialog, now: u64) -> Restore {
+    pub fn restore(&self, key: u128, d: Dialog, now: UnixMs) -> Restore {
         if d.expires <= now {
             return Restore::Expired;
         }
@@ -523,69 +524,83 @@ mod tests {
     fn life_of_a_call() {
         let d = Dialogs::new(10);
         let k = 1u128;
-        d.invite(k, 1, 0, &T);
+        d.invite(k, 1, UnixMs(0), &T);
         // CANCEL of the pending INVITE matches; another CSeq does not.
         let cancel = InDialog {
             is_cancel: true,
             cseq: 1,
             ..req(k, None, 11, None)
         };
-        assert_eq!(d.matches(&cancel, 1000, &T), Some(k));
-        assert_eq!(d.matches(&InDialog { cseq: 9, ..cancel }, 1000, &T), None);
+        assert_eq!(d.matches(&cancel, UnixMs(1000), &T), Some(k));
+        assert_eq!(
+            d.matches(&InDialog { cseq: 9, ..cancel }, UnixMs(1000), &T),
+            None
+        );
         // A plain request without To tag is no in-dialog request.
-        assert_eq!(d.matches(&req(k, None, 11, None), 1000, &T), None);
-        d.invite_response(k, 200, Some(22), 2000, &T);
+        assert_eq!(d.matches(&req(k, None, 11, None), UnixMs(1000), &T), None);
+        d.invite_response(k, 200, Some(22), UnixMs(2000), &T);
         assert_eq!(d.get(k).unwrap().phase, Phase::Confirmed);
         // Caller's ACK/BYE: To tag = callee's.
-        assert_eq!(d.matches(&req(k, Some(5), 11, Some(22)), 3000, &T), Some(k));
-        assert_eq!(d.matches(&req(k, Some(5), 11, Some(23)), 3000, &T), None);
-        // Callee's BYE: its From tag is the stored To tag, its To tag keys.
         assert_eq!(
-            d.matches(&req(99, Some(k), 22, Some(11)), 3000, &T),
+            d.matches(&req(k, Some(5), 11, Some(22)), UnixMs(3000), &T),
             Some(k)
         );
-        assert_eq!(d.matches(&req(99, Some(k), 21, Some(11)), 3000, &T), None);
+        assert_eq!(
+            d.matches(&req(k, Some(5), 11, Some(23)), UnixMs(3000), &T),
+            None
+        );
+        // Callee's BYE: its From tag is the stored To tag, its To tag keys.
+        assert_eq!(
+            d.matches(&req(99, Some(k), 22, Some(11)), UnixMs(3000), &T),
+            Some(k)
+        );
+        assert_eq!(
+            d.matches(&req(99, Some(k), 21, Some(11)), UnixMs(3000), &T),
+            None
+        );
         // Hours later, still live while it has traffic...
         let later = 3 * 3_600_000;
         assert!(d
-            .matches(&req(k, Some(5), 11, Some(22)), later, &T)
+            .matches(&req(k, Some(5), 11, Some(22)), UnixMs(later), &T)
             .is_some());
         // ...BYE ends it, retransmissions pass during the linger, then not.
-        d.end(k, later, &T);
+        d.end(k, UnixMs(later), &T);
         assert!(d
-            .matches(&req(k, Some(5), 11, Some(22)), later + 31_000, &T)
+            .matches(&req(k, Some(5), 11, Some(22)), UnixMs(later + 31_000), &T)
             .is_some());
         assert_eq!(
-            d.matches(&req(k, Some(5), 11, Some(22)), later + 33_000, &T),
+            d.matches(&req(k, Some(5), 11, Some(22)), UnixMs(later + 33_000), &T),
             None
         );
-        assert_eq!(d.sweep(later + 33_000), 1);
+        assert_eq!(d.sweep(UnixMs(later + 33_000)), 1);
         assert!(d.is_empty());
     }
 
     #[test]
     fn timeouts() {
         let d = Dialogs::new(10);
-        d.invite(1, 1, 0, &T);
-        d.invite(2, 1, 0, &T);
-        d.invite_response(2, 486, Some(7), 1000, &T);
+        d.invite(1, 1, UnixMs(0), &T);
+        d.invite(2, 1, UnixMs(0), &T);
+        d.invite_response(2, 486, Some(7), UnixMs(1000), &T);
         assert_eq!(d.get(2).unwrap().phase, Phase::Ended);
         // The failed INVITE's ACK passes during the linger.
-        assert!(d.matches(&req(2, None, 1, Some(7)), 2000, &T).is_some());
-        d.invite(3, 1, 0, &T);
-        d.invite_response(3, 200, Some(8), 0, &T);
+        assert!(d
+            .matches(&req(2, None, 1, Some(7)), UnixMs(2000), &T)
+            .is_some());
+        d.invite(3, 1, UnixMs(0), &T);
+        d.invite_response(3, 200, Some(8), UnixMs(0), &T);
         // Failed ones go after the linger, early ones after early_timeout.
-        assert_eq!(d.sweep(32_999), 0);
-        assert_eq!(d.sweep(33_000), 1);
-        assert_eq!(d.sweep(179_999), 0);
-        assert_eq!(d.sweep(180_000), 1);
+        assert_eq!(d.sweep(UnixMs(32_999)), 0);
+        assert_eq!(d.sweep(UnixMs(33_000)), 1);
+        assert_eq!(d.sweep(UnixMs(179_999)), 0);
+        assert_eq!(d.sweep(UnixMs(180_000)), 1);
         // Confirmed ones after max_lifetime without traffic.
-        assert_eq!(d.sweep(4 * 3_600_000 - 1), 0);
-        assert_eq!(d.sweep(4 * 3_600_000), 1);
+        assert_eq!(d.sweep(UnixMs(4 * 3_600_000 - 1)), 0);
+        assert_eq!(d.sweep(UnixMs(4 * 3_600_000)), 1);
         // A failed re-INVITE does not end a confirmed dialog.
-        d.invite(4, 1, 0, &T);
-        d.invite_response(4, 200, Some(9), 0, &T);
-        d.invite_response(4, 491, Some(9), 10, &T);
+        d.invite(4, 1, UnixMs(0), &T);
+        d.invite_response(4, 200, Some(9), UnixMs(0), &T);
+        d.invite_response(4, 491, Some(9), UnixMs(10), &T);
         assert_eq!(d.get(4).unwrap().phase, Phase::Confirmed);
     }
 
@@ -607,20 +622,20 @@ mod tests {
         // entry; a recently active one stays.
         let same = keys_in(&d, 3, WAYS + 2);
         for (i, &k) in same[..WAYS].iter().enumerate() {
-            assert_eq!(d.invite(k, 1, i as u64, &T), 0);
+            assert_eq!(d.invite(k, 1, UnixMs(i as u64), &T), 0);
         }
-        d.invite_response(same[0], 200, Some(1), 500, &T);
-        assert_eq!(d.invite(same[WAYS], 1, 1000, &T), 1);
+        d.invite_response(same[0], 200, Some(1), UnixMs(500), &T);
+        assert_eq!(d.invite(same[WAYS], 1, UnixMs(1000), &T), 1);
         assert!(d.get(same[0]).is_some(), "recently active");
         assert!(d.get(same[1]).is_none(), "idlest gone");
         assert!(d.get(same[2]).is_some(), "one at a time");
-        assert_eq!(d.invite(same[WAYS + 1], 1, 1001, &T), 1);
+        assert_eq!(d.invite(same[WAYS + 1], 1, UnixMs(1001), &T), 1);
         assert!(d.get(same[2]).is_none(), "then the next idlest");
         assert_eq!(d.len(), WAYS);
         // An expired entry is reused without counting an eviction.
         let later = 1001 + T.early;
         let other = keys_in(&d, 3, WAYS + 3)[WAYS + 2];
-        assert_eq!(d.invite(other, 1, later, &T), 0);
+        assert_eq!(d.invite(other, 1, UnixMs(later), &T), 0);
         assert_eq!(d.len(), WAYS);
         // At the cap, a new dialog in an empty set takes the place of the
         // idlest entry of the next set that has one.
@@ -628,13 +643,13 @@ mod tests {
         let mut t = 0;
         for set in 0..10 {
             for k in keys_in(&d, set, WAYS) {
-                d.invite(k, 1, t, &T);
+                d.invite(k, 1, UnixMs(t), &T);
                 t += 1;
             }
         }
         assert_eq!(d.len(), 80);
         let lone = keys_in(&d, 19, 1)[0];
-        assert_eq!(d.invite(lone, 1, t, &T), 1);
+        assert_eq!(d.invite(lone, 1, UnixMs(t), &T), 1);
         assert_eq!(d.len(), 80);
         assert!(d.get(lone).is_some());
         assert!(d.get(keys_in(&d, 0, 1)[0]).is_none(), "idlest of set 0");
@@ -643,12 +658,12 @@ mod tests {
             d.invite(
                 k.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
                 1,
-                k as u64,
+                UnixMs(k as u64),
                 &T,
             );
             assert!(d.len() <= 80);
         }
-        d.sweep(0);
+        d.sweep(UnixMs(0));
         assert!(d.len() <= 80);
     }
 
@@ -657,21 +672,21 @@ mod tests {
         // 50,000 sets: two steps of 32,768.
         let d = Dialogs::new(200_000);
         for k in 1..=1000u128 {
-            d.invite(k << 64 | k, 1, 0, &T);
+            d.invite(k << 64 | k, 1, UnixMs(0), &T);
         }
-        d.invite(7, 1, T.early, &T);
+        d.invite(7, 1, UnixMs(T.early), &T);
         let later = T.early;
-        let first = d.sweep_step(later);
+        let first = d.sweep_step(UnixMs(later));
         assert!(first < 1000, "one step is not the whole table");
         assert_eq!(d.len(), 1001 - first);
-        let second = d.sweep_step(later);
+        let second = d.sweep_step(UnixMs(later));
         assert_eq!(first + second, 1000);
         assert_eq!(d.len(), 1);
         assert!(d.get(7).is_some());
         // A small table goes whole every step.
         let d = Dialogs::new(100);
-        d.invite(1, 1, 0, &T);
-        assert_eq!(d.sweep_step(T.early), 1);
+        d.invite(1, 1, UnixMs(0), &T);
+        assert_eq!(d.sweep_step(UnixMs(T.early)), 1);
         assert!(d.is_empty());
     }
 
@@ -692,7 +707,7 @@ mod tests {
     fn reload_resizes_and_keeps_entries() {
         let d = Dialogs::new(10);
         for k in 1..=10u128 {
-            d.invite(k << 64 | k, 1, 0, &T);
+            d.invite(k << 64 | k, 1, UnixMs(0), &T);
         }
         d.set_cap(1000);
         assert_eq!(d.table.load().sets.len(), 250);
@@ -701,13 +716,13 @@ mod tests {
             assert!(d.get(k << 64 | k).is_some(), "{k}");
         }
         for k in 11..=500u128 {
-            assert_eq!(d.invite(k << 64 | k, 1, 0, &T), 0, "{k}");
+            assert_eq!(d.invite(k << 64 | k, 1, UnixMs(0), &T), 0, "{k}");
         }
         assert_eq!(d.len(), 500);
         // Shrinking keeps at most what the new sets hold.
         d.set_cap(20);
         assert!(d.len() <= 40);
-        d.invite(7777, 1, 1, &T);
+        d.invite(7777, 1, UnixMs(1), &T);
         assert!(d.len() <= 40);
     }
 }

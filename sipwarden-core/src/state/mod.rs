@@ -3,6 +3,8 @@
 //! expire by the clock passed in, and are swept by `Core::tick`. What of
 //! them the state file keeps, and putting it back, is [`persist`].
 
+use crate::time::UnixMs;
+
 pub mod bans;
 pub mod dialogs;
 pub mod persist;
@@ -26,12 +28,12 @@ pub enum Restore {
     OverCap,
 }
 
-/// True at most once a second per `last`: keeps the maintenance of a full
+/// True at most once a second per `last` (an instant's milliseconds): keeps the maintenance of a full
 /// table (a sweep) off the per-packet path under a flood from many sources.
-pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64, now: u64) -> bool {
+pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64, now: UnixMs) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     let prev = last.load(Relaxed);
-    now >= prev + 1000 && last.compare_exchange(prev, now, Relaxed, Relaxed).is_ok()
+    now.0 >= prev + 1000 && last.compare_exchange(prev, now.0, Relaxed, Relaxed).is_ok()
 }
 
 /// Entries of a table, for the cap check a new entry makes.

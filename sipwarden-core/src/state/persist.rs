@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::flow::canonical_ip;
+use crate::time::UnixMs;
 use crate::token::{from_hex, to_hex};
 
 use super::bans::Trigger;
@@ -33,7 +34,7 @@ pub struct Snapshot {
     /// Fingerprint of the secret key: tokens and dialog keys in this file
     /// only mean something under the same key.
     pub key_id: String,
-    pub saved_at: u64,
+    pub saved_at: UnixMs,
     pub registrations: Vec<SavedReg>,
     pub sources: Vec<SavedSource>,
     pub dialogs: Vec<SavedDialog>,
@@ -51,7 +52,7 @@ pub struct SavedBan {
     /// `rejects` or `auth-failures`.
     pub trigger: String,
     /// When it ends (ms since the epoch, like every time in the file).
-    pub until: u64,
+    pub until: UnixMs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +66,7 @@ pub struct SavedReg {
 pub struct SavedSource {
     pub ip: IpAddr,
     pub trunk: String,
-    pub until: u64,
+    pub until: UnixMs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +133,7 @@ impl Tables {
     /// What the state file keeps at `now`: live registrations (within
     /// `grace`, ms, of their expiry), their addresses, confirmed dialogs
     /// and bans in force, under the key fingerprinted `key_id`.
-    pub fn snapshot(&self, now: u64, grace: u64, key_id: String) -> Snapshot {
+    pub fn snapshot(&self, now: UnixMs, grace: u64, key_id: String) -> Snapshot {
         Snapshot {
             format: FORMAT.into(),
             version: VERSION,
@@ -182,7 +183,7 @@ impl Tables {
     /// Loads a snapshot at `now`, dropping what expired meanwhile and
     /// counting what cannot be read. A restored ban ends no later than
     /// `longest_ban` (ms, `ban.duration`) from now.
-    pub fn restore(&self, snap: Snapshot, now: u64, grace: u64, longest_ban: u64) -> Restored {
+    pub fn restore(&self, snap: Snapshot, now: UnixMs, grace: u64, longest_ban: u64) -> Restored {
         let mut r = Restored::default();
         for s in snap.registrations {
             match self.regs.restore(&s.token, s.reg, now, grace) {
@@ -211,8 +212,8 @@ impl Tables {
     }
 
     /// Bans in force at `now`, the longest first, up to the table's cap.
-    fn restore_bans(&self, saved: Vec<SavedBan>, now: u64, longest: u64, r: &mut Restored) {
-        let mut bans: Vec<(IpAddr, Trigger, u64)> = Vec::with_capacity(saved.len());
+    fn restore_bans(&self, saved: Vec<SavedBan>, now: UnixMs, longest: u64, r: &mut Restored) {
+        let mut bans: Vec<(IpAddr, Trigger, UnixMs)> = Vec::with_capacity(saved.len());
         for b in saved {
             let ip = b.ip.parse::<IpAddr>().ok().map(canonical_ip);
             match (ip, Trigger::from_key(&b.trigger)) {
@@ -241,18 +242,18 @@ mod tests {
             format: FORMAT.into(),
             version: VERSION,
             key_id: "abc".into(),
-            saved_at: 5,
+            saved_at: UnixMs(5),
             registrations: vec![],
             sources: vec![SavedSource {
                 ip: "192.0.2.1".parse().unwrap(),
                 trunk: "p".into(),
-                until: 9,
+                until: UnixMs(9),
             }],
             dialogs: vec![],
             bans: vec![SavedBan {
                 ip: "192.0.2.7".into(),
                 trigger: "rejects".into(),
-                until: 99,
+                until: UnixMs(99),
             }],
         };
         let data = encode(&snap).unwrap();

@@ -2,6 +2,7 @@
 //! comes as REGISTERs) and one for everything else, so a phone's calls do
 //! not starve its registrations.
 
+use crate::time::UnixMs;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -21,7 +22,7 @@ struct Buckets {
     /// Tokens, in thousandths, for exact integer refills.
     general: u64,
     register: u64,
-    last: u64,
+    last: UnixMs,
 }
 
 /// The rate table, bounded by `limits.max_sources`.
@@ -65,7 +66,7 @@ impl Rates {
     /// Takes one token for a message from `ip`. False: over its rate.
     /// A full table admits untracked sources (fail open: the domain
     /// filter still applies) rather than starving new callers.
-    pub fn allow(&self, ip: IpAddr, register: bool, now: u64, b: &Budget) -> bool {
+    pub fn allow(&self, ip: IpAddr, register: bool, now: UnixMs, b: &Budget) -> bool {
         if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
             if super::once_a_second(&self.last_sweep, now) {
                 self.sweep(now, b);
@@ -85,7 +86,7 @@ impl Rates {
                 })
             }
         };
-        let elapsed = now.saturating_sub(e.last);
+        let elapsed = now.since(e.last);
         e.last = now.max(e.last);
         e.general = refill(e.general, elapsed, b.rate, b.burst);
         e.register = refill(e.register, elapsed, b.register_rate, b.register_burst);
@@ -104,9 +105,9 @@ impl Rates {
 
     /// Forgets sources whose buckets have refilled: they cost nothing to
     /// recreate.
-    pub fn sweep(&self, now: u64, b: &Budget) {
+    pub fn sweep(&self, now: UnixMs, b: &Budget) {
         self.map.retain(|_, e| {
-            let elapsed = now.saturating_sub(e.last);
+            let elapsed = now.since(e.last);
             refill(e.general, elapsed, b.rate, b.burst) < u64::from(b.burst) * 1000
                 || refill(e.register, elapsed, b.register_rate, b.register_burst)
                     < u64::from(b.register_burst) * 1000
@@ -130,35 +131,38 @@ mod tests {
     fn bucket_refills_at_the_rate() {
         let r = Rates::new(10);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let ok = (0..30).filter(|_| r.allow(a, false, 0, &B)).count();
+        let ok = (0..30).filter(|_| r.allow(a, false, UnixMs(0), &B)).count();
         assert_eq!(ok, 20, "the burst");
-        assert!(!r.allow(a, false, 99, &B));
-        assert!(r.allow(a, false, 100, &B), "one token per 100 ms at 10/s");
-        assert!(!r.allow(a, false, 100, &B));
+        assert!(!r.allow(a, false, UnixMs(99), &B));
+        assert!(
+            r.allow(a, false, UnixMs(100), &B),
+            "one token per 100 ms at 10/s"
+        );
+        assert!(!r.allow(a, false, UnixMs(100), &B));
         // REGISTER has its own budget.
-        assert!(r.allow(a, true, 100, &B));
-        assert!(r.allow(a, true, 100, &B));
-        assert!(!r.allow(a, true, 100, &B));
-        assert!(r.allow(a, true, 1100, &B));
+        assert!(r.allow(a, true, UnixMs(100), &B));
+        assert!(r.allow(a, true, UnixMs(100), &B));
+        assert!(!r.allow(a, true, UnixMs(100), &B));
+        assert!(r.allow(a, true, UnixMs(1100), &B));
         // Another source is not affected.
-        assert!(r.allow("192.0.2.2".parse().unwrap(), false, 100, &B));
+        assert!(r.allow("192.0.2.2".parse().unwrap(), false, UnixMs(100), &B));
     }
 
     #[test]
     fn bounded_and_swept() {
         let r = Rates::new(3);
         for i in 0..3u8 {
-            r.allow(IpAddr::from([192, 0, 2, i]), false, 0, &B);
+            r.allow(IpAddr::from([192, 0, 2, i]), false, UnixMs(0), &B);
         }
         // Full of fresh entries: a new source passes untracked.
-        assert!(r.allow("198.51.100.1".parse().unwrap(), false, 0, &B));
+        assert!(r.allow("198.51.100.1".parse().unwrap(), false, UnixMs(0), &B));
         assert_eq!(r.len(), 3);
         // Once refilled they are swept and the new one is tracked.
-        assert!(r.allow("198.51.100.1".parse().unwrap(), false, 10_000, &B));
+        assert!(r.allow("198.51.100.1".parse().unwrap(), false, UnixMs(10_000), &B));
         assert_eq!(r.len(), 1);
         // A flood of fresh sources sweeps at most once a second.
         for i in 0..10u8 {
-            r.allow(IpAddr::from([203, 0, 113, i]), false, 10_001, &B);
+            r.allow(IpAddr::from([203, 0, 113, i]), false, UnixMs(10_001), &B);
         }
         assert_eq!(r.len(), 3);
     }

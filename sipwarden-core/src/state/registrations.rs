@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::flow::Transport;
+use crate::time::UnixMs;
 
 use super::Restore;
 
@@ -24,8 +25,8 @@ pub struct TrunkReg {
     pub registrar: Arc<str>,
     /// Asterisk's own Contact URI, to restore on inbound INVITEs.
     pub contact: String,
-    /// Granted expiry (ms), before grace.
-    pub expires: u64,
+    /// When the granted registration expires, before grace.
+    pub expires: UnixMs,
     /// Where the registrar answered from: keepalives go there.
     pub registrar_addr: SocketAddr,
     pub transport: Transport,
@@ -41,10 +42,10 @@ struct Pending {
     registrar: Arc<str>,
     contact: String,
     /// Expiry asked for (seconds), used when the 2xx names none.
-    asked: u64,
+    asked_secs: u64,
     transport: Transport,
     listener: Option<u8>,
-    until: u64,
+    until: UnixMs,
 }
 
 /// Source addresses learned for a trunk (registrar answers, DNS).
@@ -53,7 +54,7 @@ struct Source {
     trunk: Arc<str>,
     /// Until when the address itself is known (DNS TTL, or forever for
     /// an address that answered a REGISTER).
-    until: u64,
+    until: UnixMs,
 }
 
 /// What a live registration's Contact token admits (step 6): the trunk
@@ -79,16 +80,16 @@ pub struct Registrations {
     /// for every message from a trunk's address, which must not walk the
     /// whole table. Recomputed when a registration of the trunk changes
     /// (a REGISTER's answer, a restore) and in the sweep.
-    trunk_until: DashMap<Arc<str>, u64>,
+    trunk_until: DashMap<Arc<str>, UnixMs>,
     pending: DashMap<u128, Pending>,
     sources: DashMap<IpAddr, Source, ahash::RandomState>,
     /// `sources` may have entries: every public message asks step 7, and
     /// without trunks the answer must not cost a shard lock (a write to a
     /// line every worker shares).
     any_source: AtomicBool,
-    /// When each live registration last had a CRLF keepalive sent (ms):
+    /// When each live registration last had a CRLF keepalive sent:
     /// one entry per live registration at most (see `due_keepalives`).
-    keepalive_at: DashMap<Arc<str>, u64>,
+    keepalive_at: DashMap<Arc<str>, UnixMs>,
     cap: AtomicUsize,
 }
 
@@ -127,10 +128,10 @@ impl Registrations {
         trunk: &str,
         registrar: &str,
         contact: String,
-        asked: u64,
+        asked_secs: u64,
         transport: Transport,
         listener: Option<u8>,
-        now: u64,
+        now: UnixMs,
     ) -> bool {
         let cap = self.cap.load(Relaxed);
         if self.pending.len() >= cap {
@@ -145,7 +146,7 @@ impl Registrations {
                 trunk: trunk.into(),
                 registrar: registrar.into(),
                 contact,
-                asked,
+                asked_secs,
                 transport,
                 listener,
                 until: now + PENDING_MS,
@@ -160,16 +161,16 @@ impl Registrations {
     }
 
     /// A final answer to a pending REGISTER. `Err(RegistrationsFull)` when
-    /// the table has no room for a new registration. `granted`: the expiry (s) the
-    /// 2xx gave our Contact, if it named one. Returns the registration
+    /// the table has no room for a new registration. `granted_secs`: the
+    /// expiry the 2xx gave our Contact, if it named one. Returns the registration
     /// stored, or `None` when it was removed or nothing was pending.
     pub fn answered(
         &self,
         call: u128,
         code: u16,
-        granted: Option<u64>,
+        granted_secs: Option<u64>,
         from: SocketAddr,
-        now: u64,
+        now: UnixMs,
     ) -> Result<Option<TrunkReg>, RegistrationsFull> {
         if !(200..=299).contains(&code) {
             // A challenge: Asterisk answers it with the same Call-ID.
@@ -178,7 +179,7 @@ impl Registrations {
         let Some((_, p)) = self.pending.remove(&call) else {
             return Ok(None);
         };
-        let secs = granted.unwrap_or(p.asked);
+        let secs = granted_secs.unwrap_or(p.asked_secs);
         if secs == 0 {
             if let Some((_, old)) = self.by_token.remove(&p.token) {
                 self.expiry_changed(&p.trunk, Some(old.expires), None);
@@ -203,20 +204,20 @@ impl Registrations {
             from.ip(),
             Source {
                 trunk: p.trunk,
-                until: u64::MAX,
+                until: UnixMs::NEVER,
             },
         );
         Ok(Some(reg))
     }
 
     /// DNS results for a registrar host: more addresses of that trunk.
-    pub fn learn_addresses(&self, trunk: &str, addrs: &[IpAddr], until: u64) {
+    pub fn learn_addresses(&self, trunk: &str, addrs: &[IpAddr], until: UnixMs) {
         let trunk: Arc<str> = trunk.into();
         for ip in addrs {
             let keep_forever = self
                 .sources
                 .get(ip)
-                .is_some_and(|s| s.until == u64::MAX && *s.trunk == *trunk);
+                .is_some_and(|s| s.until == UnixMs::NEVER && *s.trunk == *trunk);
             if !keep_forever {
                 self.add_source(
                     *ip,
@@ -229,7 +230,7 @@ impl Registrations {
         }
     }
 
-    fn live(&self, trunk: &str, now: u64, grace: u64) -> bool {
+    fn live(&self, trunk: &str, now: UnixMs, grace: u64) -> bool {
         self.trunk_until
             .get(trunk)
             .is_some_and(|until| *until + grace > now)
@@ -239,7 +240,7 @@ impl Registrations {
     /// (`None`: there was none / it is gone). Keeps the trunk's latest
     /// expiry in O(1), except when the registration that held it shrinks
     /// or goes: then the table is walked, once per such REGISTER answer.
-    fn expiry_changed(&self, trunk: &Arc<str>, old: Option<u64>, new: Option<u64>) {
+    fn expiry_changed(&self, trunk: &Arc<str>, old: Option<UnixMs>, new: Option<UnixMs>) {
         // Under the entry's lock, so that two answers at once cannot
         // leave the smaller of them.
         match self.trunk_until.entry(trunk.clone()) {
@@ -281,7 +282,7 @@ impl Registrations {
     }
 
     /// Step 6: a Contact token of a live registration.
-    pub fn by_token(&self, token: &str, now: u64, grace: u64) -> Option<RegisteredContact> {
+    pub fn by_token(&self, token: &str, now: UnixMs, grace: u64) -> Option<RegisteredContact> {
         let r = self.by_token.get(token)?;
         (r.expires + grace > now).then(|| RegisteredContact {
             trunk: r.trunk.clone(),
@@ -295,7 +296,7 @@ impl Registrations {
     }
 
     /// Step 7: a source address of a trunk with a live registration.
-    pub fn by_source(&self, ip: IpAddr, now: u64, grace: u64) -> Option<Arc<str>> {
+    pub fn by_source(&self, ip: IpAddr, now: UnixMs, grace: u64) -> Option<Arc<str>> {
         if !self.any_source.load(Relaxed) {
             return None;
         }
@@ -321,7 +322,7 @@ impl Registrations {
     }
 
     /// Live registrations (for keepalives and the state file).
-    pub fn live_regs(&self, now: u64, grace: u64) -> Vec<(Arc<str>, TrunkReg)> {
+    pub fn live_regs(&self, now: UnixMs, grace: u64) -> Vec<(Arc<str>, TrunkReg)> {
         self.by_token
             .iter()
             .filter(|r| r.expires + grace > now)
@@ -336,7 +337,7 @@ impl Registrations {
     /// path. Forgets the registrations that are no longer live.
     pub fn due_keepalives(
         &self,
-        now: u64,
+        now: UnixMs,
         grace: u64,
         every: impl Fn(&str) -> Option<u64>,
     ) -> Vec<TrunkReg> {
@@ -361,7 +362,7 @@ impl Registrations {
     }
 
     /// Learned source addresses (for the state file).
-    pub fn sources(&self, now: u64) -> Vec<(IpAddr, Arc<str>, u64)> {
+    pub fn sources(&self, now: UnixMs) -> Vec<(IpAddr, Arc<str>, UnixMs)> {
         self.sources
             .iter()
             .filter(|s| s.until > now)
@@ -371,7 +372,7 @@ impl Registrations {
 
     /// Restores one registration from the state file unless it expired
     /// or the table is full.
-    pub fn restore(&self, token: &str, reg: TrunkReg, now: u64, grace: u64) -> Restore {
+    pub fn restore(&self, token: &str, reg: TrunkReg, now: UnixMs, grace: u64) -> Restore {
         if reg.expires + grace <= now {
             return Restore::Expired;
         }
@@ -384,7 +385,7 @@ impl Registrations {
         Restore::Kept
     }
 
-    pub fn restore_source(&self, ip: IpAddr, trunk: &str, until: u64, now: u64) {
+    pub fn restore_source(&self, ip: IpAddr, trunk: &str, until: UnixMs, now: UnixMs) {
         if until > now {
             self.add_source(
                 ip,
@@ -397,11 +398,11 @@ impl Registrations {
     }
 
     /// Drops what expired. Returns the number of registrations dropped.
-    pub fn sweep(&self, now: u64, grace: u64) -> usize {
+    pub fn sweep(&self, now: UnixMs, grace: u64) -> usize {
         let before = self.by_token.len();
         self.by_token.retain(|_, r| r.expires + grace > now);
         self.pending.retain(|_, p| p.until > now);
-        let mut latest: std::collections::HashMap<Arc<str>, u64> = Default::default();
+        let mut latest: std::collections::HashMap<Arc<str>, UnixMs> = Default::default();
         for r in self.by_token.iter() {
             let e = latest.entry(r.trunk.clone()).or_insert(r.expires);
             *e = (*e).max(r.expires);
@@ -418,7 +419,7 @@ impl Registrations {
         // Addresses of trunks without any registration left are forgotten
         // once their DNS answer is stale too.
         self.sources
-            .retain(|_, s| s.until > now && (s.until != u64::MAX || live.contains(&s.trunk)));
+            .retain(|_, s| s.until > now && (s.until != UnixMs::NEVER || live.contains(&s.trunk)));
         // A source added while this ran stays visible: it set the flag
         // after its insert, and an empty map is only seen before that.
         if self.sources.is_empty() {
@@ -452,7 +453,7 @@ mod tests {
             asked,
             Transport::Udp,
             Some(0),
-            now
+            UnixMs(now)
         ));
     }
 
@@ -464,56 +465,76 @@ mod tests {
     fn registration_lives_until_expiry_plus_grace() {
         let r = Registrations::new(100);
         send(&r, 7, 3600, 0);
-        assert_eq!(r.by_token("tok1", 0, GRACE), None, "not before the 2xx");
+        assert_eq!(
+            r.by_token("tok1", UnixMs(0), GRACE),
+            None,
+            "not before the 2xx"
+        );
         // A challenge keeps it pending; the 2xx grants 600 s.
-        assert_eq!(r.answered(7, 401, None, provider(), 10), Ok(None));
+        assert_eq!(r.answered(7, 401, None, provider(), UnixMs(10)), Ok(None));
         let reg = r
-            .answered(7, 200, Some(600), provider(), 20)
+            .answered(7, 200, Some(600), provider(), UnixMs(20))
             .unwrap()
             .unwrap();
-        assert_eq!(reg.expires, 20 + 600_000);
+        assert_eq!(reg.expires, UnixMs(20 + 600_000));
         let ip = provider().ip();
         assert_eq!(
-            r.by_source(ip, 600_000, GRACE).as_deref(),
+            r.by_source(ip, UnixMs(600_000), GRACE).as_deref(),
             Some("provider1")
         );
         assert_eq!(
-            r.by_token("tok1", 600_000, GRACE).unwrap().contact,
+            r.by_token("tok1", UnixMs(600_000), GRACE).unwrap().contact,
             "sip:acct@127.0.0.1:5080;line=x"
         );
         // An hour of conntrack-free life is not the question; the granted
         // expiry is: valid through the grace period, gone after.
-        assert!(r.by_source(ip, 20 + 600_000 + GRACE - 1, GRACE).is_some());
-        assert!(r.by_source(ip, 20 + 600_000 + GRACE, GRACE).is_none());
-        assert!(r.by_token("tok1", 20 + 600_000 + GRACE, GRACE).is_none());
-        assert_eq!(r.sweep(20 + 600_000 + GRACE, GRACE), 1);
+        assert!(r
+            .by_source(ip, UnixMs(20 + 600_000 + GRACE - 1), GRACE)
+            .is_some());
+        assert!(r
+            .by_source(ip, UnixMs(20 + 600_000 + GRACE), GRACE)
+            .is_none());
+        assert!(r
+            .by_token("tok1", UnixMs(20 + 600_000 + GRACE), GRACE)
+            .is_none());
+        assert_eq!(r.sweep(UnixMs(20 + 600_000 + GRACE), GRACE), 1);
         assert!(
-            r.by_source(ip, 0, GRACE).is_none(),
+            r.by_source(ip, UnixMs(0), GRACE).is_none(),
             "source forgotten with it"
         );
         assert!(!r.any_source.load(Relaxed), "an empty map is not asked");
         // The next registration is seen again.
         send(&r, 8, 3600, 700_000);
-        r.answered(8, 200, Some(600), provider(), 700_000).unwrap();
-        assert!(r.by_source(ip, 700_001, GRACE).is_some());
+        r.answered(8, 200, Some(600), provider(), UnixMs(700_000))
+            .unwrap();
+        assert!(r.by_source(ip, UnixMs(700_001), GRACE).is_some());
     }
 
     #[test]
     fn refresh_and_unregister() {
         let r = Registrations::new(100);
         send(&r, 1, 120, 0);
-        r.answered(1, 200, None, provider(), 0).unwrap();
+        r.answered(1, 200, None, provider(), UnixMs(0)).unwrap();
         // Re-REGISTER before expiry extends it.
         send(&r, 2, 120, 100_000);
-        r.answered(2, 200, Some(120), provider(), 100_000).unwrap();
-        assert!(r.by_token("tok1", 200_000, 0).is_some());
+        r.answered(2, 200, Some(120), provider(), UnixMs(100_000))
+            .unwrap();
+        assert!(r.by_token("tok1", UnixMs(200_000), 0).is_some());
         // Expires: 0 removes it at once.
         send(&r, 3, 0, 150_000);
-        assert_eq!(r.answered(3, 200, Some(0), provider(), 150_000), Ok(None));
-        assert!(r.by_token("tok1", 150_001, GRACE).is_none());
-        assert!(r.by_source(provider().ip(), 150_001, GRACE).is_none());
+        assert_eq!(
+            r.answered(3, 200, Some(0), provider(), UnixMs(150_000)),
+            Ok(None)
+        );
+        assert!(r.by_token("tok1", UnixMs(150_001), GRACE).is_none());
+        assert!(r
+            .by_source(provider().ip(), UnixMs(150_001), GRACE)
+            .is_none());
         // A 2xx nobody asked for changes nothing.
-        assert_eq!(r.answered(99, 200, Some(3600), provider(), 0), Ok(None));
+        assert_eq!(
+            r.answered(99, 200, Some(3600), provider(), UnixMs(0)),
+            Ok(None)
+        );
         assert!(r.is_empty());
     }
 
@@ -521,15 +542,18 @@ mod tests {
     fn dns_addresses_follow_the_registration() {
         let r = Registrations::new(100);
         let other: IpAddr = "198.51.100.11".parse().unwrap();
-        r.learn_addresses("provider1", &[other], 300_000);
+        r.learn_addresses("provider1", &[other], UnixMs(300_000));
         assert!(
-            r.by_source(other, 0, GRACE).is_none(),
+            r.by_source(other, UnixMs(0), GRACE).is_none(),
             "no live registration yet"
         );
         send(&r, 1, 3600, 0);
-        r.answered(1, 200, None, provider(), 0).unwrap();
-        assert!(r.by_source(other, 1000, GRACE).is_some());
-        assert!(r.by_source(other, 300_000, GRACE).is_none(), "DNS TTL over");
+        r.answered(1, 200, None, provider(), UnixMs(0)).unwrap();
+        assert!(r.by_source(other, UnixMs(1000), GRACE).is_some());
+        assert!(
+            r.by_source(other, UnixMs(300_000), GRACE).is_none(),
+            "DNS TTL over"
+        );
     }
 
     #[test]
@@ -537,27 +561,31 @@ mod tests {
         let r = Registrations::new(100);
         let reg = |call: u128, token: &str, asked: u64, now: u64| {
             send_for(&r, call, token, asked, now);
-            r.answered(call, 200, Some(asked), provider(), now).unwrap();
+            r.answered(call, 200, Some(asked), provider(), UnixMs(now))
+                .unwrap();
         };
         let ip = provider().ip();
         // Two accounts of one trunk, 600 s and 3600 s.
         reg(1, "acct-a", 600, 0);
         reg(2, "acct-b", 3600, 0);
-        assert!(r.by_source(ip, 1_000_000, 0).is_some(), "b still lives");
+        assert!(
+            r.by_source(ip, UnixMs(1_000_000), 0).is_some(),
+            "b still lives"
+        );
         // b unregisters: the trunk lives as long as a does.
         reg(3, "acct-b", 0, 10_000);
-        assert!(r.by_source(ip, 599_999, 0).is_some());
-        assert!(r.by_source(ip, 600_000, 0).is_none());
+        assert!(r.by_source(ip, UnixMs(599_999), 0).is_some());
+        assert!(r.by_source(ip, UnixMs(600_000), 0).is_none());
         // a refreshes with a shorter expiry: the shorter one counts.
         reg(4, "acct-a", 60, 20_000);
-        assert!(r.by_source(ip, 79_999, 0).is_some());
-        assert!(r.by_source(ip, 80_000, 0).is_none());
+        assert!(r.by_source(ip, UnixMs(79_999), 0).is_some());
+        assert!(r.by_source(ip, UnixMs(80_000), 0).is_none());
         // The sweep keeps what lives and forgets the rest.
         reg(5, "acct-b", 3600, 30_000);
-        r.sweep(100_000, 0);
-        assert!(r.by_source(ip, 3_000_000, 0).is_some());
-        r.sweep(3_700_000, 0);
-        assert!(r.by_source(ip, 3_700_000, 0).is_none());
+        r.sweep(UnixMs(100_000), 0);
+        assert!(r.by_source(ip, UnixMs(3_000_000), 0).is_some());
+        r.sweep(UnixMs(3_700_000), 0);
+        assert!(r.by_source(ip, UnixMs(3_700_000), 0).is_none());
         assert!(r.trunk_until.is_empty());
     }
 
@@ -574,7 +602,7 @@ mod tests {
                 60,
                 Transport::Udp,
                 None,
-                0
+                UnixMs(0)
             ));
         }
         assert!(!r.sent(
@@ -586,10 +614,10 @@ mod tests {
             60,
             Transport::Udp,
             None,
-            0
+            UnixMs(0)
         ));
-        r.answered(0, 200, None, provider(), 0).unwrap();
-        r.answered(1, 200, None, provider(), 0).unwrap();
+        r.answered(0, 200, None, provider(), UnixMs(0)).unwrap();
+        r.answered(1, 200, None, provider(), UnixMs(0)).unwrap();
         assert!(r.sent(
             2,
             "t2",
@@ -599,10 +627,10 @@ mod tests {
             60,
             Transport::Udp,
             None,
-            0
+            UnixMs(0)
         ));
         assert_eq!(
-            r.answered(2, 200, None, provider(), 0),
+            r.answered(2, 200, None, provider(), UnixMs(0)),
             Err(RegistrationsFull)
         );
         assert_eq!(r.len(), 2);

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Metrics;
 use sipwarden_core::proxy::{Core, Dest, Output, Settings, Transmit};
+use sipwarden_core::time::UnixMs;
 use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 
@@ -26,7 +27,7 @@ domains = ["sip-7f3k.example.com"]
 
 pub struct Lab {
     pub core: Core,
-    pub now: u64,
+    pub now: UnixMs,
 }
 
 impl Lab {
@@ -39,7 +40,7 @@ impl Lab {
                 Keys::new([42; 32]),
                 Arc::new(Metrics::default()),
             ),
-            now: 1_700_000_000_000,
+            now: UnixMs(1_700_000_000_000),
         }
     }
 
