@@ -218,7 +218,7 @@ fn init_logging(cfg: &config::Config) -> FilterHandle {
 /// Why a start failed, on stderr whatever the log settings: through the
 /// log when it shows errors, else as a plain line (`log.level = "off"`,
 /// `RUST_LOG=off` or a filter that leaves sipwarden's errors out).
-fn start_failed(why: &str) -> ExitCode {
+fn start_failed(why: impl std::fmt::Display) -> ExitCode {
     if tracing::enabled!(tracing::Level::ERROR) {
         tracing::error!("cannot start: {why}");
     } else {
@@ -247,7 +247,7 @@ fn run(path: &Path) -> ExitCode {
         &cfg.secret.key_file,
     )) {
         Ok(l) => l,
-        Err(e) => return start_failed(&e.to_string()),
+        Err(e) => return start_failed(e),
     };
     let key = match secret::load_or_create(&cfg.secret.key_file) {
         Ok((key, created)) => {
@@ -259,14 +259,14 @@ fn run(path: &Path) -> ExitCode {
             }
             key
         }
-        Err(e) => return start_failed(&e),
+        Err(e) => return start_failed(e),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return start_failed(&format!("cannot start the runtime: {e}")),
+        Err(e) => return start_failed(format!("cannot start the runtime: {e}")),
     };
     let code = rt.block_on(serve(path, cfg, key, log, lock));
     // Whatever task is left is dropped; a blocking one gets this long.
@@ -304,7 +304,7 @@ async fn serve(
     }
     let server = match Server::start(core.clone()) {
         Ok(s) => s,
-        Err(e) => return start_failed(&e),
+        Err(e) => return start_failed(e),
     };
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -347,7 +347,12 @@ async fn serve(
                         } else {
                             InstanceLock::acquire(&id).map(Some)
                         };
-                        let applied = moved.and_then(|m| server.reload(Settings::new(c)).map(|()| m));
+                        let applied = moved.and_then(|m| {
+                            server
+                                .reload(Settings::new(c))
+                                .map(|()| m)
+                                .map_err(|e| e.to_string())
+                        });
                         match applied {
                             Ok(moved) => {
                                 if let Some(new) = moved {

@@ -59,7 +59,7 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
 /// running instance are never bound (only port 0 is).
 fn host_rules(cfg: &Config, r: &mut Report) {
     if let Err(e) = crate::secret::check(&cfg.secret.key_file) {
-        r.error(&[K("secret"), K("key_file")], e);
+        r.error(&[K("secret"), K("key_file")], e.to_string());
     }
     if let Some(p) = &cfg.state.path {
         if let Err(e) = crate::statefile::check_writable(p) {

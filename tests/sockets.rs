@@ -360,7 +360,15 @@ async fn reload_applies_new_domains_and_refuses_bad_binds() {
             sipwarden_core::config::parse(&clash, "t").unwrap(),
         ))
         .unwrap_err();
-    assert!(err.contains("cannot bind"), "{err}");
+    assert!(
+        matches!(&err, sipwarden::transport::server::ListenError::Bind { spec, .. } if spec.addr.port() == 1),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("cannot bind public socket tcp:192.0.2.1:1: "),
+        "{err}"
+    );
     assert!(
         !core.settings().domains.matches(b"new.secret.example"),
         "old config stays"

@@ -45,6 +45,74 @@ enum Bound {
     Tcp(TcpListener),
 }
 
+/// Why listeners could not be bound: start fails, or a reload is refused
+/// and everything stays as it was. Displayed as the line the log shows.
+#[derive(Debug)]
+pub enum ListenError {
+    /// Another process holds the address of a listener to bind (see
+    /// `exclusive`).
+    Busy {
+        side: Side,
+        spec: SocketSpec,
+        busy: exclusive::Busy,
+    },
+    /// Binding a listener failed.
+    Bind {
+        side: Side,
+        spec: SocketSpec,
+        error: std::io::Error,
+    },
+    /// Binding `metrics.listen` failed; `holders` are the processes that
+    /// hold the address, when it is in use and they can be seen.
+    Metrics {
+        addr: SocketAddr,
+        error: std::io::Error,
+        holders: Vec<(u32, String)>,
+    },
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenError::Busy { side, spec, busy } => {
+                f.write_str(&exclusive::busy_message(side.as_str(), spec, busy))
+            }
+            ListenError::Bind { side, spec, error } => {
+                write!(f, "cannot bind {} socket {spec}: {error}", side.as_str())
+            }
+            ListenError::Metrics {
+                addr,
+                error,
+                holders,
+            } if holders.is_empty() => write!(f, "cannot bind metrics.listen {addr}: {error}"),
+            ListenError::Metrics { addr, holders, .. } => {
+                let spec = SocketSpec {
+                    transport: Transport::Tcp,
+                    addr: *addr,
+                };
+                let busy = exclusive::Busy::By(holders.clone());
+                write!(
+                    f,
+                    "cannot bind metrics.listen: {}",
+                    exclusive::busy_message("metrics", &spec, &busy)
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+/// What a (re)load does to the metrics listener.
+enum MetricsChange {
+    /// Its address is the same: keep it.
+    Keep,
+    /// `metrics.listen` was removed: close it.
+    Close,
+    /// A new address, bound already.
+    Open(SocketAddr, TcpListener),
+}
+
 /// Owns the listener tasks.
 pub struct Server {
     eg: Arc<Egress>,
@@ -127,7 +195,7 @@ fn bind(spec: &SocketSpec, s: &Settings, peer: Option<SocketAddr>) -> std::io::R
 
 impl Server {
     /// Binds every listener of the core's settings and starts serving.
-    pub fn start(core: Arc<Core>) -> Result<Arc<Server>, String> {
+    pub fn start(core: Arc<Core>) -> Result<Arc<Server>, ListenError> {
         let eg = Arc::new(Egress {
             core: core.clone(),
             udp: arc_swap::ArcSwap::from_pointee(Vec::new()),
@@ -153,7 +221,7 @@ impl Server {
 
     /// Applies new settings: bind what is new (a failure refuses the
     /// reload and changes nothing), swap the settings, close what is gone.
-    pub fn reload(&self, settings: Settings) -> Result<(), String> {
+    pub fn reload(&self, settings: Settings) -> Result<(), ListenError> {
         let metrics = self.prepare_metrics(&settings)?;
         self.rebind(&settings, true)?;
         self.install_metrics(metrics);
@@ -162,7 +230,7 @@ impl Server {
 
     /// Binds missing listeners; on success swaps the settings into the
     /// core (if `swap`) and retires listeners that are no longer wanted.
-    fn rebind(&self, s: &Settings, swap: bool) -> Result<(), String> {
+    fn rebind(&self, s: &Settings, swap: bool) -> Result<(), ListenError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let want = wanted(s);
         let is_new = |&(side, spec, _, peer): &Want| {
@@ -176,7 +244,11 @@ impl Server {
         let ours: Vec<SocketSpec> = running.iter().map(|r| r.spec).collect();
         for (side, spec, _, _) in want.iter().filter(|w| w.3.is_none() && is_new(w)) {
             if let Err(busy) = exclusive::check(spec, &ours) {
-                return Err(exclusive::busy_message(side.as_str(), spec, &busy));
+                return Err(ListenError::Busy {
+                    side: *side,
+                    spec: *spec,
+                    busy,
+                });
             }
         }
         let mut fresh = Vec::new();
@@ -191,9 +263,7 @@ impl Server {
                 (Err(e), Some(p)) => {
                     tracing::warn!(socket = %spec, backend = %p, error = %e, "cannot connect a socket to the backend; sending unconnected")
                 }
-                (Err(e), None) => {
-                    return Err(format!("cannot bind {} socket {spec}: {e}", side.as_str()))
-                }
+                (Err(error), None) => return Err(ListenError::Bind { side, spec, error }),
             }
         }
         if swap {
@@ -282,55 +352,47 @@ impl Server {
         Ok(())
     }
 
-    /// Binds the metrics listener when its address changes. `Ok(None)`:
-    /// nothing to change.
-    fn prepare_metrics(
-        &self,
-        s: &Settings,
-    ) -> Result<Option<Option<(SocketAddr, TcpListener)>>, String> {
+    /// Binds the metrics listener when its address changes.
+    fn prepare_metrics(&self, s: &Settings) -> Result<MetricsChange, ListenError> {
         let want = s.config.metrics.listen;
         let cur = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         if cur.as_ref().map(|(a, _)| *a) == want {
-            return Ok(None);
+            return Ok(MetricsChange::Keep);
         }
         drop(cur);
         let Some(addr) = want else {
-            return Ok(Some(None));
+            return Ok(MetricsChange::Close);
         };
-        let std = std::net::TcpListener::bind(addr).map_err(|e| {
-            let spec = SocketSpec {
-                transport: Transport::Tcp,
-                addr,
-            };
+        let failed = |error: std::io::Error| {
             // Exclusive anyway (no SO_REUSEPORT); the error names the holder.
-            let holders = match e.kind() {
-                std::io::ErrorKind::AddrInUse => exclusive::holders(&spec),
+            let holders = match error.kind() {
+                std::io::ErrorKind::AddrInUse => exclusive::holders(&SocketSpec {
+                    transport: Transport::Tcp,
+                    addr,
+                }),
                 _ => Vec::new(),
             };
-            if holders.is_empty() {
-                format!("cannot bind metrics.listen {addr}: {e}")
-            } else {
-                let busy = exclusive::Busy::By(holders);
-                format!(
-                    "cannot bind metrics.listen: {}",
-                    exclusive::busy_message("metrics", &spec, &busy)
-                )
+            ListenError::Metrics {
+                addr,
+                error,
+                holders,
             }
-        })?;
-        std.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let l = TcpListener::from_std(std).map_err(|e| e.to_string())?;
-        Ok(Some(Some((addr, l))))
+        };
+        let std = std::net::TcpListener::bind(addr).map_err(failed)?;
+        std.set_nonblocking(true).map_err(failed)?;
+        let l = TcpListener::from_std(std).map_err(failed)?;
+        Ok(MetricsChange::Open(addr, l))
     }
 
-    fn install_metrics(&self, m: Option<Option<(SocketAddr, TcpListener)>>) {
-        let Some(m) = m else {
+    fn install_metrics(&self, m: MetricsChange) {
+        if let MetricsChange::Keep = m {
             return;
-        };
+        }
         let mut cur = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, task)) = cur.take() {
             task.abort();
         }
-        if let Some((addr, l)) = m {
+        if let MetricsChange::Open(addr, l) = m {
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
             *cur = Some((addr, tokio::spawn(http::serve(l, self.eg.clone()))));
         }
@@ -354,5 +416,54 @@ impl Server {
         {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines start and a refused reload log (operators and the e2e
+    /// scripts read them).
+    #[test]
+    fn listen_errors_say_which_socket_and_why() {
+        let spec: SocketSpec = "udp:192.0.2.1:5060".parse().unwrap();
+        let refused = || std::io::Error::from(std::io::ErrorKind::AddrNotAvailable);
+        let bind = ListenError::Bind {
+            side: Side::Public,
+            spec,
+            error: refused(),
+        };
+        assert_eq!(
+            bind.to_string(),
+            format!(
+                "cannot bind public socket udp:192.0.2.1:5060: {}",
+                refused()
+            )
+        );
+        let busy = ListenError::Busy {
+            side: Side::Internal,
+            spec,
+            busy: exclusive::Busy::By(vec![(42, "sipwarden".into())]),
+        };
+        assert!(
+            busy.to_string()
+                .starts_with("internal socket udp:192.0.2.1:5060 is already in use by PID 42 (sipwarden): another sipwarden"),
+            "{busy}"
+        );
+        let addr: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        let metrics = |holders| ListenError::Metrics {
+            addr,
+            error: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            holders,
+        };
+        assert!(metrics(vec![])
+            .to_string()
+            .starts_with("cannot bind metrics.listen 127.0.0.1:9100: "));
+        assert_eq!(
+            metrics(vec![(7, "nginx".into())]).to_string(),
+            "cannot bind metrics.listen: metrics socket tcp:127.0.0.1:9100 is already in use by \
+             PID 7 (nginx): stop that program or give sipwarden another socket"
+        );
     }
 }
