@@ -199,7 +199,7 @@ say ""
 
 # ------------------------------------------------------------ what sipwarden saw
 say "sipwarden's log (drops are logged with source, reason and first line):"
-grep -E 'dropped' "$RUN/sipwarden.log" | sed -e 's/^[^ ]*Z  *//' -e 's/^INFO sipwarden[a-z_]*::proxy::core: /   /' | head -n 3
+grep -E 'dropped' "$RUN/sipwarden.log" | sed -e 's/^[^ ]*Z  *//' -e 's/^INFO [a-z_:]*: /   /' | head -n 3
 say ""
 say "Its counters (curl http://127.0.0.1:$MET/metrics):"
 timeout 5 curl -sf "http://127.0.0.1:$MET/metrics" > "$RUN/metrics.txt" || die "no answer from the metrics endpoint"

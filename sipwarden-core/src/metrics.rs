@@ -369,7 +369,10 @@ impl DropLog {
     }
 
     /// Logs a dropped message `raw` (or one monitor mode would have
-    /// dropped) at level info, unless the second's lines are spent.
+    /// dropped) at level info, unless the second's lines are spent. Its
+    /// checks are inlined into the drop path; the line is written out of
+    /// line.
+    #[inline(always)]
     pub fn log(&self, metrics: &Metrics, now: UnixMs, flow: &Flow, v: Verdict, raw: &[u8]) {
         // Keepalives are routine, not worth a line; and below level info
         // there is no line to limit.
@@ -380,20 +383,26 @@ impl DropLog {
             metrics.event(Event::DropLogsSuppressed);
             return;
         }
-        let what = if v.disposition == Disposition::WouldDrop {
-            "would drop (monitor mode)"
-        } else {
-            "dropped"
-        };
-        tracing::info!(
-            source = %flow.remote,
-            side = flow.side.as_str(),
-            transport = flow.transport.as_str(),
-            reason = v.reason.as_str(),
-            line = %first_line(raw),
-            "{what}"
-        );
+        write_line(flow, v, raw);
     }
+}
+
+/// The drop log's line for one message.
+#[inline(never)]
+fn write_line(flow: &Flow, v: Verdict, raw: &[u8]) {
+    let what = if v.disposition == Disposition::WouldDrop {
+        "would drop (monitor mode)"
+    } else {
+        "dropped"
+    };
+    tracing::info!(
+        source = %flow.remote,
+        side = flow.side.as_str(),
+        transport = flow.transport.as_str(),
+        reason = v.reason.as_str(),
+        line = %first_line(raw),
+        "{what}"
+    );
 }
 
 /// The first line of a message for logs, at most 96 bytes, lossy.
