@@ -5,6 +5,12 @@
 //! runtime, socket, DNS or TLS crate (as quinn-proto is to quinn). The
 //! `sipwarden` crate moves the bytes: sockets, DNS, files, signals, the
 //! CLI. ARCHITECTURE.md draws the map.
+//!
+//! The modules depend on each other one way: the vocabulary (`flow`,
+//! `time`, `verdict`) on nothing; `sip` and `token` on `flow`; `metrics`
+//! on the vocabulary; `state` on `config` and `token`; admission
+//! (`policy`) on the settings, `state` and `metrics`; `proxy`, which
+//! dispatches and forwards, on all of them.
 
 pub mod config;
 pub mod flow;

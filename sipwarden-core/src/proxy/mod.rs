@@ -1,6 +1,9 @@
-//! Routing and rewriting (RFC 3261 section 16, stateless): pure functions
-//! from a scanned message to the sends that forward it, and the table
-//! updates it implies.
+//! The proxy: `Core` dispatches each message (admission is `policy`'s)
+//! and forwards it (RFC 3261 section 16, stateless): pure functions from a
+//! scanned message to the transmits that forward it (`inbound`,
+//! `outbound`, `response`, with `hop`, `route`, `rewrite` and `reply`),
+//! and the table updates it implies. `settings` is the config as the hot
+//! path reads it.
 
 pub mod action;
 pub mod core;
