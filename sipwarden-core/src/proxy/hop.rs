@@ -47,7 +47,10 @@ pub(super) enum DialogOp {
 }
 
 impl DialogOp {
-    /// Applies it, once the request is forwarded.
+    /// Applies it, once the request is forwarded. Inlined into the two
+    /// forwarding paths (a call with five arguments cost ~10 instructions
+    /// per forwarded request more than the method it replaced, callgrind).
+    #[inline]
     pub(super) fn apply(
         self,
         tables: &Tables,
