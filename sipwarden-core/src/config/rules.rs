@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::spans::Seg::{self, Index as I, Key as K};
 use super::{Config, Mode, Report, SocketSpec};
 use crate::flow::Transport;
-use crate::policy::domain::DomainSet;
+use crate::sip::DomainSet;
 
 /// A socket sipwarden binds, and the key that asks for it.
 pub struct Listener {

@@ -8,8 +8,8 @@ use crate::config::{
     cidrs_contain, Cidr, Config, HostPort, MatchField, Mode, OnReject, SocketSpec,
 };
 use crate::flow::Transport;
-use crate::policy::domain::DomainSet;
 use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
+use crate::sip::DomainSet;
 use crate::sip::Limits;
 use crate::state::bans::Policy;
 use crate::state::rate::Budget;
