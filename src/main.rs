@@ -16,7 +16,8 @@ use sipwarden::secret;
 use sipwarden::transport::{background, Server};
 use sipwarden_core::config::{self, LogFormat};
 use sipwarden_core::metrics::{Event, Metrics};
-use sipwarden_core::proxy::{Core, Keys, Settings};
+use sipwarden_core::proxy::{Core, Keys};
+use sipwarden_core::settings::Settings;
 
 #[derive(Parser)]
 #[command(

@@ -1,21 +1,20 @@
 //! The running configuration in the form the core uses: parsed once per
-//! (re)load, then read without locks through an `ArcSwap`.
+//! (re)load, then read without locks through an `ArcSwap`. Above config
+//! and state and below policy and proxy, which both read it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::{
     cidrs_contain, Cidr, Config, HostPort, MatchField, Mode, OnReject, SocketSpec,
 };
-use crate::flow::Transport;
+use crate::flow::{canonical_ip, Transport};
 use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
 use crate::sip::DomainSet;
 use crate::sip::Limits;
 use crate::state::bans::Policy;
 use crate::state::rate::Budget;
 use crate::state::Lifetimes;
-
-use super::rewrite::sockaddr_text;
 
 /// Derived, ready-to-use settings.
 #[derive(Clone, Debug)]
@@ -66,6 +65,15 @@ pub fn registrar_host(registrar: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// `ip:port`, IPv6 bracketed, as written in SIP URIs and our headers
+/// (what `proxy::rewrite::sockaddr_text` writes per message).
+fn sockaddr_text(a: SocketAddr) -> String {
+    match canonical_ip(a.ip()) {
+        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
+        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
+    }
+}
+
 impl Settings {
     /// Derives settings from a config that `config::parse` accepted.
     pub fn new(config: Config) -> Settings {
@@ -90,10 +98,7 @@ impl Settings {
             monitor: config.filter.mode == Mode::Monitor,
             reject_403: config.filter.on_reject == OnReject::Forbidden,
             public: config.listen.public.clone(),
-            internal_text: internal
-                .iter()
-                .map(|s| String::from_utf8_lossy(sockaddr_text(s.addr).as_bytes()).into_owned())
-                .collect(),
+            internal_text: internal.iter().map(|s| sockaddr_text(s.addr)).collect(),
             internal,
             backend,
             backend_listener,
@@ -264,5 +269,19 @@ mod tests {
         assert!(yes("sip:sip-7f3k.example.com;lr"));
         assert!(!yes("sip:provider.example.net"));
         assert!(!yes("tel:+123"));
+    }
+
+    #[test]
+    fn internal_addresses_are_written_as_uris_write_them() {
+        let c = crate::config::parse(
+            "[listen]\nadvertise = \"pbx.example.com\"\n\
+             internal = [\"udp:127.0.0.1:5070\", \"tcp:[::1]:5071\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            Settings::new(c).internal_text,
+            ["127.0.0.1:5070", "[::1]:5071"]
+        );
     }
 }
