@@ -476,6 +476,33 @@ mod tests {
         }
     }
 
+    /// As many sockets per side as a branch can name (one base-36
+    /// character), and no more.
+    #[test]
+    fn at_most_max_listeners_sockets_per_side() {
+        use crate::flow::MAX_LISTENERS;
+        let list = |port: usize, n: usize| {
+            let v: Vec<String> = (0..n)
+                .map(|i| format!("\"udp:127.0.0.1:{}\"", port + i))
+                .collect();
+            format!("[{}]", v.join(", "))
+        };
+        let text = |public: usize, internal: usize| {
+            format!(
+                "[listen]\nadvertise = \"pbx:5060\"\npublic = {}\ninternal = {}\n",
+                list(6000, public),
+                list(7000, internal)
+            )
+        };
+        parse(&text(MAX_LISTENERS, MAX_LISTENERS), "t").unwrap();
+        let e = err(&text(MAX_LISTENERS + 1, 1));
+        assert_eq!(e.key.as_deref(), Some("listen.public"), "{e}");
+        assert_eq!(e.message, "at most 36 public sockets");
+        let e = err(&text(1, MAX_LISTENERS + 1));
+        assert_eq!(e.key.as_deref(), Some("listen.internal"), "{e}");
+        assert_eq!(e.message, "between 1 and 36 internal sockets");
+    }
+
     #[test]
     fn sockets_that_collide_across_sections_are_refused() {
         // metrics.listen on the default public TCP socket.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::spans::Seg::{self, Index as I, Key as K};
 use super::{Config, Mode, Report, SocketSpec};
-use crate::flow::Transport;
+use crate::flow::{Transport, MAX_LISTENERS};
 use crate::sip::DomainSet;
 
 /// A socket sipwarden binds, and the key that asks for it.
@@ -130,8 +130,11 @@ fn listen_rules(cfg: &Config, r: &mut Report) {
             "at least one public socket is needed",
         );
     }
-    if l.public.len() > 36 {
-        r.error(&[K("listen"), K("public")], "at most 36 public sockets");
+    if l.public.len() > MAX_LISTENERS {
+        r.error(
+            &[K("listen"), K("public")],
+            format!("at most {MAX_LISTENERS} public sockets"),
+        );
     }
     if !(1..=1024).contains(&l.udp_batch) {
         r.error(
@@ -152,10 +155,10 @@ fn listen_rules(cfg: &Config, r: &mut Report) {
         );
     }
     let internal = cfg.internal();
-    if internal.is_empty() || internal.len() > 36 {
+    if internal.is_empty() || internal.len() > MAX_LISTENERS {
         r.error(
             &[K("listen"), K("internal")],
-            "between 1 and 36 internal sockets",
+            format!("between 1 and {MAX_LISTENERS} internal sockets"),
         );
     }
     for (i, s) in internal.iter().enumerate() {
