@@ -284,7 +284,7 @@ fn log_warnings(warnings: &[config::ConfigWarning]) {
 
 async fn serve(
     path: &Path,
-    cfg: config::Config,
+    cfg: config::Checked,
     key: [u8; 32],
     log: FilterHandle,
     mut lock: InstanceLock,
