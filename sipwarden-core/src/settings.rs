@@ -16,8 +16,11 @@ use crate::state::bans::Policy;
 use crate::state::rate::Budget;
 use crate::state::Lifetimes;
 
-/// Derived, ready-to-use settings.
+/// Derived, ready-to-use settings of a checked config. Not exhaustive:
+/// outside this crate [`Settings::new`], from a checked config, is the only
+/// way to make one.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Settings {
     pub config: Config,
     pub limits: Limits,
