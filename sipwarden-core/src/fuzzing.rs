@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Metrics;
-use crate::proxy::{Core, Keys, Settings};
+use crate::proxy::{Core, Keys};
+use crate::settings::Settings;
 use crate::sip::{frame, scan, Editor, Framing, HeaderName, Limits};
 
 /// Scanner, framer and editor on arbitrary bytes.

@@ -13,5 +13,6 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod settings;
 pub mod sip;
 pub mod state;

@@ -11,7 +11,8 @@ use common::*;
 use sipwarden_core::flow::{Side, Transport};
 use sipwarden_core::metrics::Metrics;
 use sipwarden_core::policy::{Disposition, Reason, Verdict};
-use sipwarden_core::proxy::{Core, Dest, Keys, Settings};
+use sipwarden_core::proxy::{Core, Dest, Keys};
+use sipwarden_core::settings::Settings;
 
 const TRUNK: &str = r#"
 [[trunk]]

@@ -230,7 +230,7 @@ struct Outbox {
 /// addresses).
 struct Current {
     socks: Arc<Vec<UdpEntry>>,
-    settings: Arc<sipwarden_core::proxy::Settings>,
+    settings: Arc<sipwarden_core::settings::Settings>,
 }
 
 impl Current {
@@ -338,7 +338,8 @@ mod tests {
     use super::*;
     use sipwarden_core::flow::Side;
     use sipwarden_core::metrics::Metrics;
-    use sipwarden_core::proxy::{Core, Keys, Send, Settings};
+    use sipwarden_core::proxy::{Core, Keys, Send};
+    use sipwarden_core::settings::Settings;
 
     /// `listen.udp_rcvbuf` reaches the kernel (it doubles what it grants;
     /// 200,000 bytes is below a stock `net.core.rmem_max`).

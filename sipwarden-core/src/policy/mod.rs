@@ -4,7 +4,6 @@
 
 pub mod admission;
 pub mod ban;
-pub mod domain;
 pub mod quick;
 pub mod verdict;
 

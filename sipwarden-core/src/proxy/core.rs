@@ -24,8 +24,8 @@ use crate::state::Tables;
 
 use super::action::{Dest, Output, Send};
 use super::reply;
-use super::settings::Settings;
 use super::token::{from_hex, to_hex, BranchInfo, Dir, Keys, BRANCH_PREFIX};
+use crate::settings::Settings;
 
 pub use super::rewrite::canonical_ip;
 
@@ -707,7 +707,7 @@ impl Core {
         for t in &s.config.trunks {
             v.push((
                 t.name.as_str().into(),
-                super::settings::registrar_host(&t.registrar).into(),
+                crate::settings::registrar_host(&t.registrar).into(),
             ));
         }
         v.sort();

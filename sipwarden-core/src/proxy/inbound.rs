@@ -17,8 +17,8 @@ use super::rewrite::{
     creates_dialog, max_forwards, rfc3581, rr_insert_point, sockaddr_text, strip_owned, tcp_param,
 };
 use super::route::pop_own_routes;
-use super::settings::Settings;
 use super::token::{Dir, FlowRef, FlowToken};
+use crate::settings::Settings;
 
 impl Core {
     pub(super) fn forward_inbound(

@@ -10,10 +10,8 @@ pub mod reply;
 mod response;
 pub mod rewrite;
 pub mod route;
-pub mod settings;
 pub mod token;
 
 pub use action::{Dest, Output, Send};
 pub use core::Core;
-pub use settings::Settings;
 pub use token::Keys;

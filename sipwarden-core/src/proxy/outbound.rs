@@ -19,8 +19,8 @@ use super::rewrite::{
     sockaddr_text, strip_owned, tcp_param,
 };
 use super::route::{next_hop, pop_own_routes};
-use super::settings::Settings;
 use super::token::{Dir, FlowToken};
+use crate::settings::Settings;
 
 impl Core {
     pub(super) fn forward_outbound(

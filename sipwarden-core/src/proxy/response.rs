@@ -15,8 +15,8 @@ use super::rewrite::{
     contacts, parse_secs, pop_top_via, rewrite_contact, sockaddr_text, strip_owned, tcp_param,
     via_dest,
 };
-use super::settings::Settings;
 use super::token::Dir;
+use crate::settings::Settings;
 
 impl Core {
     pub(super) fn relay_response(

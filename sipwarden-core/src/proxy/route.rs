@@ -8,8 +8,8 @@ use crate::sip::uri::{Scheme, Uri};
 use crate::sip::{Editor, HeaderName, Message, Span};
 
 use super::action::Dest;
-use super::settings::Settings;
 use super::token::{FlowRef, Keys};
+use crate::settings::Settings;
 
 /// What popping our own Route entries found.
 #[derive(Debug, Default)]

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Metrics;
 use sipwarden_core::policy::{Disposition, Reason, Verdict};
-use sipwarden_core::proxy::{Core, Dest, Keys, Output, Send, Settings};
+use sipwarden_core::proxy::{Core, Dest, Keys, Output, Send};
+use sipwarden_core::settings::Settings;
 
 pub const BASE_CFG: &str = r#"
 [listen]

@@ -1,4 +1,6 @@
-//! The secret domains of admission step 8.
+//! A matcher of domain names as they stand in SIP URIs: the secret
+//! domains of admission step 8. In `sip` so that the config can parse
+//! `filter.domains` into one without depending on the policy that uses it.
 
 /// Exact names and `*.` wildcard suffixes, lower-cased. Matching is
 /// case-insensitive and ignores any port.

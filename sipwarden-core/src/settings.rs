@@ -1,24 +1,26 @@
 //! The running configuration in the form the core uses: parsed once per
-//! (re)load, then read without locks through an `ArcSwap`.
+//! (re)load, then read without locks through an `ArcSwap`. Above config
+//! and state and below policy and proxy, which both read it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::{
-    cidrs_contain, Cidr, Config, HostPort, MatchField, Mode, OnReject, SocketSpec,
+    cidrs_contain, Checked, Cidr, Config, HostPort, MatchField, Mode, OnReject, Parsed, SocketSpec,
 };
-use crate::flow::Transport;
-use crate::policy::domain::DomainSet;
+use crate::flow::{canonical_ip, Transport};
 use crate::sip::uri::{host_eq, parse_host_ip, Scheme, Uri};
+use crate::sip::DomainSet;
 use crate::sip::Limits;
 use crate::state::bans::Policy;
 use crate::state::rate::Budget;
 use crate::state::Lifetimes;
 
-use super::rewrite::sockaddr_text;
-
-/// Derived, ready-to-use settings.
+/// Derived, ready-to-use settings of a checked config. Not exhaustive:
+/// outside this crate [`Settings::new`], from a checked config, is the only
+/// way to make one.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Settings {
     pub config: Config,
     pub limits: Limits,
@@ -66,16 +68,31 @@ pub fn registrar_host(registrar: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// `ip:port`, IPv6 bracketed, as written in SIP URIs and our headers
+/// (what `proxy::rewrite::sockaddr_text` writes per message).
+fn sockaddr_text(a: SocketAddr) -> String {
+    match canonical_ip(a.ip()) {
+        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
+        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
+    }
+}
+
 impl Settings {
-    /// Derives settings from a config that `config::parse` accepted.
-    pub fn new(config: Config) -> Settings {
+    /// The settings of a checked config: what its rules parsed is taken as
+    /// it is, the rest is arranged for the hot path. Infallible, because
+    /// only `config::read` makes a [`Checked`], and it refuses every config
+    /// whose values cannot be parsed.
+    pub fn new(checked: Checked) -> Settings {
+        let (
+            config,
+            Parsed {
+                domains,
+                user_agents,
+                backend_listener,
+            },
+        ) = checked.into_parts();
         let internal = config.internal();
         let backend = config.backend.address;
-        let backend_listener = internal
-            .iter()
-            .position(|s| s.transport == backend.transport)
-            .unwrap_or(0) as u8;
-        let domains = DomainSet::new(&config.filter.domains).unwrap_or_default();
         let m = &config.filter.match_;
         Settings {
             limits: Limits {
@@ -90,21 +107,14 @@ impl Settings {
             monitor: config.filter.mode == Mode::Monitor,
             reject_403: config.filter.on_reject == OnReject::Forbidden,
             public: config.listen.public.clone(),
-            internal_text: internal
-                .iter()
-                .map(|s| String::from_utf8_lossy(sockaddr_text(s.addr).as_bytes()).into_owned())
-                .collect(),
+            internal_text: internal.iter().map(|s| sockaddr_text(s.addr)).collect(),
             internal,
             backend,
             backend_listener,
             backend_target: backend.to_string(),
             advertise_text: config.listen.advertise.to_string(),
             advertise: config.listen.advertise.clone(),
-            user_agents: aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(&config.filter.user_agents)
-                .ok()
-                .filter(|_| !config.filter.user_agents.is_empty()),
+            user_agents,
             lifetimes: Lifetimes {
                 early: config.dialog.early_timeout.ms(),
                 confirmed_idle: config.dialog.max_lifetime.ms(),
@@ -264,5 +274,59 @@ mod tests {
         assert!(yes("sip:sip-7f3k.example.com;lr"));
         assert!(!yes("sip:provider.example.net"));
         assert!(!yes("tel:+123"));
+    }
+
+    /// The backend is reached from the first internal socket of its
+    /// transport, whichever place it has in the list.
+    #[test]
+    fn the_backend_socket_is_the_first_of_its_transport() {
+        let with = |backend: &str| {
+            let c = crate::config::parse(
+                &format!(
+                    "[listen]\nadvertise = \"pbx.example.com\"\n\
+                     internal = [\"tcp:127.0.0.1:5070\", \"udp:127.0.0.1:5070\", \"udp:127.0.0.1:5071\"]\n\
+                     [backend]\naddress = \"{backend}\"\n"
+                ),
+                "t",
+            )
+            .unwrap();
+            Settings::new(c).backend_listener
+        };
+        assert_eq!(with("udp:127.0.0.1:5080"), 1);
+        assert_eq!(with("tcp:127.0.0.1:5080"), 0);
+    }
+
+    /// The blocklist automaton exists exactly when the list has entries,
+    /// and matches in any case.
+    #[test]
+    fn the_user_agent_automaton_follows_the_list() {
+        let with = |list: &str| {
+            let c = crate::config::parse(
+                &format!(
+                    "[listen]\nadvertise = \"pbx.example.com\"\n[filter]\nuser_agents = {list}\n"
+                ),
+                "t",
+            )
+            .unwrap();
+            Settings::new(c).user_agents
+        };
+        assert!(with("[]").is_none());
+        let ac = with("[\"Bad-Scanner\"]").unwrap();
+        assert!(ac.is_match("x bad-scanner/1.0"));
+        assert!(!ac.is_match("Yealink SIP-T46S"));
+    }
+
+    #[test]
+    fn internal_addresses_are_written_as_uris_write_them() {
+        let c = crate::config::parse(
+            "[listen]\nadvertise = \"pbx.example.com\"\n\
+             internal = [\"udp:127.0.0.1:5070\", \"tcp:[::1]:5071\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            Settings::new(c).internal_text,
+            ["127.0.0.1:5070", "[::1]:5071"]
+        );
     }
 }
