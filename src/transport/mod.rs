@@ -6,7 +6,7 @@ pub mod coalesce;
 pub mod dns;
 pub mod egress;
 pub mod http;
-pub mod mmsg;
+pub(crate) mod mmsg;
 pub mod server;
 pub mod tcp;
 pub mod udp;
