@@ -170,6 +170,10 @@ impl<'a> Received<'a> {
 impl Iterator for Received<'_> {
     type Item = Datagram;
 
+    // Inlined into the worker's loop: a call per datagram (and one more
+    // to find the batch done) cost ~48 instructions per datagram at a
+    // datagram or two per receive (callgrind).
+    #[inline]
     fn next(&mut self) -> Option<Datagram> {
         let b = &mut *self.batch;
         while self.next < b.filled {
@@ -181,7 +185,7 @@ impl Iterator for Received<'_> {
             let len = (h.msg_len as usize).min(b.iovs[i].iov_len);
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let namelen = h.msg_hdr.msg_namelen;
-            let Some(from) = source(&mut b.addrs[i], namelen) else {
+            let Some(from) = source(&b.addrs[i], namelen) else {
                 continue;
             };
             let slot = &mut b.slots[i];
@@ -209,20 +213,22 @@ impl Iterator for Received<'_> {
 
 impl FusedIterator for Received<'_> {}
 
-/// The source address the kernel wrote into `st` (`len` bytes). The
-/// storage is left zeroed (family AF_UNSPEC), so a slot the kernel gives
-/// no address reads as none rather than as an earlier datagram's.
-fn source(st: &mut SockAddrStorage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let st = std::mem::replace(st, SockAddrStorage::zeroed());
+/// The source address the kernel wrote into `st` (`len` bytes; none
+/// when it wrote no address).
+fn source(st: &SockAddrStorage, len: libc::socklen_t) -> Option<SocketAddr> {
     if len == 0 || len > st.size_of() {
         return None;
     }
-    // SAFETY: the kernel wrote a socket address of `len` bytes (no more
-    // than the storage holds, checked above) whose family field says its
-    // type (sockaddr_in or sockaddr_in6 for a UDP socket); `as_socket`
-    // reads an address only for those two families, from storage that is
-    // initialised throughout (zeroed before the kernel wrote into it).
-    unsafe { SockAddr::new(st, len) }.as_socket()
+    // SAFETY: `SockAddrStorage` is plain data (a C struct of integers: no
+    // pointers, no `Drop`), so a bitwise copy is a value of its own and
+    // leaves the original as it was; all of it is initialised (zeroed in
+    // `new`, then only written by the kernel). What `SockAddr::new` asks:
+    // the kernel wrote a socket address of `len` bytes (no more than the
+    // storage holds, checked above) whose family field says its type.
+    // (A copy rather than `mem::replace` with a zeroed one: zeroing the
+    // 128 bytes cost ~9 instructions per datagram; only the few bytes
+    // `as_socket` reads are loaded.)
+    unsafe { SockAddr::new(std::ptr::read(st), len) }.as_socket()
 }
 
 /// Sends a set of datagrams from one socket with as few `sendmmsg` calls
@@ -445,8 +451,20 @@ mod tests {
     #[test]
     fn sources_of_both_families() {
         for ip in ["127.0.0.1", "::1"] {
-            let Ok(b) = UdpSocket::bind((ip, 0)) else {
-                continue; // no IPv6 loopback here
+            let b = match UdpSocket::bind((ip, 0)) {
+                Ok(b) => b,
+                // A host without IPv6.
+                Err(e)
+                    if ip == "::1"
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+                        ) =>
+                {
+                    eprintln!("no IPv6 loopback here ({e}): IPv4 only");
+                    continue;
+                }
+                Err(e) => panic!("{ip}: {e}"),
             };
             let a = UdpSocket::bind((ip, 0)).unwrap();
             b.set_read_timeout(Some(Duration::from_millis(500)))
