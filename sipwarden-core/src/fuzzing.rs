@@ -463,6 +463,10 @@ impl Rig {
             "Record-Route: <sip:rr.example.net;lr>".into(),
             format!("Call-ID: {CALL}"),
             "Authorization: Digest username=\"acct\", response=\"00\"".into(),
+            // Lines nobody edits, which must pass untouched.
+            "X-Custom: keep me".into(),
+            format!("Subject: call {SECRET}"),
+            "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into(),
         ];
         // Our own Vias, as they went out: a message that carries one
         // back is a response to match, or a loop.
