@@ -208,11 +208,11 @@ pub struct Rig {
     pub mode: Mode,
     /// When the set-up happened (ms).
     pub now: u64,
-    pub seeds: Vec<Seed>,
-    pub lines: Vec<String>,
+    pub seeds: Arc<Vec<Seed>>,
+    pub lines: Arc<Vec<String>>,
     /// Request-URI hosts: the secret domain, addresses, the trunk
     /// contact's host with its `sw=` token.
-    pub hosts: Vec<String>,
+    pub hosts: Arc<Vec<String>>,
 }
 
 const NOW: u64 = 1_700_000_000_000;
@@ -264,27 +264,76 @@ impl Rig {
             Keys::new([5; 32]),
             Arc::new(Metrics::default()),
         );
-        let mut rig = Rig {
+        let i = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0);
+        let script = match SCRIPTS.with(|c| c.borrow()[i].clone()) {
+            Some(script) => {
+                for (flow, msg) in &script.steps {
+                    core.handle(NOW, &Rig::flow(*flow), msg.clone());
+                }
+                script
+            }
+            None => {
+                let script = Arc::new(Script::record(&core));
+                SCRIPTS.with(|c| c.borrow_mut()[i] = Some(script.clone()));
+                script
+            }
+        };
+        Rig {
             core,
             mode,
             now: NOW,
-            seeds: Vec::new(),
-            lines: Vec::new(),
-            hosts: Vec::new(),
-        };
-        rig.set_up();
-        rig
+            seeds: script.seeds.clone(),
+            lines: script.lines.clone(),
+            hosts: script.hosts.clone(),
+        }
     }
 
-    /// The set-up steps, straight through the core: a core per fuzz input
-    /// must be cheap (the seeds, checked, take the same paths).
-    fn set_up(&mut self) {
-        let send = |rig: &Rig, flow: usize, msg: &str| -> String {
-            let out = rig.core.handle(
-                NOW,
-                &Rig::flow(flow),
-                Bytes::copy_from_slice(msg.as_bytes()),
-            );
+    /// Handles one message at `now` and checks every invariant on what
+    /// the core did; panics, naming the input, when one fails.
+    pub fn handle(&self, now: u64, flow: &Flow, data: &[u8]) -> Output {
+        let s = self.core.settings();
+        let before = counters(self.core.metrics());
+        let out = self.core.handle(now, flow, Bytes::copy_from_slice(data));
+        let after = counters(self.core.metrics());
+        let what = || {
+            format!(
+                "{flow:?} {:?}\n{}",
+                self.mode,
+                String::from_utf8_lossy(data)
+            )
+        };
+        let v = verdict_of(&out).unwrap_or_else(|| panic!("no verdict for {}", what()));
+        counted_once(flow, v, &before, &after).unwrap_or_else(|e| panic!("{e}: {}", what()));
+        no_open_relay(flow, data, &out, &s).unwrap_or_else(|e| panic!("{e}: {}", what()));
+        edits_only(flow, data, &out, &s).unwrap_or_else(|e| panic!("{e}: {}", what()));
+        out
+    }
+}
+
+/// How a rig gets its state, recorded on the first rig of a mode in a
+/// thread and replayed on the next ones (the same keys and clock give the
+/// same bytes): a core per fuzz input must be cheap.
+struct Script {
+    steps: Vec<(usize, Bytes)>,
+    seeds: Arc<Vec<Seed>>,
+    lines: Arc<Vec<String>>,
+    hosts: Arc<Vec<String>>,
+}
+
+thread_local! {
+    static SCRIPTS: std::cell::RefCell<[Option<Arc<Script>>; 4]> =
+        const { std::cell::RefCell::new([None, None, None, None]) };
+}
+
+impl Script {
+    /// The set-up steps, straight through the core (the seeds, checked,
+    /// take the same paths), and the seeds and lines their answers give.
+    fn record(core: &Core) -> Script {
+        let mut steps = Vec::new();
+        let mut send = |flow: usize, msg: &str| -> String {
+            let msg = Bytes::copy_from_slice(msg.as_bytes());
+            steps.push((flow, msg.clone()));
+            let out = core.handle(NOW, &Rig::flow(flow), msg);
             out.sends
                 .first()
                 .map(|s| String::from_utf8_lossy(&s.data).into_owned())
@@ -292,7 +341,7 @@ impl Rig {
         };
         // Asterisk registers to the provider, which grants an hour.
         let register = asterisk_register(1);
-        let to_provider = send(self, ASTERISK, &register);
+        let to_provider = send(ASTERISK, &register);
         let contact = header_values(&to_provider, "contact")
             .first()
             .and_then(|c| c.split('<').nth(1))
@@ -304,10 +353,10 @@ impl Rig {
             "200 OK",
             &format!("Contact: <{contact}>;expires=3600\r\n"),
         );
-        send(self, PROVIDER, &ok);
+        send(PROVIDER, &ok);
         // A phone registers over TCP: Asterisk learns a Path.
         let phone_reg = phone_register();
-        let to_backend = send(self, PHONE, &phone_reg);
+        let to_backend = send(PHONE, &phone_reg);
         let path = header_values(&to_backend, "path")
             .first()
             .copied()
@@ -315,13 +364,13 @@ impl Rig {
             .to_string();
         // An inbound call, answered: a confirmed dialog.
         let invite = phone_invite(CALL, SECRET);
-        let to_asterisk = send(self, CALLER, &invite);
+        let to_asterisk = send(CALLER, &invite);
         let asterisk_ok = answer(
             &to_asterisk,
             "200 OK",
             "Contact: <sip:1002@127.0.0.1:5080>\r\n",
         );
-        let to_caller = send(self, ASTERISK, &asterisk_ok);
+        let to_caller = send(ASTERISK, &asterisk_ok);
         let rr: Vec<String> = header_values(&to_caller, "record-route")
             .iter()
             .flat_map(|v| v.split(','))
@@ -330,10 +379,10 @@ impl Rig {
         let caller_routes = rr.iter().rev().cloned().collect::<Vec<_>>().join(", ");
         let asterisk_routes = rr.join(", ");
         // A second inbound call, not answered yet: an early dialog.
-        send(self, CALLER, &phone_invite(PENDING, SECRET));
+        send(CALLER, &phone_invite(PENDING, SECRET));
         // Asterisk calls the phone through its Path: pending.
         let to_phone_req = asterisk_invite_via_path(&path);
-        let to_phone = send(self, ASTERISK, &to_phone_req);
+        let to_phone = send(ASTERISK, &to_phone_req);
 
         let tag = to_tag(&to_caller).unwrap_or("uas-tag").to_string();
         let trunk_host = contact.split('@').nth(1).unwrap_or("pbx.example.com");
@@ -342,7 +391,7 @@ impl Rig {
             flow,
             data: text.into_bytes(),
         };
-        self.seeds = vec![
+        let seeds = vec![
             s("scanner-options", 0, scanner_options()),
             s(
                 "scanner-invite-tcp",
@@ -475,8 +524,7 @@ impl Rig {
                 lines.push(format!("Via: {v}"));
             }
         }
-        self.lines = lines;
-        self.hosts = vec![
+        let hosts = vec![
             SECRET.into(),
             "SIP-7F3K.Example.COM:5060".into(),
             "203.0.113.10".into(),
@@ -486,27 +534,12 @@ impl Rig {
             "[2001:db8::1]:5062".into(),
             "127.0.0.1:5080".into(),
         ];
-    }
-
-    /// Handles one message at `now` and checks every invariant on what
-    /// the core did; panics, naming the input, when one fails.
-    pub fn handle(&self, now: u64, flow: &Flow, data: &[u8]) -> Output {
-        let s = self.core.settings();
-        let before = counters(self.core.metrics());
-        let out = self.core.handle(now, flow, Bytes::copy_from_slice(data));
-        let after = counters(self.core.metrics());
-        let what = || {
-            format!(
-                "{flow:?} {:?}\n{}",
-                self.mode,
-                String::from_utf8_lossy(data)
-            )
-        };
-        let v = verdict_of(&out).unwrap_or_else(|| panic!("no verdict for {}", what()));
-        counted_once(flow, v, &before, &after).unwrap_or_else(|e| panic!("{e}: {}", what()));
-        no_open_relay(flow, data, &out, &s).unwrap_or_else(|e| panic!("{e}: {}", what()));
-        edits_only(flow, data, &out, &s).unwrap_or_else(|e| panic!("{e}: {}", what()));
-        out
+        Script {
+            steps,
+            seeds: Arc::new(seeds),
+            lines: Arc::new(lines),
+            hosts: Arc::new(hosts),
+        }
     }
 }
 
