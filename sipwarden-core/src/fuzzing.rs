@@ -199,8 +199,8 @@ pub struct Seed {
 }
 
 /// A core with state: a live trunk registration, a phone registered over
-/// TCP with a Path, a confirmed inbound call and a pending call from
-/// Asterisk to the phone. The seeds reach the paths that state opens
+/// TCP with a Path, a confirmed and an early inbound call, and a pending
+/// call from Asterisk to the phone. The seeds reach the paths that state opens
 /// (tokens, dialogs, our own Vias); the lines are header lines with this
 /// core's real tokens, for mutations to insert.
 pub struct Rig {
@@ -258,6 +258,7 @@ impl Rig {
         }
     }
 
+    /// A fresh core under `mode`'s config, with the rig's state.
     pub fn new(mode: Mode) -> Rig {
         let core = Core::new(
             mode_settings(mode),
