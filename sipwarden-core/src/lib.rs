@@ -8,7 +8,7 @@
 
 pub mod config;
 pub mod flow;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
