@@ -16,7 +16,8 @@ use sipwarden::secret;
 use sipwarden::transport::{background, Server};
 use sipwarden_core::config::{self, LogFormat};
 use sipwarden_core::metrics::{Event, Metrics};
-use sipwarden_core::proxy::{Core, Settings};
+use sipwarden_core::proxy::Core;
+use sipwarden_core::settings::Settings;
 use sipwarden_core::token::Keys;
 
 #[derive(Parser)]
@@ -284,7 +285,7 @@ fn log_warnings(warnings: &[config::ConfigWarning]) {
 
 async fn serve(
     path: &Path,
-    cfg: config::Config,
+    cfg: config::Checked,
     key: [u8; 32],
     log: FilterHandle,
     mut lock: InstanceLock,

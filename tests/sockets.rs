@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use sipwarden::transport::Server;
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::proxy::{Core, Settings};
+use sipwarden_core::proxy::Core;
+use sipwarden_core::settings::Settings;
 use sipwarden_core::token::Keys;
 use sipwarden_core::verdict::{Disposition, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -488,16 +489,26 @@ async fn metrics_are_served_over_http() {
 /// while other tests open and close sockets a read lists some twice and
 /// misses others.)
 fn connected_sockets(local: &str, remote: &str) -> usize {
-    use std::os::fd::BorrowedFd;
+    use std::os::fd::{FromRawFd, OwnedFd};
     let (local, remote): (SocketAddr, SocketAddr) =
         (local.parse().unwrap(), remote.parse().unwrap());
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&fd| {
-            // SAFETY: the descriptor is only queried; if it was closed
-            // since the listing, or is not a socket, the calls fail.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            // The descriptors belong to other threads, which may close
+            // them meanwhile: each is queried through a duplicate of its
+            // own, so what the number means when it is duplicated (or
+            // EBADF, if nothing) is what gets queried.
+            // SAFETY: F_DUPFD_CLOEXEC reads no memory of ours; on any
+            // number, open or not, it makes a new descriptor or fails.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return false;
+            }
+            // SAFETY: `dup` was just made by fcntl for this thread alone:
+            // open, and owned by nothing else.
+            let fd = unsafe { OwnedFd::from_raw_fd(dup) };
             let s = socket2::SockRef::from(&fd);
             let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
             s.r#type().ok() == Some(socket2::Type::DGRAM)

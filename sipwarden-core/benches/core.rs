@@ -21,16 +21,25 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
+// SAFETY: every method hands its arguments unchanged to `System` and
+// returns its result, so the memory comes from and goes back to the one
+// allocator that upholds `GlobalAlloc`'s contract; the count is an atomic
+// add, which neither allocates nor unwinds.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: the caller's guarantee for `l` (non-zero size) passed on.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: the caller's guarantee passed on: `p` came from this
+        // allocator, which is `System`, with layout `l`.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: the caller's guarantees passed on: `p` came from
+        // `System` with layout `l`, and `n` is a valid non-zero size.
         unsafe { System.realloc(p, l, n) }
     }
 }

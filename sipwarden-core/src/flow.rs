@@ -74,6 +74,11 @@ impl Side {
     }
 }
 
+/// Listeners of one side, at most: a Via branch names the listener a
+/// request arrived on in one base-36 character (`0`-`9`, `a`-`z`), and the
+/// config refuses more sockets than that.
+pub const MAX_LISTENERS: usize = 36;
+
 /// The flow a message arrived on: enough to send an answer back the same
 /// way (same socket, same TCP connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

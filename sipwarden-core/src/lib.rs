@@ -14,11 +14,12 @@
 
 pub mod config;
 pub mod flow;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod settings;
 pub mod sip;
 pub mod state;
 pub mod time;

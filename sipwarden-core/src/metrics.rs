@@ -216,6 +216,29 @@ impl Metrics {
         Reason::ALL.iter().map(|r| self.total(*r, d)).sum()
     }
 
+    /// Every message counter with its labels, summed over the shards in
+    /// one pass: for checks of which counters one message moved (the fuzz
+    /// invariants), never on the message path.
+    pub fn messages(&self) -> Vec<(Side, Transport, Reason, Disposition, u64)> {
+        let mut sums = vec![0u64; SLOTS];
+        for sh in self.shards.iter() {
+            for (sum, c) in sums.iter_mut().zip(sh.messages.iter()) {
+                *sum = sum.wrapping_add(c.load(Relaxed));
+            }
+        }
+        let mut out = Vec::with_capacity(SLOTS);
+        for side in [Side::Public, Side::Internal] {
+            for t in [Transport::Udp, Transport::Tcp] {
+                for r in Reason::ALL {
+                    for d in Disposition::ALL {
+                        out.push((side, t, r, d, sums[slot(side, t, r, d)]));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn event(&self, e: Event) {
         self.shard().events[e as usize].fetch_add(1, Relaxed);
     }
@@ -511,6 +534,29 @@ mod tests {
         assert!(t.contains("sipwarden_dialogs 4"));
         assert!(t.contains("sipwarden_processing_seconds_count 1"));
         assert!(m.summary().contains("no-domain=2"), "{}", m.summary());
+    }
+
+    #[test]
+    fn messages_lists_every_counter_with_its_labels() {
+        let m = Metrics::default();
+        m.count(
+            Side::Internal,
+            Transport::Tcp,
+            Reason::Outbound,
+            Disposition::Forwarded,
+        );
+        m.count(
+            Side::Public,
+            Transport::Udp,
+            Reason::Loop,
+            Disposition::Replied,
+        );
+        let all = m.messages();
+        assert_eq!(all.len(), SLOTS);
+        for (side, t, r, d, n) in all {
+            assert_eq!(n, m.get(side, t, r, d), "{side:?} {t:?} {r:?} {d:?}");
+        }
+        assert_eq!(m.messages().iter().map(|x| x.4).sum::<u64>(), 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::flow::Transport;
+use crate::flow::{Transport, MAX_LISTENERS};
 
 /// RFC 3261 magic cookie plus our own marker.
 pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKsw";
@@ -100,12 +100,12 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The character that names each listener in a branch: its length ties
+/// the encoding to the number of listeners the config allows.
+const LISTENER_CHARS: &[u8; MAX_LISTENERS] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
 fn listener_char(l: u8) -> u8 {
-    if l < 10 {
-        b'0' + l
-    } else {
-        b'a' + (l - 10).min(25)
-    }
+    LISTENER_CHARS[usize::from(l).min(MAX_LISTENERS - 1)]
 }
 
 fn char_listener(c: u8) -> Option<u8> {
@@ -510,6 +510,18 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::new([7; 32])
+    }
+
+    /// Every listener the config allows comes back from its branch as
+    /// itself.
+    #[test]
+    fn every_listener_survives_its_branch() {
+        let k = keys();
+        for l in 0..MAX_LISTENERS as u8 {
+            let b = k.branch(Dir::Inbound, l, b"z9hG4bKp", b"t", b"cid", [0; 4]);
+            let info = k.verify_branch(&b, b"z9hG4bKp", b"cid");
+            assert_eq!(info.map(|i| i.listener), Some(l), "listener {l}");
+        }
     }
 
     #[test]

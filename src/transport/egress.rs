@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use arc_swap::ArcSwap;
 
@@ -177,9 +177,9 @@ impl Egress {
         // the first connected socket.
         let sent = match self.connected(&e, 0).filter(|c| c.peer == Some(dest)) {
             Some(c) => {
-                super::mmsg::send_connected(c.socket.as_raw_fd(), std::slice::from_ref(&send.data))
+                super::mmsg::send_connected(c.socket.as_fd(), std::slice::from_ref(&send.data))
             }
-            None => super::mmsg::send_all(e.socket.as_raw_fd(), &[(send.data.clone(), dest)]),
+            None => super::mmsg::send_all(e.socket.as_fd(), &[(send.data.clone(), dest)]),
         };
         if sent != 1 {
             self.core.metrics().event(Event::SendErrors);

@@ -7,7 +7,7 @@ pub mod dns;
 pub mod egress;
 pub mod exclusive;
 pub mod http;
-pub mod mmsg;
+pub(crate) mod mmsg;
 pub mod server;
 pub mod tcp;
 pub mod udp;

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 
 use sipwarden_core::config::SocketSpec;
 use sipwarden_core::flow::{Side, Transport};
-use sipwarden_core::proxy::{Core, Settings};
+use sipwarden_core::proxy::Core;
+use sipwarden_core::settings::Settings;
 
 use super::dns::Dns;
 use super::egress::{Egress, UdpEntry};

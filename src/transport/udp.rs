@@ -5,7 +5,7 @@
 //! runtime on this path: the drop path is a few hundred instructions.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,11 +112,12 @@ pub fn worker(
 ) {
     // Timer slack of 1 µs, so the coalescing nap is what it says (the
     // default slack is 50 µs).
-    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
+    // SAFETY: PR_SET_TIMERSLACK takes a value (no pointer) and changes
+    // only this thread's timer slack.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
     }
-    let fd = entry.socket.as_raw_fd();
+    let fd = entry.socket.as_fd();
     // Batch and pause are read when the worker starts (like
     // `listen.workers`): a reload that changes them applies to listeners
     // it binds.
@@ -134,8 +135,8 @@ pub fn worker(
     let mut out = Outbox::new(index);
     let mut current = Current::load(&eg);
     while !stop.load(Relaxed) {
-        let n = match batch.recv(fd) {
-            Ok(n) => n,
+        let datagrams = match batch.recv(fd) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(socket = %entry.spec, error = %e, "UDP receive failed");
                 std::thread::sleep(Duration::from_millis(10));
@@ -147,16 +148,14 @@ pub fn worker(
         if current.refresh(&eg) {
             out.forget();
         }
+        let n = datagrams.received();
         if n == 0 {
             continue;
         }
         let now = now_ms();
         let received = Instant::now();
         let mut t = mono_ns();
-        for i in 0..n {
-            let Some(d) = batch.take(i) else {
-                continue;
-            };
+        for d in datagrams {
             let remote = SocketAddr::new(canonical_ip(d.from.ip()), d.from.port());
             let flow = Flow {
                 side: entry.side,
@@ -224,7 +223,7 @@ struct Outbox {
 /// addresses).
 struct Current {
     socks: Arc<Vec<UdpEntry>>,
-    settings: Arc<sipwarden_core::proxy::Settings>,
+    settings: Arc<sipwarden_core::settings::Settings>,
 }
 
 impl Current {
@@ -307,13 +306,13 @@ impl Outbox {
         for g in &mut self.groups {
             if let Some(c) = &g.connected {
                 if !g.to_peer.is_empty() {
-                    let sent = send_connected(c.socket.as_raw_fd(), &g.to_peer);
+                    let sent = send_connected(c.socket.as_fd(), &g.to_peer);
                     count_unsent(eg, g.to_peer.len() - sent);
                     g.to_peer.clear();
                 }
             }
             if !g.msgs.is_empty() {
-                let sent = send_all(g.entry.socket.as_raw_fd(), &g.msgs);
+                let sent = send_all(g.entry.socket.as_fd(), &g.msgs);
                 count_unsent(eg, g.msgs.len() - sent);
                 g.msgs.clear();
             }
@@ -332,7 +331,8 @@ mod tests {
     use super::*;
     use sipwarden_core::flow::Side;
     use sipwarden_core::metrics::Metrics;
-    use sipwarden_core::proxy::{Core, Settings, Transmit};
+    use sipwarden_core::proxy::{Core, Transmit};
+    use sipwarden_core::settings::Settings;
     use sipwarden_core::token::Keys;
 
     /// `listen.udp_rcvbuf` reaches the kernel (it doubles what it grants;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use sipwarden_core::flow::{Flow, Side, Transport};
 use sipwarden_core::metrics::Metrics;
-use sipwarden_core::proxy::{Core, Settings};
+use sipwarden_core::proxy::Core;
+use sipwarden_core::settings::Settings;
 use sipwarden_core::token::Keys;
 
 /// A core with this config; the key is fixed so runs compare.

@@ -12,7 +12,10 @@ pub mod types;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use aho_corasick::AhoCorasick;
 use serde::Deserialize;
+
+use crate::sip::DomainSet;
 
 pub use rules::{listeners, log_level_words, Listener};
 pub use schema::*;
@@ -54,9 +57,55 @@ impl std::error::Error for Diagnostic {}
 /// A config that can be used, and what in it is likely wrong.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    pub config: Config,
+    pub config: Checked,
     pub warnings: Vec<ConfigWarning>,
 }
+
+/// A config that passed every rule, with the values the rules parsed out
+/// of it on the way: the secret domains, the User-Agent automaton, the
+/// internal socket that talks to the backend. Only [`read`], [`read_with`]
+/// and [`parse`] make one, so `Settings` is built from checked configs
+/// only and never derives (or falls back on) what the rules refused. It
+/// reads as the [`Config`] it holds.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    config: Config,
+    parsed: Parsed,
+}
+
+/// What the rules parse out of a config, once.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    /// `filter.domains`.
+    pub domains: DomainSet,
+    /// `filter.user_agents` as one case-insensitive automaton; `None`
+    /// when the list is empty.
+    pub user_agents: Option<AhoCorasick>,
+    /// Index into `listen.internal` of the first socket of the backend's
+    /// transport: the one that talks to the backend.
+    pub backend_listener: u8,
+}
+
+impl Checked {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn into_parts(self) -> (Config, Parsed) {
+        (self.config, self.parsed)
+    }
+}
+
+impl std::ops::Deref for Checked {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Marks a value the rules could not parse: the error that says why is
+/// in the report, so a missing value is never missing silently.
+pub(crate) struct Reported;
 
 /// A config that cannot be used: every error found (in line order; at
 /// least one), and the warnings found on the way.
@@ -136,26 +185,36 @@ impl<'a> Report<'a> {
         self.errors.push(d);
     }
 
+    /// An error at the key `path` about a value the rules parse.
+    fn refuse(&mut self, path: &[Seg], message: impl Into<String>) -> Reported {
+        self.error(path, message);
+        Reported
+    }
+
     /// A warning at the key `path`: legal, but likely a mistake.
     pub fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
         let d = self.at(path, message.into());
         self.warnings.push(d);
     }
 
-    fn finish(mut self, config: Config) -> Result<Loaded, Rejected> {
+    fn finish(
+        mut self,
+        config: Config,
+        parsed: Result<Parsed, Reported>,
+    ) -> Result<Loaded, Rejected> {
         let by_line = |d: &Diagnostic| d.line.unwrap_or(usize::MAX);
         self.errors.sort_by_key(by_line);
         self.warnings.sort_by_key(by_line);
-        if self.errors.is_empty() {
-            Ok(Loaded {
-                config,
+        match parsed {
+            Ok(parsed) if self.errors.is_empty() => Ok(Loaded {
+                config: Checked { config, parsed },
                 warnings: self.warnings,
-            })
-        } else {
-            Err(Rejected {
+            }),
+            // `Reported` means an error is in the list.
+            _ => Err(Rejected {
                 errors: self.errors,
                 warnings: self.warnings,
-            })
+            }),
         }
     }
 }
@@ -167,7 +226,7 @@ pub fn read(text: &str, file: &str) -> Result<Loaded, Rejected> {
 
 /// Checks config text alone and keeps the config and the first error:
 /// for tests and tools that build a config from a literal.
-pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+pub fn parse(text: &str, file: &str) -> Result<Checked, ConfigError> {
     read(text, file).map(|l| l.config).map_err(Rejected::first)
 }
 
@@ -210,9 +269,9 @@ pub fn read_with(
         }
     }
     let mut report = Report::new(file, &spans);
-    rules::rules(&cfg, &mut report);
+    let parsed = rules::rules(&cfg, &mut report);
     more(&cfg, &mut report);
-    report.finish(cfg)
+    report.finish(cfg, parsed)
 }
 
 /// A value the schema refuses: located by the error's span.
@@ -474,6 +533,33 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    /// As many sockets per side as a branch can name (one base-36
+    /// character), and no more.
+    #[test]
+    fn at_most_max_listeners_sockets_per_side() {
+        use crate::flow::MAX_LISTENERS;
+        let list = |port: usize, n: usize| {
+            let v: Vec<String> = (0..n)
+                .map(|i| format!("\"udp:127.0.0.1:{}\"", port + i))
+                .collect();
+            format!("[{}]", v.join(", "))
+        };
+        let text = |public: usize, internal: usize| {
+            format!(
+                "[listen]\nadvertise = \"pbx:5060\"\npublic = {}\ninternal = {}\n",
+                list(6000, public),
+                list(7000, internal)
+            )
+        };
+        parse(&text(MAX_LISTENERS, MAX_LISTENERS), "t").unwrap();
+        let e = err(&text(MAX_LISTENERS + 1, 1));
+        assert_eq!(e.key.as_deref(), Some("listen.public"), "{e}");
+        assert_eq!(e.message, "at most 36 public sockets");
+        let e = err(&text(1, MAX_LISTENERS + 1));
+        assert_eq!(e.key.as_deref(), Some("listen.internal"), "{e}");
+        assert_eq!(e.message, "between 1 and 36 internal sockets");
     }
 
     #[test]

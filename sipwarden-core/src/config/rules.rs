@@ -1,14 +1,18 @@
 //! What a parsed config must satisfy (errors) and what is legal but likely
-//! wrong (warnings), as values in a [`Report`]. They need only the config:
-//! what start needs of the host (files, addresses) is asked by the program,
-//! which writes its findings to the same report.
+//! wrong (warnings), as values in a [`Report`], and the values the checks
+//! parse out of it (the domain set, the User-Agent automaton, the backend's
+//! socket), made here once and handed on in [`Parsed`]. They need only the
+//! config: what start needs of the host (files, addresses) is asked by the
+//! program, which writes its findings to the same report.
 
 use std::net::SocketAddr;
 
 use super::spans::Seg::{self, Index as I, Key as K};
-use super::{Config, Mode, Report, SocketSpec};
-use crate::flow::Transport;
-use crate::policy::domain::DomainSet;
+use super::{Config, Mode, Parsed, Report, Reported, SocketSpec};
+use crate::flow::{Transport, MAX_LISTENERS};
+use aho_corasick::AhoCorasick;
+
+use crate::sip::DomainSet;
 
 /// A socket sipwarden binds, and the key that asks for it.
 pub struct Listener {
@@ -81,17 +85,25 @@ pub fn listeners(cfg: &Config) -> Vec<Listener> {
     v
 }
 
-/// The checks on the config alone.
-pub(super) fn rules(cfg: &Config, r: &mut Report) {
+/// The checks on the config alone, and what they parse out of it; every
+/// check runs, so that all errors are reported at once.
+pub(super) fn rules(cfg: &Config, r: &mut Report) -> Result<Parsed, Reported> {
     listen_rules(cfg, r);
     socket_collisions(cfg, r);
-    backend_rules(cfg, r);
+    let backend_listener = backend_rules(cfg, r);
+    let domains = domain_rules(cfg, r);
+    let user_agents = user_agent_rules(cfg, r);
     filter_rules(cfg, r);
     trunk_rules(cfg, r);
     limit_rules(cfg, r);
     if let Err(e) = log_level_words(&cfg.log.level) {
         r.error(&[K("log"), K("level")], e);
     }
+    Ok(Parsed {
+        domains: domains?,
+        user_agents: user_agents?,
+        backend_listener: backend_listener?,
+    })
 }
 
 /// The words of a `log.level` value: each comma-separated directive is a
@@ -130,8 +142,11 @@ fn listen_rules(cfg: &Config, r: &mut Report) {
             "at least one public socket is needed",
         );
     }
-    if l.public.len() > 36 {
-        r.error(&[K("listen"), K("public")], "at most 36 public sockets");
+    if l.public.len() > MAX_LISTENERS {
+        r.error(
+            &[K("listen"), K("public")],
+            format!("at most {MAX_LISTENERS} public sockets"),
+        );
     }
     if !(1..=1024).contains(&l.udp_batch) {
         r.error(
@@ -152,10 +167,10 @@ fn listen_rules(cfg: &Config, r: &mut Report) {
         );
     }
     let internal = cfg.internal();
-    if internal.is_empty() || internal.len() > 36 {
+    if internal.is_empty() || internal.len() > MAX_LISTENERS {
         r.error(
             &[K("listen"), K("internal")],
-            "between 1 and 36 internal sockets",
+            format!("between 1 and {MAX_LISTENERS} internal sockets"),
         );
     }
     for (i, s) in internal.iter().enumerate() {
@@ -220,21 +235,37 @@ fn socket_collisions(cfg: &Config, r: &mut Report) {
     }
 }
 
-fn backend_rules(cfg: &Config, r: &mut Report) {
+/// The checks of `backend.address`, and the index in `listen.internal`
+/// of the socket that sends to it: the first of its transport.
+fn backend_rules(cfg: &Config, r: &mut Report) -> Result<u8, Reported> {
     let at = [K("backend"), K("address")];
     let b = cfg.backend.address;
     if b.addr.port() == 0 {
         r.error(&at, "port 0: write the port Asterisk listens on");
     }
-    if !cfg.internal().iter().any(|s| s.transport == b.transport) {
-        r.error(
+    let listener = match cfg
+        .internal()
+        .iter()
+        .position(|s| s.transport == b.transport)
+    {
+        // At most MAX_LISTENERS internal sockets (listen_rules): it fits.
+        Some(i) => u8::try_from(i).map_err(|_| {
+            r.refuse(
+                &at,
+                format!(
+                    "the first {} socket of listen.internal is past the {MAX_LISTENERS} allowed",
+                    b.transport
+                ),
+            )
+        }),
+        None => Err(r.refuse(
             &at,
             format!(
                 "backend is reached over {}, but listen.internal has no {} socket to send from",
                 b.transport, b.transport
             ),
-        );
-    }
+        )),
+    };
     let me = Listener {
         path: at.to_vec(),
         transport: b.transport,
@@ -260,16 +291,43 @@ fn backend_rules(cfg: &Config, r: &mut Report) {
             ),
         );
     }
+    listener
+}
+
+/// `filter.domains` as the matcher admission uses.
+fn domain_rules(cfg: &Config, r: &mut Report) -> Result<DomainSet, Reported> {
+    DomainSet::new(&cfg.filter.domains).map_err(|bad| {
+        r.refuse(
+            &[K("filter"), K("domains")],
+            format!("{bad:?} is not a domain name (a `*.` prefix is allowed)"),
+        )
+    })
+}
+
+/// `filter.user_agents` as one automaton, case-insensitive, that finds
+/// any of them in one pass over a User-Agent; `None` for an empty list.
+/// Building it fails only past limits of the automaton (billions of
+/// states) that no real list reaches, but is then an error, not an empty
+/// blocklist.
+fn user_agent_rules(cfg: &Config, r: &mut Report) -> Result<Option<AhoCorasick>, Reported> {
+    let list = &cfg.filter.user_agents;
+    if list.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(list)
+        .map(Some)
+        .map_err(|e| {
+            r.refuse(
+                &[K("filter"), K("user_agents")],
+                format!("the User-Agent blocklist cannot be built: {e}"),
+            )
+        })
 }
 
 fn filter_rules(cfg: &Config, r: &mut Report) {
     let f = &cfg.filter;
-    if let Err(bad) = DomainSet::new(&f.domains) {
-        r.error(
-            &[K("filter"), K("domains")],
-            format!("{bad:?} is not a domain name (a `*.` prefix is allowed)"),
-        );
-    }
     if f.domains.is_empty() && f.mode == Mode::Enforce {
         r.warn(
             &[K("filter"), K("domains")],

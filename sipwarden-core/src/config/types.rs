@@ -31,6 +31,18 @@ macro_rules! from_str_deserialize {
     };
 }
 
+/// Serializes a type as its `Display` text, which its `FromStr` reads
+/// back: what the file would say.
+macro_rules! display_serialize {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    };
+}
+
 /// `udp:IP:PORT` or `tcp:[IPv6]:PORT`: a socket to bind or to reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketSpec {
@@ -52,6 +64,7 @@ impl FromStr for SocketSpec {
 }
 
 from_str_deserialize!(SocketSpec, "a socket such as \"udp:IP:PORT\"");
+display_serialize!(SocketSpec);
 
 impl fmt::Display for SocketSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +168,7 @@ fn host_name(h: &str) -> Result<(), &'static str> {
 }
 
 from_str_deserialize!(HostPort, "a string HOST:PORT");
+display_serialize!(HostPort);
 
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -194,6 +208,32 @@ impl FromStr for Dur {
 }
 
 from_str_deserialize!(Dur, "a duration such as \"25s\"");
+display_serialize!(Dur);
+
+/// In the largest unit that says it exactly (`"15m"`, `"180s"` is `"3m"`),
+/// as the file may write it.
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_micros();
+        if us == 0 {
+            return f.write_str("0s");
+        }
+        if us % 1000 != 0 {
+            return write!(f, "{us}us");
+        }
+        let ms = us / 1000;
+        let (n, unit) = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .into_iter()
+        .find(|(per, _)| ms % per == 0)
+        .map_or((ms, "ms"), |(per, unit)| (ms / per, unit));
+        write!(f, "{n}{unit}")
+    }
+}
 
 impl Dur {
     pub fn ms(self) -> u64 {
@@ -222,6 +262,13 @@ impl FromStr for Cidr {
 }
 
 from_str_deserialize!(Cidr, "a network such as \"198.51.100.0/24\"");
+display_serialize!(Cidr);
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -297,6 +344,26 @@ mod tests {
         );
         for bad in ["", "s", "5", "5 min", "-1s", "5µs"] {
             assert!(bad.parse::<Dur>().is_err(), "{bad}");
+        }
+    }
+
+    /// What a duration prints, it reads back as.
+    #[test]
+    fn durations_print_as_they_read() {
+        for (text, shown) in [
+            ("200us", "200us"),
+            ("1500us", "1500us"),
+            ("2000us", "2ms"),
+            ("500ms", "500ms"),
+            ("180s", "3m"),
+            ("90s", "90s"),
+            ("60m", "1h"),
+            ("48h", "2d"),
+            ("0us", "0s"),
+        ] {
+            let d: Dur = text.parse().unwrap();
+            assert_eq!(d.to_string(), shown, "{text}");
+            assert_eq!(shown.parse::<Dur>().unwrap(), d, "{text}");
         }
     }
 

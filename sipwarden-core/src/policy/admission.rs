@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::proxy::settings::Settings;
+use crate::settings::Settings;
 use crate::sip::addr::{split_list, NameAddr};
 use crate::sip::uri::Uri;
 use crate::sip::{HeaderName, Message, Method};

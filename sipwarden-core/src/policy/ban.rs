@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use crate::flow::canonical_ip;
 use crate::metrics::{Event, Metrics};
-use crate::proxy::settings::Settings;
+use crate::settings::Settings;
 use crate::sip::{HeaderName, Message, Method};
 use crate::state::bans::Trigger;
 use crate::state::Tables;

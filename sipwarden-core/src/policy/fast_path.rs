@@ -10,7 +10,7 @@
 //! malformed message that is also a scanner's is counted `no-domain` (or
 //! `user-agent`) rather than `malformed`; it is dropped either way.
 
-use crate::proxy::settings::Settings;
+use crate::settings::Settings;
 use crate::sip::addr::NameAddr;
 use crate::sip::header::{HeaderName, TOKEN};
 use crate::sip::lines::LineEnds;

@@ -5,5 +5,4 @@
 
 pub mod admission;
 pub mod ban;
-pub mod domain;
 pub mod fast_path;

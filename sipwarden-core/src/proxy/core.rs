@@ -28,7 +28,7 @@ use crate::verdict::{Disposition, Reason, Verdict};
 
 use super::action::{Dest, Output, Transmit};
 use super::reply;
-use super::settings::Settings;
+use crate::settings::Settings;
 
 /// The proxy core, shared by every socket task and thread.
 ///
@@ -394,7 +394,7 @@ impl Core {
         for t in &s.config.trunks {
             v.push((
                 t.name.as_str().into(),
-                super::settings::registrar_host(&t.registrar).into(),
+                crate::settings::registrar_host(&t.registrar).into(),
             ));
         }
         v.sort();

@@ -21,7 +21,7 @@ use super::rewrite::{
     creates_dialog, max_forwards, rfc3581, rr_insert_point, strip_owned, tcp_param,
 };
 use super::route::pop_own_routes;
-use super::settings::Settings;
+use crate::settings::Settings;
 
 impl Core {
     pub(super) fn forward_inbound(

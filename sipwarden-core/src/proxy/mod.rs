@@ -2,8 +2,7 @@
 //! and forwards it (RFC 3261 section 16, stateless): pure functions from a
 //! scanned message to the transmits that forward it (`inbound`,
 //! `outbound`, `response`, with `hop`, `route`, `rewrite` and `reply`),
-//! and the table updates it implies. `settings` is the config as the hot
-//! path reads it.
+//! and the table updates it implies.
 
 pub mod action;
 pub mod core;
@@ -14,8 +13,6 @@ pub mod reply;
 mod response;
 pub mod rewrite;
 pub mod route;
-pub mod settings;
 
 pub use action::{Dest, Output, Transmit};
 pub use core::Core;
-pub use settings::Settings;

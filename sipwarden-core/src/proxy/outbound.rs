@@ -24,7 +24,7 @@ use super::rewrite::{
     strip_owned, tcp_param,
 };
 use super::route::{next_hop, pop_own_routes};
-use super::settings::Settings;
+use crate::settings::Settings;
 
 impl Core {
     pub(super) fn forward_outbound(

@@ -19,7 +19,7 @@ use super::hop;
 use super::rewrite::{
     contacts, parse_secs, pop_top_via, rewrite_contact, strip_owned, tcp_param, via_dest,
 };
-use super::settings::Settings;
+use crate::settings::Settings;
 
 impl Core {
     pub(super) fn relay_response(

@@ -8,7 +8,7 @@ use crate::sip::uri::{Scheme, Uri};
 use crate::sip::{Editor, HeaderName, Message, Span};
 
 use super::action::Dest;
-use super::settings::Settings;
+use crate::settings::Settings;
 use crate::token::{FlowRef, Keys};
 
 /// What popping our own Route entries found.

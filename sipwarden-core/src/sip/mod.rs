@@ -5,6 +5,7 @@
 //! must change (`docs/design.md` explains why no SIP crate is used).
 
 pub mod addr;
+pub mod domain;
 pub mod edit;
 pub mod header;
 pub mod lines;
@@ -14,6 +15,7 @@ pub mod text;
 pub mod uri;
 pub mod via;
 
+pub use domain::DomainSet;
 pub use edit::Editor;
 pub use header::HeaderName;
 pub use scan::{frame, scan, Frame, Framing, Header, Limits, Message, Method, ScanError, Span};

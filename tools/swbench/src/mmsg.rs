@@ -4,81 +4,25 @@
 //! load generator outrun the system under test, and it is the "mmsg" half of
 //! the raw relay's physical limit. The batch owns its buffers and rebuilds
 //! the kernel's pointer arrays right before each call, so it is never
-//! self-referential and can be moved freely.
+//! self-referential and can be moved freely. Addresses go through
+//! `socket2::SockAddr`, so no code here lays out a sockaddr by hand.
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::mem::zeroed;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// Converts a socket address into the kernel's representation.
-pub fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut st: libc::sockaddr_storage = unsafe { zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in, sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (st, len as libc::socklen_t)
-}
-
-/// Converts the kernel's representation back; `None` for other families.
-pub fn from_storage(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    match st.ss_family as libc::c_int {
-        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: family and length say this storage holds a sockaddr_in.
-            let sin = unsafe { &*(st as *const _ as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: family and length say this storage holds a sockaddr_in6.
-            let s = unsafe { &*(st as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(s.sin6_addr.s6_addr),
-                u16::from_be(s.sin6_port),
-                s.sin6_flowinfo,
-                s.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
+use socket2::{SockAddr, SockAddrStorage};
 
 /// A set of datagram buffers handed to the kernel in one call.
 pub struct Batch {
     bufs: Vec<Box<[u8]>>,
     lens: Vec<usize>,
-    addrs: Vec<libc::sockaddr_storage>,
-    addr_lens: Vec<libc::socklen_t>,
+    /// Where `recvmmsg` writes each datagram's source.
+    names: Vec<SockAddrStorage>,
+    /// Source after a receive, destination for a send; `None`: unknown
+    /// (or not set), which sends to a connected socket's peer.
+    peers: Vec<Option<SockAddr>>,
     truncated: Vec<bool>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
@@ -91,9 +35,8 @@ impl Batch {
         Batch {
             bufs: (0..n).map(|_| vec![0u8; cap].into_boxed_slice()).collect(),
             lens: vec![0; n],
-            // SAFETY: all-zero sockaddr_storage is valid (AF_UNSPEC).
-            addrs: vec![unsafe { zeroed() }; n],
-            addr_lens: vec![0; n],
+            names: (0..n).map(|_| SockAddrStorage::zeroed()).collect(),
+            peers: vec![None; n],
             truncated: vec![false; n],
             iovs: vec![
                 libc::iovec {
@@ -102,7 +45,9 @@ impl Batch {
                 };
                 n
             ],
-            // SAFETY: all-zero mmsghdr (null pointers, zero lengths) is valid.
+            // SAFETY: mmsghdr is a C struct of integers and raw pointers,
+            // for which all zeroes (null pointers, zero lengths) is a valid
+            // value; `recv` and `send` fill in the headers they pass.
             hdrs: vec![unsafe { zeroed() }; n],
         }
     }
@@ -139,14 +84,12 @@ impl Batch {
 
     /// Peer address of slot `i`: the source after a receive.
     pub fn addr(&self, i: usize) -> Option<SocketAddr> {
-        from_storage(&self.addrs[i], self.addr_lens[i])
+        self.peers[i].as_ref()?.as_socket()
     }
 
     /// Sets the destination of slot `i` for [`Batch::send`] with `per_slot_addr`.
     pub fn set_addr(&mut self, i: usize, addr: &SocketAddr) {
-        let (st, len) = to_storage(addr);
-        self.addrs[i] = st;
-        self.addr_lens[i] = len;
+        self.peers[i] = Some(SockAddr::from(*addr));
     }
 
     /// True when the datagram received in slot `i` was larger than the buffer.
@@ -158,16 +101,17 @@ impl Batch {
     ///
     /// `flags` is usually `MSG_WAITFORONE` (block for the first, take what
     /// else is queued) or `MSG_DONTWAIT`. Returns the number received.
-    pub fn recv(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<usize> {
         let n = self.bufs.len();
         for i in 0..n {
             self.iovs[i] = libc::iovec {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: self.bufs[i].len(),
             };
+            let name = &mut self.names[i];
             let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen = name.size_of();
+            h.msg_hdr.msg_name = (name as *mut SockAddrStorage).cast();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -175,10 +119,14 @@ impl Batch {
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: every header points at live buffers owned by `self` for the call's duration.
+        // SAFETY: `fd` is an open descriptor, borrowed for the call. All
+        // `n` headers were set up just above: each points at its slot's
+        // address storage (`msg_namelen` bytes) and at an iovec of its
+        // whole buffer (`iov_len` bytes), heap memory owned by `self`,
+        // which the `&mut` borrow keeps alive and unmoved for the call.
         let r = unsafe {
             libc::recvmmsg(
-                fd,
+                fd.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
                 flags,
@@ -188,12 +136,22 @@ impl Batch {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let got = r as usize;
+        let got = (r as usize).min(n);
         for i in 0..got {
             let h = &self.hdrs[i];
             self.lens[i] = (h.msg_len as usize).min(self.bufs[i].len());
-            self.addr_lens[i] = h.msg_hdr.msg_namelen;
             self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let len = h.msg_hdr.msg_namelen;
+            // Zeroed again for the next receive: a slot the kernel gives
+            // no address then reads as none, never as an earlier one's.
+            let st = std::mem::replace(&mut self.names[i], SockAddrStorage::zeroed());
+            self.peers[i] = (len != 0 && len <= st.size_of()).then(|| {
+                // SAFETY: the kernel wrote a socket address of `len` bytes
+                // (no more than the storage, checked) whose family field
+                // says its type; the storage is initialised throughout
+                // (zeroed before the call).
+                unsafe { SockAddr::new(st, len) }
+            });
         }
         Ok(got)
     }
@@ -205,7 +163,7 @@ impl Batch {
     /// many the kernel took (possibly fewer than `n`).
     pub fn send(
         &mut self,
-        fd: RawFd,
+        fd: BorrowedFd<'_>,
         start: usize,
         n: usize,
         per_slot_addr: bool,
@@ -220,12 +178,17 @@ impl Batch {
                 iov_len: self.lens[i],
             };
             let h = &mut self.hdrs[i];
-            if per_slot_addr {
-                h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = self.addr_lens[i];
-            } else {
-                h.msg_hdr.msg_name = std::ptr::null_mut();
-                h.msg_hdr.msg_namelen = 0;
+            match &self.peers[i] {
+                // `*mut` only because the C struct says so: the kernel
+                // reads a destination address, never writes it.
+                Some(to) if per_slot_addr => {
+                    h.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
+                    h.msg_hdr.msg_namelen = to.len();
+                }
+                _ => {
+                    h.msg_hdr.msg_name = std::ptr::null_mut();
+                    h.msg_hdr.msg_namelen = 0;
+                }
             }
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
@@ -233,10 +196,16 @@ impl Batch {
             h.msg_hdr.msg_controllen = 0;
             h.msg_hdr.msg_flags = 0;
         }
-        // SAFETY: headers start..end point at live buffers owned by `self` for the call's duration.
+        // SAFETY: `fd` is an open descriptor, borrowed for the call. The
+        // headers `start..end` (in bounds: `end` is clamped above) were set
+        // up just above: each points at an iovec of its slot's first
+        // `lens[i]` bytes (never past the buffer: every length is clamped)
+        // and at its whole destination address or none, all owned by
+        // `self` and unchanged for the call. The kernel reads those and
+        // writes only each header's `msg_len`.
         let r = unsafe {
             libc::sendmmsg(
-                fd,
+                fd.as_raw_fd(),
                 self.hdrs[start..end].as_mut_ptr(),
                 (end - start) as libc::c_uint,
                 0,
@@ -253,7 +222,12 @@ impl Batch {
     /// Returns how many were sent and how many were given up on (an error
     /// other than a short write, e.g. `EAGAIN` on a full send buffer or
     /// `ECONNREFUSED` reported from an earlier ICMP).
-    pub fn send_all(&mut self, fd: RawFd, n: usize, per_slot_addr: bool) -> (usize, usize) {
+    pub fn send_all(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        n: usize,
+        per_slot_addr: bool,
+    ) -> (usize, usize) {
         let n = n.min(self.bufs.len());
         let mut done = 0;
         let mut failed = 0;
@@ -278,14 +252,42 @@ impl Batch {
 mod tests {
     use super::*;
     use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     #[test]
-    fn storage_round_trip() {
+    fn addresses_round_trip() {
+        let mut b = Batch::new(2, 4);
+        assert_eq!(b.addr(0), None);
         for a in ["127.0.0.2:5060", "[::1]:7"] {
             let addr: SocketAddr = a.parse().unwrap();
-            let (st, len) = to_storage(&addr);
-            assert_eq!(from_storage(&st, len), Some(addr));
+            b.set_addr(1, &addr);
+            assert_eq!(b.addr(1), Some(addr));
+        }
+    }
+
+    /// Sent to each slot's own destination, and the sources come back.
+    #[test]
+    fn per_slot_destinations_and_sources() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rxs: Vec<UdpSocket> = (0..2)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                s
+            })
+            .collect();
+        let mut out = Batch::new(2, 16);
+        for (i, rx) in rxs.iter().enumerate() {
+            assert!(out.fill(i, format!("to {i}").as_bytes()));
+            out.set_addr(i, &rx.local_addr().unwrap());
+        }
+        assert_eq!(out.send_all(tx.as_fd(), 2, true), (2, 0));
+        for (i, rx) in rxs.iter().enumerate() {
+            let mut inb = Batch::new(2, 16);
+            assert_eq!(inb.recv(rx.as_fd(), libc::MSG_WAITFORONE).unwrap(), 1);
+            assert_eq!(inb.data(0), format!("to {i}").as_bytes());
+            assert_eq!(inb.addr(0), Some(tx.local_addr().unwrap()));
         }
     }
 
@@ -298,12 +300,12 @@ mod tests {
         for i in 0..4 {
             assert!(out.fill(i, format!("msg{i}").as_bytes()));
         }
-        let (sent, failed) = out.send_all(tx.as_raw_fd(), 4, false);
+        let (sent, failed) = out.send_all(tx.as_fd(), 4, false);
         assert_eq!((sent, failed), (4, 0));
         let mut inb = Batch::new(8, 64);
         let mut got = Vec::new();
         while got.len() < 4 {
-            let n = inb.recv(rx.as_raw_fd(), libc::MSG_WAITFORONE).unwrap();
+            let n = inb.recv(rx.as_fd(), libc::MSG_WAITFORONE).unwrap();
             for i in 0..n {
                 assert_eq!(inb.addr(i), Some(tx.local_addr().unwrap()));
                 got.push(inb.data(i).to_vec());
@@ -318,7 +320,7 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send_to(&[7u8; 100], rx.local_addr().unwrap()).unwrap();
         let mut inb = Batch::new(1, 10);
-        assert_eq!(inb.recv(rx.as_raw_fd(), 0).unwrap(), 1);
+        assert_eq!(inb.recv(rx.as_fd(), 0).unwrap(), 1);
         assert!(inb.truncated(0));
         assert_eq!(inb.data(0).len(), 10);
     }

@@ -31,7 +31,8 @@ fn spawn(bin: &str, args: &[String]) -> Child {
 
 /// SIGTERM, then the JSON the tool printed on its way out.
 fn stop(child: Child) -> Value {
-    // SAFETY: plain kill(2) on our own child's pid.
+    // SAFETY: kill(2) takes no pointers; the pid is our own child's, not
+    // yet waited for, so it cannot have been reused by another process.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()

@@ -12,7 +12,7 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -103,7 +103,7 @@ fn run_simple(sock: &UdpSocket, args: &Args, deadline: u64, c: &mut Counts) {
 
 fn run_mmsg(sock: &UdpSocket, out: Option<&UdpSocket>, args: &Args, deadline: u64, c: &mut Counts) {
     let mut batch = Batch::new(args.batch.clamp(1, 1024), 65_536);
-    let fd = sock.as_raw_fd();
+    let fd = sock.as_fd();
     while !signal::stopped() && clock::mono_ns() < deadline {
         // Blocks for the first datagram (up to SO_RCVTIMEO), then takes what is queued.
         let n = match batch.recv(fd, libc::MSG_WAITFORONE) {
@@ -118,7 +118,7 @@ fn run_mmsg(sock: &UdpSocket, out: Option<&UdpSocket>, args: &Args, deadline: u6
         }
         if args.mode == Mode::Relay && n > 0 {
             let (ok, failed) = match out {
-                Some(o) => batch.send_all(o.as_raw_fd(), n, false),
+                Some(o) => batch.send_all(o.as_fd(), n, false),
                 None => {
                     for i in 0..n {
                         batch.set_addr(i, &args.backend);

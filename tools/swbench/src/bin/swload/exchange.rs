@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use swbench::clock;
 use swbench::hist::Histogram;
@@ -180,7 +180,7 @@ impl Exchanges {
             }
             // Bounded: at most 64 batches per socket per poll.
             for _ in 0..64 {
-                let n = match self.rx.recv(fd.fd, libc::MSG_DONTWAIT) {
+                let n = match self.rx.recv(self.ua[i].as_fd(), libc::MSG_DONTWAIT) {
                     Ok(n) if n > 0 => n,
                     _ => break,
                 };

@@ -6,7 +6,7 @@
 //! Sockets take turns, so the system under test sees many sources.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use serde_json::json;
 use swbench::clock;
@@ -92,7 +92,7 @@ fn drain(srcs: &mut [Source], rx: &mut Batch) -> u64 {
     let mut got = 0;
     for s in srcs.iter_mut() {
         for _ in 0..64 {
-            match rx.recv(s.sock.as_raw_fd(), libc::MSG_DONTWAIT) {
+            match rx.recv(s.sock.as_fd(), libc::MSG_DONTWAIT) {
                 Ok(n) if n > 0 => got += n as u64,
                 _ => break,
             }
@@ -152,7 +152,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, String> {
             kind.patch(src.batch.buf_mut(slots), seq, now);
             slots += 1;
         }
-        let (ok, failed) = src.batch.send_all(src.sock.as_raw_fd(), slots, false);
+        let (ok, failed) = src.batch.send_all(src.sock.as_fd(), slots, false);
         sent += ok as u64;
         errors += failed as u64;
         pacer.record(due);

@@ -11,7 +11,7 @@ mod stats;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use clap::Parser;
 use serde_json::json;
@@ -55,7 +55,7 @@ fn udp_round(
     stats: &mut Stats,
     answering: bool,
 ) {
-    let fd = sock.as_raw_fd();
+    let fd = sock.as_fd();
     for _ in 0..64 {
         let n = match rx.recv(fd, libc::MSG_DONTWAIT) {
             Ok(n) if n > 0 => n,
