@@ -191,7 +191,7 @@ fn e2e_reload() {
     run_script("reload.sh");
 }
 
-/// Trunk registrations (issue 3): a SIPp "Asterisk" registers through the
+/// Trunk registrations: a SIPp "Asterisk" registers through the
 /// internal socket to a SIPp registrar on 127.0.0.3 (401, then 200); the
 /// provider's INVITEs to the registered Contact (`sw=` token) and to a DID
 /// reach the backend with `X-Sipwarden-Trunk` and the Request-URI rewritten
@@ -203,7 +203,7 @@ fn e2e_trunk() {
     run_script("trunk.sh");
 }
 
-/// The state file (issue 3): after a trunk registration and with a call up,
+/// The state file: after a trunk registration and with a call up,
 /// SIGKILL and restart: "state restored", the provider's DID and Contact
 /// INVITEs are admitted and the call's Route-less BYE passes; a state file
 /// under another secret key, and a corrupt one, are reported and ignored.
@@ -212,7 +212,7 @@ fn e2e_restart() {
     run_script("restart.sh");
 }
 
-/// Phones behind NAT (issue 3): a phone whose Contact names 127.0.0.99
+/// Phones behind NAT: a phone whose Contact names 127.0.0.99
 /// registers from 127.0.0.2 through sipwarden to Kamailio (Path stored) and
 /// answers a call from the backend side on the flow it registered from,
 /// over UDP and over the same TCP connection; and with `nat.fix_contact`.
@@ -221,7 +221,7 @@ fn e2e_nat() {
     run_script("nat.sh");
 }
 
-/// The dialog table (issue 3): Route-less ACK, re-INVITE and BYE without the
+/// The dialog table: Route-less ACK, re-INVITE and BYE without the
 /// secret domain pass while the dialog lives (and its linger); a scanner's
 /// BYE with an unknown Call-ID or wrong tags, and the BYE after the linger,
 /// do not.
@@ -230,7 +230,7 @@ fn e2e_dialog() {
     run_script("dialog.sh");
 }
 
-/// Defence (issue 4): svcrack is banned after `ban.after_auth_failures`
+/// Defence: svcrack is banned after `ban.after_auth_failures`
 /// while a SIPp phone keeps registering and calling; svmap and svwar are
 /// dropped by User-Agent; a 2000-OPTIONS flood is rate-limited while another
 /// source's calls succeed; monitor mode counts would-drop and drops nothing;
@@ -240,7 +240,7 @@ fn e2e_defence() {
     run_script("defence.sh");
 }
 
-/// An office behind one NAT address (issue 12), with the default limits and
+/// An office behind one NAT address, with the default limits and
 /// ban settings: 100 SIPp phones on one address boot at once (401, then
 /// credentials, 200) and register again at once: all register, no ban,
 /// nothing rate-limited; a scanner on another address is still banned.
@@ -249,7 +249,7 @@ fn e2e_office() {
     run_script("office.sh");
 }
 
-/// `scripts/try-it.sh`, the README's one-minute demo (issue 12): with
+/// `scripts/try-it.sh`, the README's one-minute demo: with
 /// this build and the e2e ports it exits 0 well within a minute and shows
 /// the phone forwarded, svmap and a request by IP dropped, the counters,
 /// and leaves nothing running.

@@ -175,9 +175,8 @@ fn framed_len(label: &[u8], parts: &[&[u8]]) -> usize {
 }
 
 /// Short inputs are hashed from one stack buffer: SipHash and BLAKE3 both
-/// cost several times more when fed the pieces one by one (callgrind:
-/// ~1,300 instructions per forwarded INVITE went to SipHash's buffering of
-/// small writes). Longer inputs are fed piece by piece; both ways hash the
+/// cost several times more when fed the pieces one by one (SipHash
+/// buffers each small write). Longer inputs are fed piece by piece; both ways hash the
 /// same bytes, so values never depend on which way was taken.
 const FRAME_BUF: usize = 192;
 
@@ -338,8 +337,8 @@ impl Keys {
     /// ip, port) + hex(mac). Used in Path and Record-Route.
     ///
     /// A phone or trunk sends many requests down one flow, so each thread
-    /// keeps the last tokens it made (a BLAKE3 MAC, ~800 instructions, is
-    /// the larger part of a forwarded INVITE's token work).
+    /// keeps the last tokens it made (the BLAKE3 MAC is the larger part of
+    /// a forwarded INVITE's token work).
     pub fn flow_token(&self, f: &FlowRef) -> FlowToken {
         thread_local! {
             static RECENT: std::cell::RefCell<[Option<(u64, FlowRef, FlowToken)>; FLOW_CACHE]> =

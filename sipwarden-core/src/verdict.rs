@@ -86,7 +86,7 @@ labelled! {
     /// What happened to the message.
     pub enum Disposition {
         Disposition::Forwarded => "forwarded",
-        /// sipwarden answered it itself (403, 482, 483, CRLF pong).
+        /// sipwarden answered it itself (403, 416, 482, 483, CRLF pong).
         Disposition::Replied => "replied",
         Disposition::Dropped => "dropped",
         /// `mode = "monitor"`: enforce would have dropped it; it was forwarded.

@@ -511,7 +511,7 @@ fn the_fast_path_drops_only_what_admission_rejects() {
 }
 
 /// The checks themselves fail on what they are there to catch (outputs
-/// altered by hand; the report of issue 13 shows each against a broken
+/// altered by hand; each was also seen to fail against a deliberately broken
 /// core).
 #[test]
 fn the_invariant_checks_can_fail() {

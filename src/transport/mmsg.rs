@@ -33,7 +33,7 @@ pub(crate) struct Datagram {
 /// move freely. All are set up once; before each call only the slots the
 /// last call filled are set up again: the others still point at their
 /// unused buffers, and at a datagram per call (ordinary traffic) setting
-/// up all of them cost ~2,000 instructions per message (callgrind).
+/// up all of them would cost more than handling the message.
 ///
 /// Invariant: every slot outside `0..filled` is armed (its buffer is
 /// empty and its descriptors point at its spare capacity and address
@@ -171,8 +171,8 @@ impl Iterator for Received<'_> {
     type Item = Datagram;
 
     // Inlined into the worker's loop: a call per datagram (and one more
-    // to find the batch done) cost ~48 instructions per datagram at a
-    // datagram or two per receive (callgrind).
+    // to find the batch done) is a visible cost at a datagram or two per
+    // receive.
     #[inline]
     fn next(&mut self) -> Option<Datagram> {
         let b = &mut *self.batch;
@@ -225,8 +225,8 @@ fn source(st: &SockAddrStorage, len: libc::socklen_t) -> Option<SocketAddr> {
     // `new`, then only written by the kernel). What `SockAddr::new` asks:
     // the kernel wrote a socket address of `len` bytes (no more than the
     // storage holds, checked above) whose family field says its type.
-    // (A copy rather than `mem::replace` with a zeroed one: zeroing the
-    // 128 bytes cost ~9 instructions per datagram; only the few bytes
+    // (A copy rather than `mem::replace` with a zeroed one: zeroing all
+    // 128 bytes per datagram is wasted work; only the few bytes
     // `as_socket` reads are loaded.)
     unsafe { SockAddr::new(std::ptr::read(st), len) }.as_socket()
 }
@@ -240,8 +240,8 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, msgs: &[(Bytes, SocketAddr)]) -> usiz
 
 /// Sends datagrams to the peer of a connected socket: no address per
 /// message, so the kernel reuses the socket's cached route instead of
-/// looking one up per datagram (on loopback ~0.35 µs of the ~3 µs a
-/// datagram costs to send and deliver).
+/// looking one up per datagram (a sizeable part of what a datagram costs
+/// to send and deliver on loopback).
 pub(crate) fn send_connected(fd: BorrowedFd<'_>, msgs: &[Bytes]) -> usize {
     send_each(fd, msgs.len(), |i| (&msgs[i], None))
 }

@@ -146,8 +146,8 @@ fn wanted(s: &Settings) -> Vec<Want> {
 
 /// The internal UDP socket that talks to a UDP backend gets more sockets
 /// on its address, one per worker, connected to the backend: forwarded
-/// requests leave through them without a route lookup (on loopback ~0.35
-/// µs of a ~3 µs send, measured), and what the backend sends back
+/// requests leave through them without a route lookup (a sizeable part
+/// of a send on loopback), and what the backend sends back
 /// arrives on one of them (a connected socket is the kernel's best
 /// match). One per worker, because sends on a shared connected socket
 /// update its cached route's reference count from every core (two

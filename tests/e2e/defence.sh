@@ -1,6 +1,6 @@
 #!/bin/bash
-# Defence in depth (the layers on top of admission in docs/admission.md;
-# issue 4), against Kamailio run with -A WITH_AUTH (REGISTER needs digest
+# Defence in depth (the layers on top of admission in docs/admission.md),
+# against Kamailio run with -A WITH_AUTH (REGISTER needs digest
 # auth, password "secret"; see kamailio.cfg) behind sipwarden. One sipwarden per part,
 # each with the config of that part; after each part its metrics endpoint is
 # scraped over HTTP (curl) and the counters that part must move are checked.
@@ -34,8 +34,8 @@ echo secret >> "$RUN/dict.txt"
 FIGURES=()
 
 # part_config [SED-EXPR...]: the e2e config with the per-phone limits that
-# were the defaults before issue 12 (rate 50, burst 100, REGISTER 5/20; the
-# defaults are now sized for an office, see office.sh) and the ban defaults,
+# suit one phone (rate 50, burst 100, REGISTER 5/20; the defaults are
+# sized for an office, see office.sh) and the ban defaults,
 # edited by the sed expressions; more TOML may be appended afterwards. The
 # flood's numbers in (c) and the guesses in flight in (a) are asserted
 # against these bursts.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The dialog table (admission step 9, docs/admission.md; issue 3): in-dialog
+# The dialog table (admission step 9, docs/admission.md): in-dialog
 # requests of a live dialog pass without a secret domain and without our
 # Route, and stop passing once the dialog ended and its linger passed.
 #

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Phones behind NAT (Path flow tokens, docs/admission.md "Phones behind
-# NAT"; issue 3): the phone's Contact names its private address 127.0.0.99, where
+# NAT"): the phone's Contact names its private address 127.0.0.99, where
 # nothing listens, while it really sends from 127.0.0.2. One SIPp instance is
 # the phone: it registers through sipwarden to Kamailio (-A WITH_EDGE, the
 # Asterisk stand-in with support_path) and then answers, on the very socket

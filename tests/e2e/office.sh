@@ -1,5 +1,5 @@
 #!/bin/bash
-# An office behind one NAT address (issue 12), with the DEFAULT limits and
+# An office behind one NAT address, with the DEFAULT limits and
 # ban settings: 100 SIPp phones on ONE loopback address (127.0.0.8, one
 # socket per phone: 100 source ports, as behind NAT) boot at once through
 # sipwarden in front of Kamailio -A WITH_AUTH (users 1000-1999, password

@@ -1,7 +1,7 @@
 #!/bin/bash
-# The tables survive a crash (the state file, docs/operations.md; issue 3
-# item 4): a restarted sidecar must not lose a provider's calls until
-# Asterisk re-registers.
+# The tables survive a crash (the state file, docs/operations.md): a
+# restarted sidecar must not lose a provider's calls until Asterisk
+# re-registers.
 #
 #   1. Asterisk registers the trunk through sipwarden (as in trunk.sh, UDP),
 #      and a caller (127.0.0.5) is in a call with the backend whose ACK and
@@ -18,7 +18,7 @@
 #   4. A corrupt state file (garbage): reported ("state file ignored"), the
 #      proxy starts anyway and serves (an OPTIONS with the domain is answered),
 #      and the DID INVITE gets no answer (nothing restored).
-#   5. Bans survive a crash (issue 12): with ban.after_rejects = 3, a scanner
+#   5. Bans survive a crash: with ban.after_rejects = 3, a scanner
 #      (127.0.0.4) is banned for 10 min, then (after a SIGHUP to
 #      ban.duration = 4s) another one (127.0.0.6) for 4 s; both are in the
 #      state file. SIGKILL, wait until the short ban has ended, restart: log

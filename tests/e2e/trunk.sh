@@ -1,6 +1,6 @@
 #!/bin/bash
 # Trunk registrations replace the conntrack entry (admission steps 6 and 7,
-# docs/admission.md; issue 3): calls from a SIP trunk provider reach Asterisk for exactly as long
+# docs/admission.md): calls from a SIP trunk provider reach Asterisk for exactly as long
 # as Asterisk's registration with it is valid.
 #
 #   "Asterisk" (SIPp UAC from 127.0.0.1:BACKEND, the way Asterisk 22 sends it,

@@ -201,9 +201,8 @@ impl Core {
 
     /// [`Core::account`] for what the transport reports outside `handle`,
     /// under the current settings: kept out of line, so that `account` and
-    /// what it calls are inlined into `handle_with` alone (with four copies
-    /// LLVM called them instead: ~50 instructions more per dropped
-    /// message, callgrind).
+    /// what it calls are inlined into `handle_with` alone (given four
+    /// callers, LLVM calls them out of line on the drop path instead).
     #[inline(never)]
     fn account_outside(&self, now: UnixMs, flow: &Flow, v: Verdict, raw: &[u8]) {
         self.account(&self.settings.load(), now, flow, v, raw);

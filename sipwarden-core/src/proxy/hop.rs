@@ -48,8 +48,8 @@ pub(super) enum DialogOp {
 
 impl DialogOp {
     /// Applies it, once the request is forwarded. Inlined into the two
-    /// forwarding paths (a call with five arguments cost ~10 instructions
-    /// per forwarded request more than the method it replaced, callgrind).
+    /// forwarding paths (a call with five arguments costs more than the
+    /// work it does).
     #[inline]
     pub(super) fn apply(
         self,

@@ -1,6 +1,8 @@
 //! Responses sipwarden generates itself (403, 416, 430, 482, 483, 503):
 //! built from the request's Via, From, To, Call-ID and CSeq lines (RFC
-//! 3261 8.2.6), sent back on the flow the request came on.
+//! 3261 8.2.6), sent back on the flow the request came on. 430 and 503
+//! answer a forwarded request whose next hop failed (the phone's TCP
+//! connection is gone, no DNS answer); the others answer at once.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -31,7 +31,7 @@ impl<'m> Editor<'m> {
             edits: SmallVec::new(),
             // An INVITE from a phone gets ~400 bytes (Via, two
             // Record-Route, received, X-Sipwarden-Source): one allocation,
-            // not a reallocation on the way (callgrind: ~700 instructions).
+            // not a reallocation on the way.
             arena: Vec::with_capacity(512),
         }
     }

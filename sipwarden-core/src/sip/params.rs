@@ -47,8 +47,7 @@ pub struct Params<'a> {
     /// `;` and `=` positions as bits, for a list of at most 64 bytes
     /// without quotes (nearly all): separators are then found with bit
     /// operations, not a `memchr` call or a byte loop per parameter
-    /// (callgrind: ~230 instructions per parameter, most of them in the
-    /// long `branch` value).
+    /// (whose cost is mostly in the long `branch` value).
     masks: Option<(u64, u64)>,
 }
 

@@ -56,8 +56,8 @@ impl InlineText {
     }
 
     /// An IPv4 octet and the dot before it (unless first): digits
-    /// written in place after one bounds check (callgrind: the digit loop
-    /// of `push_num` was ~40 instructions per octet).
+    /// written in place after one bounds check (the general digit loop of
+    /// `push_num` is several times slower per octet).
     fn push_octet(&mut self, o: u8, dot: bool) {
         let Some(out) = self.buf.get_mut(self.len..self.len + 4) else {
             return;
