@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn a_default_written_out_or_a_comment_is_no_change() {
         assert_eq!(
-            changed("", "# a comment\n[limits]\nrate = 50\n[log]\nlevel = \"info\"\n"),
+            changed(
+                "",
+                "# a comment\n[limits]\nrate = 50\n[log]\nlevel = \"info\"\n"
+            ),
             Vec::<String>::new()
         );
     }
@@ -118,7 +121,10 @@ mod tests {
             vec!["filter.domains", "limits.rate"]
         );
         assert_eq!(
-            changed("", "[filter]\nmode = \"monitor\"\n[ban]\nduration = \"1h\"\n"),
+            changed(
+                "",
+                "[filter]\nmode = \"monitor\"\n[ban]\nduration = \"1h\"\n"
+            ),
             vec!["ban.duration", "filter.mode"]
         );
     }
