@@ -6,6 +6,7 @@
 pub mod files;
 pub mod instance;
 pub mod preflight;
+pub mod procstat;
 pub mod secret;
 pub mod statefile;
 pub mod transport;

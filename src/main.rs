@@ -13,9 +13,9 @@ use tracing_subscriber::{reload, EnvFilter};
 use sipwarden::instance::{Identity, InstanceLock};
 use sipwarden::preflight::{self, Probe};
 use sipwarden::secret;
-use sipwarden::transport::{background, Server};
+use sipwarden::transport::{background, now_ms, Server};
 use sipwarden_core::config::{self, LogFormat};
-use sipwarden_core::metrics::{Event, Metrics};
+use sipwarden_core::metrics::Metrics;
 use sipwarden_core::proxy::Core;
 use sipwarden_core::settings::Settings;
 use sipwarden_core::token::Keys;
@@ -292,6 +292,7 @@ async fn serve(
 ) -> ExitCode {
     let key_file = cfg.secret.key_file.clone();
     let metrics = Arc::new(Metrics::default());
+    metrics.loaded(now_ms());
     let state_path = cfg.state.path.clone();
     let core = Arc::new(Core::new(
         Settings::new(cfg),
@@ -339,6 +340,7 @@ async fn serve(
                             }
                         }
                         let every = c.metrics.summary_interval.0;
+                        let old = core.settings();
                         // A new state.path moves the lock: the new one is
                         // taken first, the old released once the reload
                         // stands.
@@ -359,21 +361,23 @@ async fn serve(
                                 if let Some(new) = moved {
                                     lock = new;
                                 }
-                                metrics.event(Event::ReloadOk);
+                                metrics.reloaded(now_ms(), true);
                                 if every != summary_every {
                                     summary_every = every;
                                     summary = new_ticker(every);
                                 }
-                                tracing::info!(config = %path.display(), "config reloaded");
+                                // Names only: values may be secrets.
+                                let changed = config::changed_keys(&old.config, &core.settings().config).join(", ");
+                                tracing::info!(config = %path.display(), changed = changed.as_str(), "config reloaded");
                             }
                             Err(e) => {
-                                metrics.event(Event::ReloadFailed);
+                                metrics.reloaded(now_ms(), false);
                                 tracing::error!(error = %e, "reload refused; the running config stays");
                             }
                         }
                     }
                     Err(r) => {
-                        metrics.event(Event::ReloadFailed);
+                        metrics.reloaded(now_ms(), false);
                         log_warnings(&r.warnings);
                         tracing::error!(error = %r, "reload refused; the running config stays");
                     }
@@ -382,7 +386,7 @@ async fn serve(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick(&mut summary) => {
-                tracing::info!(tcp = server.egress().tcp.len(), "summary: {}", metrics.summary());
+                metrics.log_summary(server.egress().tcp.len());
             }
         }
     }
@@ -408,7 +412,7 @@ async fn serve(
             "TCP writes still queued after tcp.drain_timeout; closing them"
         );
     }
-    tracing::info!("summary: {}", metrics.summary());
+    metrics.log_summary(server.egress().tcp.len());
     tracing::info!("stopped");
     // Held to the last: the state file is written.
     drop(lock);

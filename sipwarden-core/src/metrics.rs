@@ -1,10 +1,12 @@
 //! Counters of every decision, kept in fixed arrays of atomics so that
-//! counting costs no allocation and no lock on the drop path, and the
-//! drop log's rate limit ([`DropLog`]). Rendering as Prometheus text is
-//! pure; serving it over HTTP lives in the program.
+//! counting costs no allocation and no lock on the drop path, the result
+//! of the last config load, the periodic summary line, and the drop log
+//! ([`DropLog`]: its rate limit and its line). Rendering as Prometheus
+//! text is pure; serving it over HTTP, and the metrics only the program
+//! can read (`process_*`, `sipwarden_build_info`), live in the program.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::flow::{Flow, Side, Transport};
 use crate::time::UnixMs;
@@ -149,14 +151,35 @@ fn my_shard() -> usize {
 /// All counters of one process. Shared by reference; never locked.
 pub struct Metrics {
     shards: Box<[Shard]>,
+    /// Whether the last load of the config (the start's, or a SIGHUP
+    /// reload's) succeeded.
+    reload_ok: AtomicBool,
+    /// When the config in force was loaded (ms since the epoch; 0 = not
+    /// recorded).
+    reload_ok_at: AtomicU64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             shards: (0..SHARDS).map(|_| Shard::new()).collect(),
+            reload_ok: AtomicBool::new(true),
+            reload_ok_at: AtomicU64::new(0),
         }
     }
+}
+
+/// The result of the last config load, as `sipwarden_config_last_reload_*`
+/// shows it and a status command reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastReload {
+    /// The last load succeeded: true after a start (a start with a bad
+    /// config does not run), false after a refused reload until the next
+    /// good one.
+    pub success: bool,
+    /// When the config in force was loaded: the start, or the last
+    /// successful reload. `None` before [`Metrics::loaded`] is called.
+    pub last_success: Option<UnixMs>,
 }
 
 fn slot(side: Side, t: Transport, r: Reason, d: Disposition) -> usize {
@@ -243,6 +266,36 @@ impl Metrics {
         self.shard().events[e as usize].fetch_add(1, Relaxed);
     }
 
+    /// The config was loaded at start, at `now`: a success, so that an
+    /// alert on a failed reload does not fire at every start, and the
+    /// timestamp of the config in force. Not a reload: no reload counted.
+    pub fn loaded(&self, now: UnixMs) {
+        self.reload_ok_at.store(now.0, Relaxed);
+        self.reload_ok.store(true, Relaxed);
+    }
+
+    /// A SIGHUP reload at `now` was applied (`ok`) or refused: counted in
+    /// `sipwarden_reloads_total`, and the result of the last load.
+    pub fn reloaded(&self, now: UnixMs, ok: bool) {
+        if ok {
+            self.event(Event::ReloadOk);
+            self.reload_ok_at.store(now.0, Relaxed);
+        } else {
+            self.event(Event::ReloadFailed);
+        }
+        self.reload_ok.store(ok, Relaxed);
+    }
+
+    /// The result of the last config load and when the config in force
+    /// was loaded.
+    pub fn last_reload(&self) -> LastReload {
+        let at = self.reload_ok_at.load(Relaxed);
+        LastReload {
+            success: self.reload_ok.load(Relaxed),
+            last_success: (at != 0).then_some(UnixMs(at)),
+        }
+    }
+
     pub fn events(&self, e: Event) -> u64 {
         self.sum(|s| &s.events[e as usize])
     }
@@ -258,30 +311,10 @@ impl Metrics {
         sh.hist_sum_ns.fetch_add(ns, Relaxed);
     }
 
-    /// The one-line summary written to the log periodically.
-    pub fn summary(&self) -> String {
-        let mut s = String::new();
-        for d in Disposition::ALL {
-            let _ = write!(s, "{}={} ", d.as_str(), self.total_by(d));
-        }
-        let mut top: Vec<(Reason, u64)> = Reason::ALL
-            .iter()
-            .map(|r| {
-                (
-                    *r,
-                    self.total(*r, Disposition::Dropped) + self.total(*r, Disposition::WouldDrop),
-                )
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        top.sort_by_key(|t| std::cmp::Reverse(t.1));
-        if !top.is_empty() {
-            s.push_str("drops:");
-            for (r, n) in top.iter().take(5) {
-                let _ = write!(s, " {}={}", r.as_str(), n);
-            }
-        }
-        s.trim_end().to_string()
+    /// Messages dropped (or that monitor mode would have dropped) for
+    /// `reason`, over sides and transports.
+    pub fn drops(&self, reason: Reason) -> u64 {
+        self.total(reason, Disposition::Dropped) + self.total(reason, Disposition::WouldDrop)
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -308,6 +341,19 @@ impl Metrics {
                 }
             }
         }
+        let last = self.last_reload();
+        let _ = writeln!(
+            o,
+            "# HELP sipwarden_config_last_reload_success Whether the last config load (the start or a SIGHUP reload) succeeded\n\
+             # TYPE sipwarden_config_last_reload_success gauge\n\
+             sipwarden_config_last_reload_success {}\n\
+             # HELP sipwarden_config_last_reload_success_timestamp_seconds When the config in force was loaded (the start or the last successful reload), Unix time\n\
+             # TYPE sipwarden_config_last_reload_success_timestamp_seconds gauge\n\
+             sipwarden_config_last_reload_success_timestamp_seconds {}.{:03}",
+            u8::from(last.success),
+            last.last_success.map_or(0, |t| t.0 / 1000),
+            last.last_success.map_or(0, |t| t.0 % 1000),
+        );
         let mut last_family = "";
         for (e, name, help) in EVENTS {
             let family = name.split('{').next().unwrap_or(name);
@@ -351,6 +397,61 @@ impl Metrics {
         let _ = writeln!(o, "sipwarden_processing_seconds_count {cum}");
         o
     }
+}
+
+/// Declares [`Metrics::log_summary`] from one list of `Variant => "field"`
+/// arms, one per [`Reason`]: tracing needs each field name written out as
+/// a literal, and a test holds the list to `Reason::ALL` and its labels.
+macro_rules! summary_line {
+    ($($variant:ident => $field:literal,)*) => {
+        /// The reasons the summary line names, with their field names.
+        #[cfg(test)]
+        const SUMMARY_REASONS: &[(Reason, &str)] = &[$((Reason::$variant, $field)),*];
+
+        impl Metrics {
+            /// Logs the periodic summary at level info: the messages so
+            /// far by disposition, `tcp` (open TCP connections), and the
+            /// drops by reason (those not zero), each count a field of
+            /// its own: with `log.format = "json"` a number a log system
+            /// can sum and graph, not one preformatted string.
+            pub fn log_summary(&self, tcp: usize) {
+                let nonzero = |r: Reason| Some(self.drops(r)).filter(|n| *n > 0);
+                tracing::info!(
+                    target: "sipwarden",
+                    forwarded = self.total_by(Disposition::Forwarded),
+                    replied = self.total_by(Disposition::Replied),
+                    dropped = self.total_by(Disposition::Dropped),
+                    "would-drop" = self.total_by(Disposition::WouldDrop),
+                    tcp,
+                    $($field = nonzero(Reason::$variant),)*
+                    "summary"
+                );
+            }
+        }
+    };
+}
+
+summary_line! {
+    Malformed => "drops.malformed",
+    TooLarge => "drops.too-large",
+    Banned => "drops.banned",
+    Denied => "drops.denied",
+    RateLimited => "drops.rate-limited",
+    UserAgent => "drops.user-agent",
+    StrayResponse => "drops.stray-response",
+    Keepalive => "drops.keepalive",
+    ForgedToken => "drops.forged-token",
+    DialogRoute => "drops.dialog-route",
+    TrunkContact => "drops.trunk-contact",
+    Trunk => "drops.trunk",
+    Domain => "drops.domain",
+    Dialog => "drops.dialog",
+    NoDomain => "drops.no-domain",
+    Response => "drops.response",
+    Outbound => "drops.outbound",
+    TooManyHops => "drops.too-many-hops",
+    Loop => "drops.loop",
+    Unroutable => "drops.unroutable",
 }
 
 /// The drop log: a line per dropped message, at most `log.drop_rate` per
@@ -410,7 +511,9 @@ impl DropLog {
     }
 }
 
-/// The drop log's line for one message.
+/// The drop log's line for one message. Its text fields are [`&str`]
+/// values, which the human format quotes (a space in a request line
+/// cannot start a forged `key=value`) and the JSON format escapes.
 #[inline(never)]
 fn write_line(flow: &Flow, v: Verdict, raw: &[u8]) {
     let what = if v.disposition == Disposition::WouldDrop {
@@ -418,24 +521,80 @@ fn write_line(flow: &Flow, v: Verdict, raw: &[u8]) {
     } else {
         "dropped"
     };
+    let ua = user_agent(raw).map(|u| log_text(u, MAX_UA_LOG));
     tracing::info!(
         source = %flow.remote,
         side = flow.side.as_str(),
         transport = flow.transport.as_str(),
         reason = v.reason.as_str(),
-        line = %first_line(raw),
+        ua = ua.as_deref(),
+        line = log_text(first_line(raw), MAX_LINE_LOG).as_str(),
         "{what}"
     );
 }
 
-/// The first line of a message for logs, at most 96 bytes, lossy.
-fn first_line(data: &[u8]) -> String {
+/// Bytes of the request line a drop line shows.
+const MAX_LINE_LOG: usize = 96;
+/// Bytes of the User-Agent a drop line shows: enough to tell one scanner
+/// from another, not enough to fill the log with what a scanner chose.
+const MAX_UA_LOG: usize = 64;
+
+/// The first line of a message, without its line end.
+fn first_line(data: &[u8]) -> &[u8] {
     let end = data
         .iter()
         .position(|&c| c == b'\r' || c == b'\n')
-        .unwrap_or(data.len())
-        .min(96);
-    String::from_utf8_lossy(&data[..end]).into_owned()
+        .unwrap_or(data.len());
+    &data[..end]
+}
+
+/// The value of the first User-Agent header of a message, if any (the
+/// name in any case; no compact form exists). Only for the drop log: the
+/// message may be one the scanner refused, so this reads raw lines and
+/// gives up at the first empty one.
+fn user_agent(data: &[u8]) -> Option<&[u8]> {
+    data.split(|&c| c == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let colon = l.iter().position(|&c| c == b':')?;
+            l[..colon]
+                .trim_ascii_end()
+                .eq_ignore_ascii_case(b"user-agent")
+                .then(|| l[colon + 1..].trim_ascii())
+        })
+}
+
+/// Text a peer chose, made safe for a log line: at most `max` bytes of
+/// it, each control character (CR, LF, ESC of an ANSI sequence, C1) and
+/// each byte that is not UTF-8 written as `\xNN` (or `\u{NNNN}`), so
+/// that it can neither start a forged line nor drive the operator's
+/// terminal; `...` when cut.
+pub fn log_text(data: &[u8], max: usize) -> String {
+    let cut = data.len() > max;
+    let data = &data[..data.len().min(max)];
+    let mut out = String::with_capacity(data.len() + 3);
+    for chunk in data.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                if (c as u32) < 0x100 {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                } else {
+                    let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    if cut {
+        out.push_str("...");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -533,7 +692,101 @@ mod tests {
         assert!(t.contains("sipwarden_reloads_total{result=\"ok\"} 1"));
         assert!(t.contains("sipwarden_dialogs 4"));
         assert!(t.contains("sipwarden_processing_seconds_count 1"));
-        assert!(m.summary().contains("no-domain=2"), "{}", m.summary());
+        assert_eq!(m.drops(Reason::NoDomain), 2);
+    }
+
+    /// A scanner's User-Agent cannot forge a log line or drive the
+    /// terminal: CR, LF, ESC and bytes that are not UTF-8 are escaped,
+    /// and the length is bounded.
+    #[test]
+    fn log_text_escapes_what_could_forge_a_line() {
+        let ua = b"evil\r\nINFO sipwarden: forged line\x1b[31mred\x1b[0m\xff\xfe\xc2\x9b";
+        let shown = log_text(ua, MAX_UA_LOG);
+        assert_eq!(
+            shown,
+            "evil\\x0d\\x0aINFO sipwarden: forged line\\x1b[31mred\\x1b[0m\\xff\\xfe\\x9b"
+        );
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        // Printable text, UTF-8 included, stays as it is.
+        assert_eq!(
+            log_text("Zoiper 5 – ünïcode".as_bytes(), 64),
+            "Zoiper 5 – ünïcode"
+        );
+        // Bounded: at most `max` bytes of the input, then "...".
+        let long = log_text(&[b'a'; 1000], MAX_UA_LOG);
+        assert_eq!(long, format!("{}...", "a".repeat(MAX_UA_LOG)));
+        assert_eq!(log_text(b"", 64), "");
+    }
+
+    #[test]
+    fn user_agent_is_read_from_the_raw_headers() {
+        let msg = b"OPTIONS sip:100@x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nuser-AGENT :  friendly-scanner \r\n\
+                    User-Agent: second\r\n\r\nUser-Agent: in the body\r\n";
+        assert_eq!(user_agent(msg), Some(&b"friendly-scanner"[..]));
+        // Not in the body, nor in the request line; bare LF line ends.
+        assert_eq!(
+            user_agent(b"OPTIONS sip:x SIP/2.0\r\n\r\nUser-Agent: body\r\n"),
+            None
+        );
+        assert_eq!(user_agent(b"User-Agent: x\nVia: y\n"), None);
+        assert_eq!(
+            user_agent(b"OPTIONS sip:x SIP/2.0\nUser-Agent: lf\n\n"),
+            Some(&b"lf"[..])
+        );
+        assert_eq!(user_agent(b""), None);
+        assert_eq!(
+            first_line(b"BYE sip:x SIP/2.0\r\nVia: y"),
+            b"BYE sip:x SIP/2.0"
+        );
+    }
+
+    /// The summary line names every reason, by its metric label.
+    #[test]
+    fn the_summary_names_every_reason() {
+        assert_eq!(SUMMARY_REASONS.len(), Reason::ALL.len());
+        for ((r, field), want) in SUMMARY_REASONS.iter().zip(Reason::ALL) {
+            assert_eq!(*r, want);
+            assert_eq!(*field, format!("drops.{}", r.as_str()));
+        }
+    }
+
+    /// As Prometheus' own `prometheus_config_last_reload_successful`: 1
+    /// after a start, 0 after a refused reload until a good one, and the
+    /// timestamp of the config in force.
+    #[test]
+    fn last_reload_follows_the_loads() {
+        let m = Metrics::default();
+        let gauges = |m: &Metrics| {
+            let t = m.render(&[]);
+            let v = |name: &str| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .unwrap_or_else(|| panic!("{name} in {t}"))
+                    .to_string()
+            };
+            (
+                v("sipwarden_config_last_reload_success"),
+                v("sipwarden_config_last_reload_success_timestamp_seconds"),
+            )
+        };
+        m.loaded(UnixMs(1_700_000_000_250));
+        assert_eq!(
+            m.last_reload(),
+            LastReload {
+                success: true,
+                last_success: Some(UnixMs(1_700_000_000_250))
+            }
+        );
+        assert_eq!(gauges(&m), ("1".into(), "1700000000.250".into()));
+        assert_eq!(m.events(Event::ReloadOk), 0, "a start is not a reload");
+        m.reloaded(UnixMs(1_700_000_100_000), false);
+        assert_eq!(gauges(&m), ("0".into(), "1700000000.250".into()));
+        m.reloaded(UnixMs(1_700_000_200_007), true);
+        assert_eq!(gauges(&m), ("1".into(), "1700000200.007".into()));
+        assert_eq!(
+            (m.events(Event::ReloadOk), m.events(Event::ReloadFailed)),
+            (1, 1)
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub async fn serve(listener: TcpListener, eg: Arc<Egress>) {
     }
 }
 
-/// The metrics text with the gauges the transport knows.
+/// The metrics text with the gauges the transport knows, the build and
+/// the `process_*` metrics.
 pub fn render(eg: &Egress) -> String {
     let mut gauges = vec![Gauge {
         name: "sipwarden_tcp_connections",
@@ -57,5 +58,23 @@ pub fn render(eg: &Egress) -> String {
         value: eg.tcp.len() as u64,
     }];
     gauges.extend(eg.core.gauges(super::now_ms()));
-    eg.core.metrics().render(&gauges)
+    let mut o = eg.core.metrics().render(&gauges);
+    build_info(&mut o);
+    crate::procstat::render(&mut o);
+    o
+}
+
+/// `sipwarden_build_info`: which build runs, as labels of a constant 1
+/// (joined onto other series in queries, and shown on the dashboard).
+fn build_info(o: &mut String) {
+    use std::fmt::Write;
+    let commit = option_env!("SIPWARDEN_COMMIT").unwrap_or("unknown");
+    let _ = writeln!(
+        o,
+        "# HELP sipwarden_build_info The running build: version and commit; value 1\n\
+         # TYPE sipwarden_build_info gauge\n\
+         sipwarden_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        commit.escape_default(),
+    );
 }

@@ -13,7 +13,9 @@
 #        `check` names the line; both domains are still admitted
 #   Then: 200 successful calls on both sides, 0 failed, and
 #   every message the programs sent through sipwarden was forwarded (their
-#   message traces against sipwarden's counters, per direction).
+#   message traces against sipwarden's counters, per direction). The reload
+#   lines name the changed keys (none, then filter.domains), and the metrics
+#   show the refused reload and when the config in force was loaded.
 source "$(dirname "$0")/lib.sh"
 setup reload
 DOMAIN2=pbx2.secret.example
@@ -172,6 +174,19 @@ check "metrics: sipwarden_send_errors_total = $SEND_ERR" [ "$SEND_ERR" = 0 ]
 OK_N=$(sample "$RUN/m1.txt" 'sipwarden_reloads_total{result="ok"}')
 REF_N=$(sample "$RUN/m1.txt" 'sipwarden_reloads_total{result="refused"}')
 check "metrics: sipwarden_reloads_total ok=$OK_N refused=$REF_N (expected 2 and 1)" [ "$OK_N" = 2 -a "$REF_N" = 1 ]
+LAST_OK=$(gauge "$RUN/m1.txt" sipwarden_config_last_reload_success)
+check "metrics: sipwarden_config_last_reload_success = $LAST_OK after the refused reload (expected 0)" [ "$LAST_OK" = 0 ]
+LAST_T=$(gauge "$RUN/m1.txt" sipwarden_config_last_reload_success_timestamp_seconds)
+START_T=$(gauge "$RUN/m0.txt" sipwarden_config_last_reload_success_timestamp_seconds)
+check "metrics: the config in force was loaded by reload 2 ($LAST_T), after the start ($START_T)" \
+    awk -v a="$LAST_T" -v b="$START_T" 'BEGIN { exit !(a > b && b > 0) }'
+# The reload lines name the keys that changed, never their values.
+RELOADED=$(grep 'config reloaded' "$RUN/sipwarden.log")
+check "log: reload 1 (same file) changed nothing: $(echo "$RELOADED" | sed -n 1p | grep -o 'changed=[^ ]*')" \
+    grep -q 'changed=""' <<< "$(echo "$RELOADED" | sed -n 1p)"
+check "log: reload 2 names the changed key: $(echo "$RELOADED" | sed -n 2p | grep -o 'changed=[^ ]*')" \
+    grep -q 'changed="filter.domains"' <<< "$(echo "$RELOADED" | sed -n 2p)"
+check "log: no reload line shows a domain" [ -z "$(echo "$RELOADED" | grep -F -e "$DOMAIN2" -e "$DOMAIN")" ]
 
 stop_sipwarden
 finish

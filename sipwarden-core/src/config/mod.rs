@@ -4,6 +4,7 @@
 //! parser's spans) and the key, so that `sipwarden check` can print them
 //! and the running proxy can log them.
 
+mod diff;
 mod rules;
 pub mod schema;
 mod spans;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 use crate::sip::DomainSet;
 
+pub use diff::changed_keys;
 pub use rules::{listeners, log_level_words, Listener};
 pub use schema::*;
 pub use types::{cidrs_contain, Cidr, Dur, HostPort, SocketSpec};
