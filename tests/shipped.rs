@@ -168,6 +168,47 @@ fn compose_mounts_the_sipwarden_config_as_a_directory() {
     );
 }
 
+/// The image's build stage copies everything a workspace build reads:
+/// every member's directory (cargo reads each member's manifest even to
+/// build one binary), the root manifest, lock file and build script, and
+/// the program's sources. A member added without its COPY line fails here,
+/// not in an operator's `docker build`.
+#[test]
+fn the_dockerfile_copies_the_whole_workspace() {
+    let dockerfile = read("docker/Dockerfile");
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len().saturating_sub(1)].to_vec()
+        })
+        .collect();
+    let manifest = read("Cargo.toml");
+    let members = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = "))
+        .expect("a [workspace] members line");
+    let mut needed: Vec<String> = members
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_string())
+        .filter(|m| m != ".")
+        .collect();
+    needed.extend(["Cargo.toml", "Cargo.lock", "build.rs", "src"].map(String::from));
+    for path in &needed {
+        assert!(repo(path).exists(), "{path} is not in the repository");
+        assert!(
+            copied.iter().any(|c| {
+                let c = c.trim_end_matches('/');
+                c == path || path.starts_with(&format!("{c}/"))
+            }),
+            "docker/Dockerfile does not copy {path} into the build stage (copied: {copied:?})"
+        );
+    }
+}
+
 /// Every text file of the repository (sources, docs, configs, scripts):
 /// skips build output, git's own files and fuzz inputs.
 fn repository_files(dir: &Path, out: &mut Vec<PathBuf>) {
