@@ -10,7 +10,7 @@ use crate::policy::admission::Admission;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::time::UnixMs;
-use crate::token::{Dir, FlowRef, FlowToken};
+use crate::token::{Dir, FlowRef, FlowToken, PrevHop};
 use crate::verdict::Verdict;
 
 use super::action::{Dest, Output, Transmit};
@@ -45,11 +45,15 @@ impl Core {
         let call_id = msg.call_id();
         let il = usize::from(s.backend_listener);
         let internal = s.internal_text[il].as_bytes();
+        let mut ed = Editor::new(msg);
+        // The caller's Via gets `received`/`rport`; where that makes the
+        // responses go is bound into our branch.
+        let back = rfc3581(&mut ed, &top, flow.remote);
         let prev = hop::prev_key(&self.keys, &top, msg);
         let branch = self.keys.branch(
             Dir::Inbound,
             flow.listener,
-            &prev,
+            PrevHop { key: &prev, back },
             s.backend_target.as_bytes(),
             call_id,
             loop_key,
@@ -59,7 +63,6 @@ impl Core {
             listener: flow.listener,
             remote: flow.remote,
         };
-        let mut ed = Editor::new(msg);
         // Step 6: the Request-URI goes back to the Contact Asterisk
         // registered with the provider.
         if let (Some(contact), Some(span)) = (&adm.contact, msg.request_uri_span()) {
@@ -142,7 +145,6 @@ impl Core {
         } else if method == Some(Method::Register) {
             add_path(&mut ed, msg, &self.keys.flow_token(&here), internal, s);
         }
-        rfc3581(&mut ed, &top, flow.remote);
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
         pop_own_routes(&mut ed, msg, s, &self.keys);

@@ -12,7 +12,7 @@ use crate::sip::text::sockaddr_text;
 use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::time::UnixMs;
-use crate::token::{Dir, FlowToken};
+use crate::token::{Dir, FlowToken, PrevHop};
 use crate::verdict::{Reason, Verdict};
 
 use super::action::{Dest, Output, Transmit};
@@ -75,11 +75,15 @@ impl Core {
                     (dest, transport, None, uri_bytes)
                 }
             };
+        // Asterisk's Via gets `received`/`rport`; where that makes the
+        // responses go is bound into our branch, so the peer that sees
+        // that Via cannot send them anywhere else on the internal side.
+        let back = rfc3581(&mut ed, &top, flow.remote);
         let prev = hop::prev_key(&self.keys, &top, msg);
         let branch = self.keys.branch(
             Dir::Outbound,
             flow.listener,
-            &prev,
+            PrevHop { key: &prev, back },
             target,
             call_id,
             loop_key,
@@ -141,7 +145,6 @@ impl Core {
         if msg.method() == Some(Method::Register) {
             self.trunk_register(s, now, msg, &mut ed, transport, listener);
         }
-        rfc3581(&mut ed, &top, flow.remote);
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
         dialog.apply(&self.tables, &self.metrics, &s.lifetimes, now);

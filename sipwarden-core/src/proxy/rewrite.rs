@@ -10,7 +10,7 @@ use crate::sip::uri::{parse_host_ip, Uri};
 use crate::sip::via::Via;
 use crate::sip::{Editor, HeaderName, Message, Method, Span};
 
-use super::action::Dest;
+use crate::token::ReturnAddr;
 
 /// An expiry in seconds (Expires header or `expires` parameter).
 pub fn parse_secs(v: &[u8]) -> Option<u64> {
@@ -46,22 +46,20 @@ pub fn rr_insert_point(msg: &Message) -> usize {
 }
 
 /// Where a response goes (RFC 3261 18.2.2, RFC 3581 4): `received` and
-/// `rport` if present, else the sent-by.
-pub fn via_dest(v: &Via<'_>) -> Option<(Dest, Transport)> {
+/// `rport` if present, else the sent-by. `None` for a transport we do not
+/// speak, or a host that is no address: the Via below ours always names
+/// an address once [`rfc3581`] has edited it.
+pub fn via_return(v: &Via<'_>) -> Option<ReturnAddr> {
     let transport = Transport::from_token(v.transport)?;
     let port = match v.rport() {
         Some(Some(p)) if p != 0 => p,
         _ => v.port.unwrap_or(5060),
     };
-    let host = v.received().unwrap_or(v.host);
-    let dest = match parse_host_ip(host) {
-        Some(ip) => Dest::Addr(SocketAddr::new(ip, port)),
-        None => Dest::Name {
-            host: String::from_utf8_lossy(host).to_ascii_lowercase().into(),
-            port: Some(port),
-        },
-    };
-    Some((dest, transport))
+    let ip = parse_host_ip(v.received().unwrap_or(v.host))?;
+    Some(ReturnAddr {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
 }
 
 /// Removes the first Via value (ours).
@@ -84,7 +82,12 @@ pub fn pop_top_via(ed: &mut Editor<'_>, msg: &Message) {
 /// RFC 3581: `received` when the source differs from sent-by or `rport`
 /// was asked for; `rport` filled in. A `received` the client wrote itself
 /// is overwritten with the truth.
-pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
+///
+/// Returns where the responses to the request will go: the edited Via as
+/// [`via_return`] reads it when the response brings it back, for the
+/// branch to bind. Derived from the same decisions as the edit, without
+/// writing out and reading back the edited Via.
+pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) -> Option<ReturnAddr> {
     let ip = canonical_ip(src.ip());
     let (rport, received) = via.rport_received_at();
     let ip_s = ip_text(ip);
@@ -92,17 +95,38 @@ pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
     // source: no need to parse it to compare.
     let sent_by_differs =
         via.host != ip_s.as_bytes() && parse_host_ip(via.host).map(canonical_ip) != Some(ip);
-    match received {
-        Some(p) => ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]),
-        None if sent_by_differs || rport.is_some() => {
-            ed.insert(via.span.end as usize, &[b";received=", ip_s.as_bytes()])
+    let wrote_received = match received {
+        Some(p) => {
+            ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]);
+            true
         }
-        None => {}
-    }
+        None if sent_by_differs || rport.is_some() => {
+            ed.insert(via.span.end as usize, &[b";received=", ip_s.as_bytes()]);
+            true
+        }
+        None => false,
+    };
     if let Some(p) = rport {
         let port = num_text(u32::from(src.port()));
         ed.replace(Span::new(p.start, p.end), &[b"rport=", port.as_bytes()]);
     }
+    // What `via_return` reads back: the `received` written (the source's
+    // address, which its text parses back to), else the sent-by host; the
+    // `rport` written unless it is 0, else the sent-by port.
+    let transport = Transport::from_token(via.transport)?;
+    let ip = if wrote_received {
+        ip
+    } else {
+        parse_host_ip(via.host)?
+    };
+    let port = match rport {
+        Some(_) if src.port() != 0 => src.port(),
+        _ => via.port.unwrap_or(5060),
+    };
+    Some(ReturnAddr {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
 }
 
 /// Decrements Max-Forwards, or inserts 70 when absent (checked for 0
@@ -235,5 +259,60 @@ mod tests {
             run("[2001:db8::8];branch=z9hG4bK1", "[2001:db8::7]:5060"),
             "[2001:db8::8];branch=z9hG4bK1;received=2001:db8::7"
         );
+    }
+
+    /// What `rfc3581` says the responses go to is what `via_return` reads
+    /// from the Via it wrote: the branch binds the one, the response path
+    /// derives the other.
+    #[test]
+    fn rfc3581_returns_what_the_edited_via_says() {
+        use crate::sip::{scan, Framing, Limits};
+        let msg = |via: &str| {
+            scan(
+                bytes::Bytes::from(format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/{via}\r\nFrom: <sip:x@y>;tag=1\r\n\
+                     To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+                )),
+                Framing::Datagram,
+                &Limits::default(),
+            )
+            .unwrap()
+        };
+        let vias = [
+            "UDP 192.0.2.7:5060;branch=z9hG4bK1",
+            "UDP 192.0.2.7;branch=z9hG4bK1",
+            "UDP 10.0.0.2:5060;branch=z9hG4bK1",
+            "UDP 192.0.2.7:5062;rport;branch=z9hG4bK1",
+            "UDP 192.0.2.7:5062;branch=z9hG4bK1;rport=7;received=10.9.9.9",
+            "udp 192.0.2.7:5062;RPORT;Received;branch=z9hG4bK1",
+            "UDP 192.0.2.7;rport;rport=9;received=1.1.1.1;received=2.2.2.2",
+            "TCP phone.example.net:5062;rport;branch=z9hG4bK1",
+            "TCP phone.example.net;branch=z9hG4bK1",
+            "UDP [::ffff:192.0.2.7]:5060;branch=z9hG4bK1",
+            "UDP [2001:db8:0::7];branch=z9hG4bK1",
+            "UDP [2001:db8::8]:5070;rport;branch=z9hG4bK1",
+            "SCTP 192.0.2.7:5060;rport;branch=z9hG4bK1",
+            "UDP 127.0.0.1:5080;rport;branch=z9hG4bK-ast, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2",
+        ];
+        let sources = [
+            "192.0.2.7:5060",
+            "192.0.2.7:40000",
+            "192.0.2.7:0",
+            "127.0.0.1:5080",
+            "[::ffff:192.0.2.7]:5060",
+            "[2001:db8::7]:5060",
+        ];
+        for via in vias {
+            for src in sources {
+                let m = msg(via);
+                let mut ed = Editor::new(&m);
+                let said = rfc3581(&mut ed, &m.top_via(), src.parse().unwrap());
+                let edited = scan(ed.finish(), Framing::Datagram, &Limits::default()).unwrap();
+                let read = edited.vias().next().flatten().and_then(|v| via_return(&v));
+                assert_eq!(said, read, "{via} from {src}");
+                let transport_known = !via.starts_with("SCTP");
+                assert_eq!(said.is_some(), transport_known, "{via} from {src}");
+            }
+        }
     }
 }
