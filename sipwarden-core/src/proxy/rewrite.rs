@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::flow::{canonical_ip, Transport};
 use crate::sip::addr::{split_list, NameAddr};
-use crate::sip::text::{ip_text, num_text};
+use crate::sip::text::{ip_text, num_text, InlineText};
 use crate::sip::uri::{parse_host_ip, Uri};
 use crate::sip::via::Via;
 use crate::sip::{Editor, HeaderName, Message, Method, Span};
@@ -48,7 +48,7 @@ pub fn rr_insert_point(msg: &Message) -> usize {
 /// Where a response goes (RFC 3261 18.2.2, RFC 3581 4): `received` and
 /// `rport` if present, else the sent-by. `None` for a transport we do not
 /// speak, or a host that is no address: the Via below ours always names
-/// an address once [`rfc3581`] has edited it.
+/// an address once [`Rfc3581`] has edited it.
 pub fn via_return(v: &Via<'_>) -> Option<ReturnAddr> {
     let transport = Transport::from_token(v.transport)?;
     let port = match v.rport() {
@@ -79,54 +79,81 @@ pub fn pop_top_via(ed: &mut Editor<'_>, msg: &Message) {
     }
 }
 
-/// RFC 3581: `received` when the source differs from sent-by or `rport`
-/// was asked for; `rport` filled in. A `received` the client wrote itself
-/// is overwritten with the truth.
+/// RFC 3581 for the top Via of a request we forward: `received` when the
+/// source differs from sent-by or `rport` was asked for; `rport` filled
+/// in. A `received` the client wrote itself is overwritten with the truth.
 ///
-/// Returns where the responses to the request will go: the edited Via as
-/// [`via_return`] reads it when the response brings it back, for the
-/// branch to bind. Derived from the same decisions as the edit, without
-/// writing out and reading back the edited Via.
-pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) -> Option<ReturnAddr> {
-    let ip = canonical_ip(src.ip());
-    let (rport, received) = via.rport_received_at();
-    let ip_s = ip_text(ip);
-    // Usually the sent-by is written exactly as we would write the
-    // source: no need to parse it to compare.
-    let sent_by_differs =
-        via.host != ip_s.as_bytes() && parse_host_ip(via.host).map(canonical_ip) != Some(ip);
-    let wrote_received = match received {
-        Some(p) => {
-            ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]);
-            true
+/// Decided once, before the edit is made ([`Rfc3581::apply`]), because
+/// the branch must bind where the responses will go ([`Rfc3581::back`]):
+/// the edited Via as [`via_return`] reads it when a response brings it
+/// back, derived from the same decisions as the edit without writing out
+/// and reading back the edited Via.
+pub struct Rfc3581 {
+    /// The `received` parameter to overwrite, or where to add one.
+    received: Option<Span>,
+    add_received: Option<usize>,
+    rport: Option<Span>,
+    ip: InlineText,
+    port: u16,
+    /// Where the responses to the request go once the edit is made.
+    pub back: Option<ReturnAddr>,
+}
+
+impl Rfc3581 {
+    pub fn new(via: &Via<'_>, src: SocketAddr) -> Rfc3581 {
+        let ip = canonical_ip(src.ip());
+        let (rport, received) = via.rport_received_at();
+        let ip_s = ip_text(ip);
+        // Usually the sent-by is written exactly as we would write the
+        // source: no need to parse it to compare.
+        let sent_by_differs =
+            via.host != ip_s.as_bytes() && parse_host_ip(via.host).map(canonical_ip) != Some(ip);
+        let received = received.map(|p| Span::new(p.start, p.end));
+        let add_received = (received.is_none() && (sent_by_differs || rport.is_some()))
+            .then_some(via.span.end as usize);
+        let rport = rport.map(|p| Span::new(p.start, p.end));
+        // What `via_return` reads back: the `received` written (the
+        // source's address, which its text parses back to), else the
+        // sent-by host; the `rport` written unless it is 0, else the
+        // sent-by port.
+        let back = Transport::from_token(via.transport).and_then(|transport| {
+            let host = if received.is_some() || add_received.is_some() {
+                ip
+            } else {
+                parse_host_ip(via.host)?
+            };
+            let port = match rport {
+                Some(_) if src.port() != 0 => src.port(),
+                _ => via.port.unwrap_or(5060),
+            };
+            Some(ReturnAddr {
+                transport,
+                addr: SocketAddr::new(host, port),
+            })
+        });
+        Rfc3581 {
+            received,
+            add_received,
+            rport,
+            ip: ip_s,
+            port: src.port(),
+            back,
         }
-        None if sent_by_differs || rport.is_some() => {
-            ed.insert(via.span.end as usize, &[b";received=", ip_s.as_bytes()]);
-            true
-        }
-        None => false,
-    };
-    if let Some(p) = rport {
-        let port = num_text(u32::from(src.port()));
-        ed.replace(Span::new(p.start, p.end), &[b"rport=", port.as_bytes()]);
     }
-    // What `via_return` reads back: the `received` written (the source's
-    // address, which its text parses back to), else the sent-by host; the
-    // `rport` written unless it is 0, else the sent-by port.
-    let transport = Transport::from_token(via.transport)?;
-    let ip = if wrote_received {
-        ip
-    } else {
-        parse_host_ip(via.host)?
-    };
-    let port = match rport {
-        Some(_) if src.port() != 0 => src.port(),
-        _ => via.port.unwrap_or(5060),
-    };
-    Some(ReturnAddr {
-        transport,
-        addr: SocketAddr::new(ip, port),
-    })
+
+    /// Makes the edit.
+    pub fn apply(&self, ed: &mut Editor<'_>) {
+        if let Some(p) = self.received {
+            ed.replace(p, &[b"received=", self.ip.as_bytes()]);
+        }
+        if let Some(at) = self.add_received {
+            ed.insert(at, &[b";received=", self.ip.as_bytes()]);
+        }
+        if let Some(p) = self.rport {
+            let port = num_text(u32::from(self.port));
+            ed.replace(p, &[b"rport=", port.as_bytes()]);
+        }
+    }
 }
 
 /// Decrements Max-Forwards, or inserts 70 when absent (checked for 0
@@ -232,7 +259,7 @@ mod tests {
             )
             .unwrap();
             let mut ed = Editor::new(&m);
-            rfc3581(&mut ed, &m.top_via(), src.parse().unwrap());
+            Rfc3581::new(&m.top_via(), src.parse().unwrap()).apply(&mut ed);
             let out = ed.finish();
             let t = std::str::from_utf8(&out).unwrap();
             t[t.find("Via: SIP/2.0/UDP ").unwrap() + 17..t.find("\r\nFrom").unwrap()].to_string()
@@ -261,11 +288,11 @@ mod tests {
         );
     }
 
-    /// What `rfc3581` says the responses go to is what `via_return` reads
+    /// What `Rfc3581` says the responses go to is what `via_return` reads
     /// from the Via it wrote: the branch binds the one, the response path
     /// derives the other.
     #[test]
-    fn rfc3581_returns_what_the_edited_via_says() {
+    fn rfc3581_back_is_what_the_edited_via_says() {
         use crate::sip::{scan, Framing, Limits};
         let msg = |via: &str| {
             scan(
@@ -306,7 +333,9 @@ mod tests {
             for src in sources {
                 let m = msg(via);
                 let mut ed = Editor::new(&m);
-                let said = rfc3581(&mut ed, &m.top_via(), src.parse().unwrap());
+                let fix = Rfc3581::new(&m.top_via(), src.parse().unwrap());
+                fix.apply(&mut ed);
+                let said = fix.back;
                 let edited = scan(ed.finish(), Framing::Datagram, &Limits::default()).unwrap();
                 let read = edited.vias().next().flatten().and_then(|v| via_return(&v));
                 assert_eq!(said, read, "{via} from {src}");
