@@ -9,8 +9,11 @@
 //! - every message handled moves the message counters by exactly one, in
 //!   the slot its verdict names;
 //! - nothing from the public side goes back out the public side except a
-//!   reply to its source (no open relay), and a request from the public
-//!   side goes to the backend only;
+//!   reply to its source (no open relay), a request from the public side
+//!   goes to the backend only, and a response from the public side goes
+//!   on the internal side only to the backend's address or to an address
+//!   the backend itself sent from earlier (never to another local
+//!   service);
 //! - whatever the scanner fast path drops, full admission rejects too;
 //! - a forwarded message differs from the received one only in the lines
 //!   sipwarden edits, and its body not at all.
@@ -18,8 +21,8 @@
 //! A violation panics with what was seen: libFuzzer and proptest both
 //! report a panic as a failure.
 
-use std::cell::OnceCell;
-use std::net::IpAddr;
+use std::cell::{OnceCell, RefCell};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -208,6 +211,11 @@ pub struct Rig {
     /// Request-URI hosts: the secret domain, addresses, the trunk
     /// contact's host with its `sw=` token.
     pub hosts: Arc<Vec<String>>,
+    /// Where the backend has sent from so far (the set-up's messages and
+    /// every internal message handled since): with the backend's address,
+    /// the only places a public input may make the core send to on the
+    /// internal side.
+    pub backend_sources: RefCell<Vec<(Transport, SocketAddr)>>,
 }
 
 const NOW: UnixMs = UnixMs(1_700_000_000_000);
@@ -274,13 +282,28 @@ impl Rig {
                 script
             }
         };
-        Rig {
+        let rig = Rig {
             core,
             mode,
             now: NOW,
             seeds: script.seeds.clone(),
             lines: script.lines.clone(),
             hosts: script.hosts.clone(),
+            backend_sources: RefCell::new(Vec::new()),
+        };
+        for (flow, _) in &script.steps {
+            rig.sent_from(&Rig::flow(*flow));
+        }
+        rig
+    }
+
+    /// Remembers an internal flow's remote as a place the backend sent
+    /// from.
+    fn sent_from(&self, flow: &Flow) {
+        let mut seen = self.backend_sources.borrow_mut();
+        let src = (flow.transport, flow.remote);
+        if flow.side == Side::Internal && !seen.contains(&src) {
+            seen.push(src);
         }
     }
 
@@ -300,7 +323,9 @@ impl Rig {
         };
         let v = out.verdict;
         counted_once(flow, v, &before, &after).unwrap_or_else(|e| panic!("{e}: {}", what()));
-        no_open_relay(flow, data, &out, &s).unwrap_or_else(|e| panic!("{e}: {}", what()));
+        let sources = self.backend_sources.borrow().clone();
+        no_open_relay(flow, data, &out, &s, &sources).unwrap_or_else(|e| panic!("{e}: {}", what()));
+        self.sent_from(flow);
         edits_only(flow, data, &out, &s).unwrap_or_else(|e| panic!("{e}: {}", what()));
         out
     }
@@ -600,13 +625,21 @@ fn framing(flow: &Flow) -> Framing {
 
 /// Invariant: where things go. Nothing that came in on the public side
 /// leaves on the public side except a reply to its source (no open
-/// relay), and a request from there reaches the backend and nothing
-/// else. Replies (and the answers kept for a failed send) go back on the
-/// flow they answer; a drop, and an input that does not scan, sends
-/// nothing. (A response from the public side goes on the internal side
-/// to the Via below ours, whose address our branch does not sign: this
-/// check does not hold it to the backend.)
-pub fn no_open_relay(flow: &Flow, input: &[u8], out: &Output, s: &Settings) -> Result<(), String> {
+/// relay); a request from there reaches the backend and nothing else;
+/// and nothing from there reaches the internal side anywhere but the
+/// backend's address or one of `backend_sources`, the places the backend
+/// itself sent from (where it gets the responses to its requests): a
+/// phone that rewrites the address in the Via below ours must not make
+/// sipwarden send to another local service. Replies (and the answers
+/// kept for a failed send) go back on the flow they answer; a drop, and
+/// an input that does not scan, sends nothing.
+pub fn no_open_relay(
+    flow: &Flow,
+    input: &[u8],
+    out: &Output,
+    s: &Settings,
+    backend_sources: &[(Transport, SocketAddr)],
+) -> Result<(), String> {
     let v = out.verdict;
     let msg = scan(Bytes::copy_from_slice(input), framing(flow), &s.limits).ok();
     if (v.disposition == Disposition::Dropped || msg.is_none()) && !out.transmits.is_empty() {
@@ -631,6 +664,20 @@ pub fn no_open_relay(flow: &Flow, input: &[u8], out: &Output, s: &Settings) -> R
                 "a public request sent past the backend: {}",
                 describe(send)
             ));
+        }
+        if flow.side == Side::Public && send.side == Side::Internal {
+            let backend =
+                send.transport == s.backend.transport && send.dest == Dest::Addr(s.backend.addr);
+            let source = match &send.dest {
+                Dest::Addr(a) => backend_sources.contains(&(send.transport, *a)),
+                Dest::Name { .. } => false,
+            };
+            if !backend && !source {
+                return Err(format!(
+                    "relayed to the internal side where the backend never was: {}",
+                    describe(send)
+                ));
+            }
         }
         let mut fail = send.on_fail.as_deref();
         while let Some(f) = fail {

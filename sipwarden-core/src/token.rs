@@ -46,6 +46,56 @@ pub struct BranchInfo {
     pub loop_key: [u8; 4],
 }
 
+/// Where the response to a request we forward goes: the transport and
+/// address of the Via below ours, as RFC 3581 (`received`, `rport`) left
+/// it. The branch binds it: whoever receives the request sees that Via
+/// and can rewrite it, so a response is relayed to this address or
+/// nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReturnAddr {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// The hop a forwarded request came from, as its branch binds it: its
+/// transaction (`key`: the incoming top branch, or a digest of an RFC 2543
+/// Via) and where the responses to it go back to.
+#[derive(Clone, Copy, Debug)]
+pub struct PrevHop<'a> {
+    pub key: &'a [u8],
+    pub back: Option<ReturnAddr>,
+}
+
+/// Longest encoding of a return address: a tag, an IPv6 address, a port.
+const RETURN_LEN: usize = 1 + 16 + 2;
+
+/// A return address as the branch MAC takes it: a tag (0 for none, else
+/// the transport and the address family), the address and the port.
+fn return_bytes(r: Option<ReturnAddr>) -> ([u8; RETURN_LEN], usize) {
+    let mut out = [0u8; RETURN_LEN];
+    let Some(r) = r else {
+        return (out, 1);
+    };
+    let t = match r.transport {
+        Transport::Udp => 1,
+        Transport::Tcp => 2,
+    };
+    let n = match r.addr.ip() {
+        IpAddr::V4(a) => {
+            out[0] = t;
+            out[1..5].copy_from_slice(&a.octets());
+            5
+        }
+        IpAddr::V6(a) => {
+            out[0] = t | 4;
+            out[1..17].copy_from_slice(&a.octets());
+            17
+        }
+    };
+    out[n..n + 2].copy_from_slice(&r.addr.port().to_be_bytes());
+    (out, n + 2)
+}
+
 /// Where a phone or trunk can be reached again: the transport, the public
 /// listener and the remote address its message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,15 +311,17 @@ impl Keys {
         [m[0], m[1], m[2], m[3]]
     }
 
-    /// The branch for a request we forward. `prev` identifies the incoming
-    /// transaction (its top branch), `target` the next hop: a CANCEL or a
-    /// non-2xx ACK has both equal to its INVITE's and gets the same branch
+    /// The branch for a request we forward. `prev` is where it came from:
+    /// its transaction and where its responses go, bound so that the peer
+    /// who sees the Via below ours cannot send them elsewhere. `target` is
+    /// the next hop. A CANCEL or a non-2xx ACK from the same place as its
+    /// INVITE has all three equal to the INVITE's and gets the same branch
     /// (RFC 3261 16.11). `call_id` binds the MAC to the dialog.
     pub fn branch(
         &self,
         dir: Dir,
         listener: u8,
-        prev: &[u8],
+        prev: PrevHop<'_>,
         target: &[u8],
         call_id: &[u8],
         loop_key: [u8; 4],
@@ -280,7 +332,7 @@ impl Keys {
         out[p] = dir.byte();
         out[p + 1] = listener_char(listener);
         // Uniqueness only (the MAC below is what verifies).
-        let h1 = self.sip64(b"branch", &[prev, target]).to_le_bytes();
+        let h1 = self.sip64(b"branch", &[prev.key, target]).to_le_bytes();
         hex_into(&mut out[p + 2..p + 18], &h1[..8]);
         hex_into(&mut out[p + 18..p + 26], &loop_key);
         let tag = self.branch_mac(&out[p..p + 26], prev, call_id);
@@ -288,13 +340,20 @@ impl Keys {
         out
     }
 
-    fn branch_mac(&self, head: &[u8], prev: &[u8], call_id: &[u8]) -> [u8; 32] {
-        self.mac(b"branch-mac", &[head, prev, call_id])
+    fn branch_mac(&self, head: &[u8], prev: PrevHop<'_>, call_id: &[u8]) -> [u8; 32] {
+        let (back, n) = return_bytes(prev.back);
+        self.mac(b"branch-mac", &[head, prev.key, &back[..n], call_id])
     }
 
-    /// Checks that `branch` is one we made for a request whose previous
-    /// hop's branch was `prev`, in the dialog `call_id`.
-    pub fn verify_branch(&self, branch: &[u8], prev: &[u8], call_id: &[u8]) -> Option<BranchInfo> {
+    /// Checks that `branch` is one we made for a request that came from
+    /// `prev` (its transaction, and where its responses go), in the dialog
+    /// `call_id`.
+    pub fn verify_branch(
+        &self,
+        branch: &[u8],
+        prev: PrevHop<'_>,
+        call_id: &[u8],
+    ) -> Option<BranchInfo> {
         if branch.len() != BRANCH_LEN || !branch.starts_with(BRANCH_PREFIX) {
             return None;
         }
@@ -517,42 +576,104 @@ mod tests {
     fn every_listener_survives_its_branch() {
         let k = keys();
         for l in 0..MAX_LISTENERS as u8 {
-            let b = k.branch(Dir::Inbound, l, b"z9hG4bKp", b"t", b"cid", [0; 4]);
-            let info = k.verify_branch(&b, b"z9hG4bKp", b"cid");
+            let prev = PrevHop {
+                key: b"z9hG4bKp",
+                back: None,
+            };
+            let b = k.branch(Dir::Inbound, l, prev, b"t", b"cid", [0; 4]);
+            let info = k.verify_branch(&b, prev, b"cid");
             assert_eq!(info.map(|i| i.listener), Some(l), "listener {l}");
         }
+    }
+
+    fn back(t: Transport, a: &str) -> Option<ReturnAddr> {
+        Some(ReturnAddr {
+            transport: t,
+            addr: a.parse().unwrap(),
+        })
+    }
+
+    fn from(key: &[u8], back: Option<ReturnAddr>) -> PrevHop<'_> {
+        PrevHop { key, back }
     }
 
     #[test]
     fn branch_roundtrip_and_binding() {
         let k = keys();
         let lk = k.loop_key(b"sip:a@b", b"cid", b"ft", 1);
-        let b = k.branch(Dir::Outbound, 3, b"z9hG4bKprev", b"sip:x:5060", b"cid", lk);
+        let ast = back(Transport::Udp, "127.0.0.1:5080");
+        let b = k.branch(
+            Dir::Outbound,
+            3,
+            from(b"z9hG4bKprev", ast),
+            b"sip:x:5060",
+            b"cid",
+            lk,
+        );
         assert!(b.starts_with(BRANCH_PREFIX));
-        let info = k.verify_branch(&b, b"z9hG4bKprev", b"cid").unwrap();
+        let info = k
+            .verify_branch(&b, from(b"z9hG4bKprev", ast), b"cid")
+            .unwrap();
         assert_eq!(info.dir, Dir::Outbound);
         assert_eq!(info.listener, 3);
         assert_eq!(info.loop_key, lk);
         // Same inputs, same branch (CANCEL / non-2xx ACK).
         assert_eq!(
             b,
-            k.branch(Dir::Outbound, 3, b"z9hG4bKprev", b"sip:x:5060", b"cid", lk)
+            k.branch(
+                Dir::Outbound,
+                3,
+                from(b"z9hG4bKprev", ast),
+                b"sip:x:5060",
+                b"cid",
+                lk
+            )
         );
         // Different target, different branch.
         assert_ne!(
             b,
-            k.branch(Dir::Outbound, 3, b"z9hG4bKprev", b"sip:y:5060", b"cid", lk)
+            k.branch(
+                Dir::Outbound,
+                3,
+                from(b"z9hG4bKprev", ast),
+                b"sip:y:5060",
+                b"cid",
+                lk
+            )
         );
         // Bound to the previous branch, the Call-ID and the key.
-        assert!(k.verify_branch(&b, b"z9hG4bKother", b"cid").is_none());
-        assert!(k.verify_branch(&b, b"z9hG4bKprev", b"cid2").is_none());
-        assert!(Keys::new([8; 32])
-            .verify_branch(&b, b"z9hG4bKprev", b"cid")
+        assert!(k
+            .verify_branch(&b, from(b"z9hG4bKother", ast), b"cid")
             .is_none());
+        assert!(k
+            .verify_branch(&b, from(b"z9hG4bKprev", ast), b"cid2")
+            .is_none());
+        assert!(Keys::new([8; 32])
+            .verify_branch(&b, from(b"z9hG4bKprev", ast), b"cid")
+            .is_none());
+        // And to where the response goes: another port, address, family
+        // or transport, or none, is another branch.
+        for other in [
+            back(Transport::Udp, "127.0.0.1:6379"),
+            back(Transport::Udp, "127.0.0.2:5080"),
+            back(Transport::Udp, "[::ffff:127.0.0.1]:5080"),
+            back(Transport::Tcp, "127.0.0.1:5080"),
+            None,
+        ] {
+            assert!(
+                k.verify_branch(&b, from(b"z9hG4bKprev", other), b"cid")
+                    .is_none(),
+                "{other:?}"
+            );
+        }
         let mut forged = b;
         forged[BRANCH_PREFIX.len()] = b'i';
-        assert!(k.verify_branch(&forged, b"z9hG4bKprev", b"cid").is_none());
-        assert!(k.verify_branch(b"z9hG4bKsw", b"", b"").is_none());
+        assert!(k
+            .verify_branch(&forged, from(b"z9hG4bKprev", ast), b"cid")
+            .is_none());
+        assert!(k
+            .verify_branch(b"z9hG4bKsw", from(b"", None), b"")
+            .is_none());
     }
 
     #[test]

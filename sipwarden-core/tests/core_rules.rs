@@ -566,3 +566,110 @@ fn asterisk_over_tcp_gets_its_responses_on_its_connection() {
         )
     );
 }
+
+/// Our branch binds where the response goes: the Via below ours as we
+/// edited it (RFC 3581 `received`/`rport`) and its transport. The phone
+/// that receives Asterisk's request sees that Via and can rewrite it; a
+/// response that names another place is a stray, counted as one, and
+/// nothing is sent (not to another service on loopback either).
+#[test]
+fn a_response_goes_only_where_its_request_came_from() {
+    let lab = Lab::new("");
+    let m = from_asterisk(
+        "sip:1001@198.51.100.7:5062",
+        "Route: <sip:127.0.0.1:5070;lr>\r\n",
+        "INVITE",
+    );
+    let out = lab.handle(&asterisk(), &m);
+    let fwd = text(one_send(&out, Verdict::forward(Reason::Outbound))).to_string();
+    let ast_via =
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;rport=5080;branch=z9hG4bK-a1;received=127.0.0.1\r\n";
+    assert!(fwd.contains(ast_via), "{fwd}");
+    let ringing = answer(&fwd, 180, "");
+    let phone = public_udp("198.51.100.7:5062");
+    let strays = || lab.count(Reason::StrayResponse, Disposition::Dropped);
+    for altered in [
+        // rport, received, both gone with another sent-by port, the
+        // transport, a name, IPv6.
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;rport=6379;branch=z9hG4bK-a1;received=127.0.0.1\r\n",
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;rport=5080;branch=z9hG4bK-a1;received=127.0.0.2\r\n",
+        "Via: SIP/2.0/UDP 127.0.0.1:6379;branch=z9hG4bK-a1\r\n",
+        "Via: SIP/2.0/TCP 127.0.0.1:5080;rport=5080;branch=z9hG4bK-a1;received=127.0.0.1\r\n",
+        "Via: SIP/2.0/UDP localhost:5080;rport=5080;branch=z9hG4bK-a1\r\n",
+        "Via: SIP/2.0/UDP [::1]:5080;rport=5080;branch=z9hG4bK-a1\r\n",
+    ] {
+        let before = strays();
+        let out = lab.handle(&phone, &ringing.replace(ast_via, altered));
+        dropped(&out, Reason::StrayResponse);
+        assert_eq!(strays(), before + 1, "{altered}");
+    }
+    // The same place written another way is the same place: bound is the
+    // address, not the text.
+    let same = "Via: SIP/2.0/UDP 127.0.0.1:5080;rport=5080;branch=z9hG4bK-a1\r\n";
+    for ok in [ringing.clone(), ringing.replace(ast_via, same)] {
+        let out = lab.handle(&phone, &ok);
+        let s = one_send(&out, Verdict::forward(Reason::Response));
+        assert_eq!(
+            (s.side, s.transport, addr(s)),
+            (
+                Side::Internal,
+                Transport::Udp,
+                "127.0.0.1:5080".parse().unwrap()
+            )
+        );
+    }
+    // Our outbound branch is answered from the public side only.
+    dropped(&lab.handle(&asterisk(), &ringing), Reason::StrayResponse);
+
+    // The other direction alike: Asterisk's answer goes to the phone's Via
+    // as we wrote it, nowhere else, and never out of the internal side.
+    let out = lab.handle(&phone, &invite(SECRET_URI, ""));
+    let to_ast = text(one_send(&out, Verdict::forward(Reason::Domain))).to_string();
+    let phone_via =
+        "Via: SIP/2.0/UDP 192.168.1.20:5062;branch=z9hG4bK-ph1;rport=5062;received=198.51.100.7\r\n";
+    assert!(to_ast.contains(phone_via), "{to_ast}");
+    let ok = answer(&to_ast, 200, "");
+    let elsewhere = phone_via.replace("198.51.100.7", "192.0.2.99");
+    dropped(
+        &lab.handle(&asterisk(), &ok.replace(phone_via, &elsewhere)),
+        Reason::StrayResponse,
+    );
+    // A phone holding the backend's answer (our inbound branch on top)
+    // cannot have it relayed from the public side.
+    dropped(&lab.handle(&phone, &ok), Reason::StrayResponse);
+    let out = lab.handle(&asterisk(), &ok);
+    let s = one_send(&out, Verdict::forward(Reason::Response));
+    assert_eq!(
+        (s.side, addr(s)),
+        (Side::Public, "198.51.100.7:5062".parse().unwrap())
+    );
+}
+
+/// Asterisk's CANCEL (and non-2xx ACK) from where its INVITE came from
+/// gets the INVITE's branch (RFC 3261 16.11), though the branch binds
+/// where responses go; from elsewhere it would be answered elsewhere, so
+/// it is another transaction.
+#[test]
+fn asterisk_cancel_gets_the_invite_branch() {
+    let lab = Lab::new("");
+    let branch = |out: &sipwarden_core::proxy::Output| {
+        let t = text(one_send(out, Verdict::forward(Reason::Outbound))).to_string();
+        headers(&t, "via")[0]
+            .split("branch=")
+            .nth(1)
+            .and_then(|b| b.split(';').next())
+            .unwrap()
+            .to_string()
+    };
+    let route = "Route: <sip:127.0.0.1:5070;lr>\r\n";
+    let ruri = "sip:1001@198.51.100.7:5062";
+    let inv = branch(&lab.handle(&asterisk(), &from_asterisk(ruri, route, "INVITE")));
+    let cancel = branch(&lab.handle(&asterisk(), &from_asterisk(ruri, route, "CANCEL")));
+    assert_eq!(cancel, inv);
+    let ack = branch(&lab.handle(&asterisk(), &from_asterisk(ruri, route, "ACK")));
+    assert_eq!(ack, inv);
+    let mut other_port = asterisk();
+    other_port.remote = "127.0.0.1:5081".parse().unwrap();
+    let moved = branch(&lab.handle(&other_port, &from_asterisk(ruri, route, "CANCEL")));
+    assert_ne!(moved, inv);
+}

@@ -272,6 +272,9 @@ enum Mutation {
     Unsecret,
     Truncate(Index),
     BareLf,
+    /// One Via line's address rewritten as a peer that received it could
+    /// ([`readdress`]): where a response to it would go.
+    Readdress(Index, Index),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -288,6 +291,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         2 => Just(Mutation::Unsecret),
         1 => any::<Index>().prop_map(Mutation::Truncate),
         1 => Just(Mutation::BareLf),
+        2 => (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Mutation::Readdress(a, b)),
     ]
 }
 
@@ -364,11 +368,93 @@ fn mutate(seed: &[u8], muts: &[Mutation], rig: &Rig) -> Vec<u8> {
                     }
                 }
             }
+            Mutation::Readdress(which, how) => {
+                let vias: Vec<usize> = (0..lines.len()).filter(|&i| is_via(&lines[i])).collect();
+                if vias.is_empty() {
+                    continue;
+                }
+                let at = vias[which.index(vias.len())];
+                lines[at] = readdress(&lines[at], how.index(READDRESS));
+            }
             _ => continue,
         }
         data = lines.concat();
     }
     data
+}
+
+fn is_via(line: &[u8]) -> bool {
+    let lower = line.to_ascii_lowercase();
+    lower.starts_with(b"via:") || lower.starts_with(b"v:") || lower.starts_with(b"via ")
+}
+
+/// How many ways [`readdress`] knows.
+const READDRESS: usize = 5;
+
+/// A Via line with the address a response to it goes to changed, one of
+/// [`READDRESS`] ways, towards other loopback services: `rport` set to
+/// another port, `received` to another address, the sent-by host or
+/// port, or the transport. Every via-parm of the line is changed alike.
+fn readdress(line: &[u8], how: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(line).into_owned();
+    let body_end = text.trim_end_matches(['\r', '\n']).len();
+    let (body, eol) = text.split_at(body_end);
+    let Some((name, value)) = body.split_once(':') else {
+        return line.to_vec();
+    };
+    let parms: Vec<String> = value
+        .split(',')
+        .map(|parm| readdress_parm(parm, how))
+        .collect();
+    format!("{name}:{}{eol}", parms.join(",")).into_bytes()
+}
+
+fn readdress_parm(parm: &str, how: usize) -> String {
+    let mut parts: Vec<String> = parm.split(';').map(str::to_string).collect();
+    let set = |parts: &mut Vec<String>, name: &str, value: &str| match parts
+        .iter_mut()
+        .skip(1)
+        .find(|p| {
+            p.trim()
+                .split('=')
+                .next()
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+        }) {
+        Some(p) => *p = format!("{name}={value}"),
+        None => parts.push(format!("{name}={value}")),
+    };
+    match how {
+        0 => set(&mut parts, "rport", "6379"),
+        1 => set(&mut parts, "received", "127.0.0.2"),
+        _ => {
+            // The sent-protocol and sent-by: `SIP/2.0/UDP host:port`.
+            let head = parts[0].clone();
+            let Some((proto, sent_by)) = head.trim_start().rsplit_once(' ') else {
+                return parm.to_string();
+            };
+            let lead = &head[..head.len() - head.trim_start().len()];
+            let (host, port) = match sent_by.rsplit_once(':') {
+                Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
+                _ => (sent_by, None),
+            };
+            parts[0] = match how {
+                2 => format!(
+                    "{lead}{proto} 127.0.0.3{}",
+                    port.map_or(String::new(), |p| format!(":{p}"))
+                ),
+                3 => format!("{lead}{proto} {host}:6379"),
+                _ => {
+                    let swapped = if proto.ends_with("UDP") {
+                        proto.replace("UDP", "TCP")
+                    } else {
+                        proto.replace("TCP", "UDP")
+                    };
+                    format!("{lead}{swapped} {sent_by}")
+                }
+            };
+        }
+    }
+    parts.join(";")
 }
 
 fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -455,6 +541,47 @@ fn the_rig_seeds_reach_their_paths() {
     assert_eq!(to("asterisk-bye-route"), Dest::Addr(Rig::flow(3).remote));
 }
 
+/// Every response the rig's peers on the public side send, with each of
+/// its Vias readdressed every way [`readdress`] knows, under every mode:
+/// none may make the core send on the internal side anywhere but where
+/// the backend is (the invariant `Rig::handle` checks). A phone sees the
+/// backend's Via below ours and can rewrite it; the branch binds where
+/// the response goes, so the rewritten one is a stray.
+#[test]
+fn readdressed_responses_reach_only_the_backend() {
+    let mut strays = 0;
+    for mode in Mode::ALL {
+        let rig = Rig::new(mode);
+        for seed in rig.seeds.iter() {
+            let flow = Rig::flow(seed.flow);
+            if flow.side != Side::Public || !seed.data.starts_with(b"SIP/2.0 ") {
+                continue;
+            }
+            let lines = lines_of(&seed.data);
+            for (i, line) in lines.iter().enumerate().filter(|(_, l)| is_via(l)) {
+                for how in 0..READDRESS {
+                    let mut changed = lines.clone();
+                    changed[i] = readdress(line, how);
+                    if changed[i] == *line {
+                        continue;
+                    }
+                    let out = rig.handle(rig.now, &flow, &changed.concat());
+                    if out.verdict == Verdict::drop(Reason::StrayResponse) {
+                        strays += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Not a vacuous pass: the readdressed responses reach the check.
+    // Each mode: 4 responses x 3 ways that move the address (rport,
+    // received, transport) of the Via below ours.
+    assert!(
+        strays >= 48,
+        "only {strays} readdressed responses were strays"
+    );
+}
+
 /// The fast path against full admission, 20,000 mutated messages by
 /// default (`SIPWARDEN_QUICK_CASES` sets another count). Also checks the
 /// run is no vacuous pass: the mutations must make the fast path both
@@ -523,7 +650,11 @@ fn the_invariant_checks_can_fail() {
     };
     let (flow, invite) = seed("phone-invite");
     let fresh = || rig.handle(rig.now, &flow, &invite);
-    assert_eq!(fuzzing::no_open_relay(&flow, &invite, &fresh(), &s), Ok(()));
+    let sources = rig.backend_sources.borrow().clone();
+    assert_eq!(
+        fuzzing::no_open_relay(&flow, &invite, &fresh(), &s, &sources),
+        Ok(())
+    );
     assert_eq!(fuzzing::edits_only(&flow, &invite, &fresh(), &s), Ok(()));
 
     // Counted twice, or in another slot, or not at all.
@@ -548,10 +679,39 @@ fn the_invariant_checks_can_fail() {
     let mut out = fresh();
     out.transmits[0].side = Side::Public;
     out.transmits[0].dest = Dest::Addr("192.0.2.99:5060".parse().unwrap());
-    assert!(fuzzing::no_open_relay(&flow, &invite, &out, &s).is_err());
+    assert!(fuzzing::no_open_relay(&flow, &invite, &out, &s, &sources).is_err());
     let mut out = fresh();
     out.transmits[0].dest = Dest::Addr("127.0.0.1:6379".parse().unwrap());
-    assert!(fuzzing::no_open_relay(&flow, &invite, &out, &s).is_err());
+    assert!(fuzzing::no_open_relay(&flow, &invite, &out, &s, &sources).is_err());
+
+    // A public response relayed to where the backend sent from, or past
+    // it to another local service, or over another transport.
+    let (phone, ok) = seed("phone-200-tcp");
+    let relayed = || rig.handle(rig.now, &phone, &ok);
+    assert_eq!(
+        relayed().transmits[0].dest,
+        Dest::Addr("127.0.0.1:5080".parse().unwrap())
+    );
+    assert_eq!(
+        fuzzing::no_open_relay(&phone, &ok, &relayed(), &s, &sources),
+        Ok(())
+    );
+    let mut out = relayed();
+    out.transmits[0].dest = Dest::Addr("127.0.0.1:6379".parse().unwrap());
+    assert!(fuzzing::no_open_relay(&phone, &ok, &out, &s, &sources).is_err());
+    let mut out = relayed();
+    out.transmits[0].transport = sipwarden_core::flow::Transport::Tcp;
+    assert!(fuzzing::no_open_relay(&phone, &ok, &out, &s, &sources).is_err());
+    // Where the backend sent from is as good as its address.
+    let mut out = relayed();
+    let elsewhere = "127.0.0.1:40002".parse().unwrap();
+    out.transmits[0].dest = Dest::Addr(elsewhere);
+    assert!(fuzzing::no_open_relay(&phone, &ok, &out, &s, &sources).is_err());
+    let udp = sipwarden_core::flow::Transport::Udp;
+    assert_eq!(
+        fuzzing::no_open_relay(&phone, &ok, &out, &s, &[(udp, elsewhere)]),
+        Ok(())
+    );
 
     // A line sipwarden does not edit, the body, a foreign X-Sipwarden line.
     let edited = |from: &str, to: &str| {

@@ -12,11 +12,12 @@ use crate::sip::via::Via;
 use crate::sip::{Header, HeaderName, Message, Method};
 use crate::state::{Lifetimes, Tables};
 use crate::time::UnixMs;
-use crate::token::{BranchInfo, Dir, Keys, BRANCH_PREFIX};
+use crate::token::{BranchInfo, Dir, Keys, PrevHop, ReturnAddr, BRANCH_PREFIX};
 use crate::verdict::{Reason, Verdict};
 
 use super::action::Output;
 use super::reply;
+use super::rewrite::via_return;
 
 /// A request about to be forwarded: its loop digest and top Via.
 pub(super) struct Hop<'m> {
@@ -162,7 +163,8 @@ fn loop_key(keys: &Keys, msg: &Message) -> [u8; 4] {
 
 /// A Via of ours further down, written for the same direction, whose
 /// request had the same loop digest means the request came back
-/// unchanged. The other direction is no loop: a backend that proxies
+/// unchanged. Its branch verifies against the Via below it as we edited
+/// it, which the request carries unchanged. The other direction is no loop: a backend that proxies
 /// (rather than a B2BUA like Asterisk) sends requests back out.
 fn looped(keys: &Keys, msg: &Message, dir: Dir, loop_key: [u8; 4]) -> bool {
     // Almost always there is no Via of ours at all: one SIMD search
@@ -180,11 +182,13 @@ fn looped(keys: &Keys, msg: &Message, dir: Dir, loop_key: [u8; 4]) -> bool {
         let Some(b) = v.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
             return false;
         };
-        let prev = vias
-            .get(i + 1)
-            .map(|n| prev_key(keys, n, msg))
-            .unwrap_or_default();
-        keys.verify_branch(b, &prev, msg.call_id())
+        let below = vias.get(i + 1);
+        let prev = below.map(|n| prev_key(keys, n, msg)).unwrap_or_default();
+        let from = PrevHop {
+            key: &prev,
+            back: below.and_then(via_return),
+        };
+        keys.verify_branch(b, from, msg.call_id())
             .is_some_and(|info| info.dir == dir && info.loop_key == loop_key)
     })
 }
@@ -214,17 +218,26 @@ pub(super) fn prev_key(keys: &Keys, via: &Via<'_>, msg: &Message) -> SmallVec<[u
 }
 
 /// The top Via is ours and verifies against the Via below it: what it
-/// says (direction, listener), and that Via below, where the response
-/// goes next.
-pub(super) fn verify_top_via<'m>(keys: &Keys, msg: &'m Message) -> Option<(BranchInfo, Via<'m>)> {
+/// says (direction, listener), and where the response goes next. That
+/// address is the one our branch binds (the Via below as we edited it):
+/// a response whose Via below names another place does not verify, so
+/// whoever saw the request cannot make us send elsewhere. `None` inside:
+/// verified, but no address we can send to (a transport we do not
+/// speak).
+pub(super) fn verify_top_via(
+    keys: &Keys,
+    msg: &Message,
+) -> Option<(BranchInfo, Option<ReturnAddr>)> {
     // The scanner found the top Via's branch already.
     let top = msg.top_via();
-    let next = msg.vias().nth(1)??;
     let branch = top.branch()?;
     if !branch.starts_with(BRANCH_PREFIX) {
         return None;
     }
+    let next = msg.vias().nth(1)??;
     let prev = prev_key(keys, &next, msg);
-    let info = keys.verify_branch(branch, &prev, msg.call_id())?;
-    Some((info, next))
+    let back = via_return(&next);
+    let from = PrevHop { key: &prev, back };
+    let info = keys.verify_branch(branch, from, msg.call_id())?;
+    Some((info, back))
 }

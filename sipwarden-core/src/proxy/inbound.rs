@@ -10,7 +10,7 @@ use crate::policy::admission::Admission;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::time::UnixMs;
-use crate::token::{Dir, FlowRef, FlowToken};
+use crate::token::{Dir, FlowRef, FlowToken, PrevHop};
 use crate::verdict::Verdict;
 
 use super::action::{Dest, Output, Transmit};
@@ -18,7 +18,7 @@ use super::core::Core;
 use super::hop::{self, Hop};
 use super::response::fix_contacts;
 use super::rewrite::{
-    creates_dialog, max_forwards, rfc3581, rr_insert_point, strip_owned, tcp_param,
+    creates_dialog, max_forwards, rr_insert_point, strip_owned, tcp_param, Rfc3581,
 };
 use super::route::pop_own_routes;
 use crate::settings::Settings;
@@ -45,11 +45,18 @@ impl Core {
         let call_id = msg.call_id();
         let il = usize::from(s.backend_listener);
         let internal = s.internal_text[il].as_bytes();
+        // The caller's Via gets `received`/`rport` (the edit is made
+        // below); where that makes the responses go is bound into our
+        // branch.
+        let fix = Rfc3581::new(&top, flow.remote);
         let prev = hop::prev_key(&self.keys, &top, msg);
         let branch = self.keys.branch(
             Dir::Inbound,
             flow.listener,
-            &prev,
+            PrevHop {
+                key: &prev,
+                back: fix.back,
+            },
             s.backend_target.as_bytes(),
             call_id,
             loop_key,
@@ -142,7 +149,7 @@ impl Core {
         } else if method == Some(Method::Register) {
             add_path(&mut ed, msg, &self.keys.flow_token(&here), internal, s);
         }
-        rfc3581(&mut ed, &top, flow.remote);
+        fix.apply(&mut ed);
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
         pop_own_routes(&mut ed, msg, s, &self.keys);

@@ -12,7 +12,7 @@ use crate::sip::text::sockaddr_text;
 use crate::sip::uri::Uri;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::time::UnixMs;
-use crate::token::{Dir, FlowToken};
+use crate::token::{Dir, FlowToken, PrevHop};
 use crate::verdict::{Reason, Verdict};
 
 use super::action::{Dest, Output, Transmit};
@@ -20,8 +20,8 @@ use super::core::Core;
 use super::hop::{self, Hop};
 use super::reply;
 use super::rewrite::{
-    contacts, creates_dialog, max_forwards, parse_secs, rewrite_contact, rfc3581, rr_insert_point,
-    strip_owned, tcp_param,
+    contacts, creates_dialog, max_forwards, parse_secs, rewrite_contact, rr_insert_point,
+    strip_owned, tcp_param, Rfc3581,
 };
 use super::route::{next_hop, pop_own_routes};
 use crate::settings::Settings;
@@ -75,11 +75,19 @@ impl Core {
                     (dest, transport, None, uri_bytes)
                 }
             };
+        // Asterisk's Via gets `received`/`rport` (the edit is made below);
+        // where that makes the responses go is bound into our branch, so
+        // the peer that sees that Via cannot send them anywhere else on
+        // the internal side.
+        let fix = Rfc3581::new(&top, flow.remote);
         let prev = hop::prev_key(&self.keys, &top, msg);
         let branch = self.keys.branch(
             Dir::Outbound,
             flow.listener,
-            &prev,
+            PrevHop {
+                key: &prev,
+                back: fix.back,
+            },
             target,
             call_id,
             loop_key,
@@ -141,7 +149,7 @@ impl Core {
         if msg.method() == Some(Method::Register) {
             self.trunk_register(s, now, msg, &mut ed, transport, listener);
         }
-        rfc3581(&mut ed, &top, flow.remote);
+        fix.apply(&mut ed);
         max_forwards(&mut ed, msg);
         strip_owned(&mut ed, msg);
         dialog.apply(&self.tables, &self.metrics, &s.lifetimes, now);

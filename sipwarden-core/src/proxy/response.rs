@@ -1,6 +1,6 @@
 //! Responses: accepted only when the top Via is ours, verifies, and was
 //! written for a request going the other way; our Via is popped and the
-//! response goes to the next Via. On the way, the tables learn from them:
+//! response goes to the next Via's address, which the branch binds. On the way, the tables learn from them:
 //! dialogs from INVITE answers, trunk registrations from REGISTER answers.
 
 use crate::flow::{Flow, Side};
@@ -13,12 +13,10 @@ use crate::time::UnixMs;
 use crate::token::Dir;
 use crate::verdict::{Reason, Verdict};
 
-use super::action::{Output, Transmit};
+use super::action::{Dest, Output, Transmit};
 use super::core::Core;
 use super::hop;
-use super::rewrite::{
-    contacts, parse_secs, pop_top_via, rewrite_contact, strip_owned, tcp_param, via_dest,
-};
+use super::rewrite::{contacts, parse_secs, pop_top_via, rewrite_contact, strip_owned, tcp_param};
 use crate::settings::Settings;
 
 impl Core {
@@ -30,12 +28,13 @@ impl Core {
         msg: &Message,
         expect: Dir,
     ) -> Output {
-        let Some((info, next)) =
+        // Sent only where the branch says: the address it binds.
+        let Some((info, back)) =
             hop::verify_top_via(&self.keys, msg).filter(|(i, _)| i.dir == expect)
         else {
             return Output::verdict(Verdict::drop(Reason::StrayResponse));
         };
-        let Some((dest, transport)) = via_dest(&next) else {
+        let Some(back) = back else {
             return Output::verdict(Verdict::drop(Reason::Unroutable));
         };
         let code = msg.status().unwrap_or(0);
@@ -49,16 +48,14 @@ impl Core {
         if expect == Dir::Inbound && code >= 400 {
             let swa = msg.top_via().param(b"swa");
             if ban::auth_failed(msg, swa.is_some()) {
-                if let super::action::Dest::Addr(a) = &dest {
-                    ban::count_auth_failure(
-                        s,
-                        &self.tables,
-                        &self.metrics,
-                        now,
-                        a.ip(),
-                        credentials_key(swa.flatten()),
-                    );
-                }
+                ban::count_auth_failure(
+                    s,
+                    &self.tables,
+                    &self.metrics,
+                    now,
+                    back.addr.ip(),
+                    credentials_key(swa.flatten()),
+                );
             }
         }
         if expect == Dir::Outbound {
@@ -83,9 +80,9 @@ impl Core {
             Verdict::forward(Reason::Response),
             Transmit {
                 side,
-                transport,
+                transport: back.transport,
                 listener,
-                dest,
+                dest: Dest::Addr(back.addr),
                 data: ed.finish(),
                 on_fail: None,
                 reuse_only: false,

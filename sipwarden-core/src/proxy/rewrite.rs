@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 
 use crate::flow::{canonical_ip, Transport};
 use crate::sip::addr::{split_list, NameAddr};
-use crate::sip::text::{ip_text, num_text};
+use crate::sip::text::{ip_text, num_text, InlineText};
 use crate::sip::uri::{parse_host_ip, Uri};
 use crate::sip::via::Via;
 use crate::sip::{Editor, HeaderName, Message, Method, Span};
 
-use super::action::Dest;
+use crate::token::ReturnAddr;
 
 /// An expiry in seconds (Expires header or `expires` parameter).
 pub fn parse_secs(v: &[u8]) -> Option<u64> {
@@ -46,22 +46,20 @@ pub fn rr_insert_point(msg: &Message) -> usize {
 }
 
 /// Where a response goes (RFC 3261 18.2.2, RFC 3581 4): `received` and
-/// `rport` if present, else the sent-by.
-pub fn via_dest(v: &Via<'_>) -> Option<(Dest, Transport)> {
+/// `rport` if present, else the sent-by. `None` for a transport we do not
+/// speak, or a host that is no address: the Via below ours always names
+/// an address once [`Rfc3581`] has edited it.
+pub fn via_return(v: &Via<'_>) -> Option<ReturnAddr> {
     let transport = Transport::from_token(v.transport)?;
     let port = match v.rport() {
         Some(Some(p)) if p != 0 => p,
         _ => v.port.unwrap_or(5060),
     };
-    let host = v.received().unwrap_or(v.host);
-    let dest = match parse_host_ip(host) {
-        Some(ip) => Dest::Addr(SocketAddr::new(ip, port)),
-        None => Dest::Name {
-            host: String::from_utf8_lossy(host).to_ascii_lowercase().into(),
-            port: Some(port),
-        },
-    };
-    Some((dest, transport))
+    let ip = parse_host_ip(v.received().unwrap_or(v.host))?;
+    Some(ReturnAddr {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
 }
 
 /// Removes the first Via value (ours).
@@ -81,27 +79,80 @@ pub fn pop_top_via(ed: &mut Editor<'_>, msg: &Message) {
     }
 }
 
-/// RFC 3581: `received` when the source differs from sent-by or `rport`
-/// was asked for; `rport` filled in. A `received` the client wrote itself
-/// is overwritten with the truth.
-pub fn rfc3581(ed: &mut Editor<'_>, via: &Via<'_>, src: SocketAddr) {
-    let ip = canonical_ip(src.ip());
-    let (rport, received) = via.rport_received_at();
-    let ip_s = ip_text(ip);
-    // Usually the sent-by is written exactly as we would write the
-    // source: no need to parse it to compare.
-    let sent_by_differs =
-        via.host != ip_s.as_bytes() && parse_host_ip(via.host).map(canonical_ip) != Some(ip);
-    match received {
-        Some(p) => ed.replace(Span::new(p.start, p.end), &[b"received=", ip_s.as_bytes()]),
-        None if sent_by_differs || rport.is_some() => {
-            ed.insert(via.span.end as usize, &[b";received=", ip_s.as_bytes()])
+/// RFC 3581 for the top Via of a request we forward: `received` when the
+/// source differs from sent-by or `rport` was asked for; `rport` filled
+/// in. A `received` the client wrote itself is overwritten with the truth.
+///
+/// Decided once, before the edit is made ([`Rfc3581::apply`]), because
+/// the branch must bind where the responses will go ([`Rfc3581::back`]):
+/// the edited Via as [`via_return`] reads it when a response brings it
+/// back, derived from the same decisions as the edit without writing out
+/// and reading back the edited Via.
+pub struct Rfc3581 {
+    /// The `received` parameter to overwrite, or where to add one.
+    received: Option<Span>,
+    add_received: Option<usize>,
+    rport: Option<Span>,
+    ip: InlineText,
+    port: u16,
+    /// Where the responses to the request go once the edit is made.
+    pub back: Option<ReturnAddr>,
+}
+
+impl Rfc3581 {
+    pub fn new(via: &Via<'_>, src: SocketAddr) -> Rfc3581 {
+        let ip = canonical_ip(src.ip());
+        let (rport, received) = via.rport_received_at();
+        let ip_s = ip_text(ip);
+        // Usually the sent-by is written exactly as we would write the
+        // source: no need to parse it to compare.
+        let sent_by_differs =
+            via.host != ip_s.as_bytes() && parse_host_ip(via.host).map(canonical_ip) != Some(ip);
+        let received = received.map(|p| Span::new(p.start, p.end));
+        let add_received = (received.is_none() && (sent_by_differs || rport.is_some()))
+            .then_some(via.span.end as usize);
+        let rport = rport.map(|p| Span::new(p.start, p.end));
+        // What `via_return` reads back: the `received` written (the
+        // source's address, which its text parses back to), else the
+        // sent-by host; the `rport` written unless it is 0, else the
+        // sent-by port.
+        let back = Transport::from_token(via.transport).and_then(|transport| {
+            let host = if received.is_some() || add_received.is_some() {
+                ip
+            } else {
+                parse_host_ip(via.host)?
+            };
+            let port = match rport {
+                Some(_) if src.port() != 0 => src.port(),
+                _ => via.port.unwrap_or(5060),
+            };
+            Some(ReturnAddr {
+                transport,
+                addr: SocketAddr::new(host, port),
+            })
+        });
+        Rfc3581 {
+            received,
+            add_received,
+            rport,
+            ip: ip_s,
+            port: src.port(),
+            back,
         }
-        None => {}
     }
-    if let Some(p) = rport {
-        let port = num_text(u32::from(src.port()));
-        ed.replace(Span::new(p.start, p.end), &[b"rport=", port.as_bytes()]);
+
+    /// Makes the edit.
+    pub fn apply(&self, ed: &mut Editor<'_>) {
+        if let Some(p) = self.received {
+            ed.replace(p, &[b"received=", self.ip.as_bytes()]);
+        }
+        if let Some(at) = self.add_received {
+            ed.insert(at, &[b";received=", self.ip.as_bytes()]);
+        }
+        if let Some(p) = self.rport {
+            let port = num_text(u32::from(self.port));
+            ed.replace(p, &[b"rport=", port.as_bytes()]);
+        }
     }
 }
 
@@ -208,7 +259,7 @@ mod tests {
             )
             .unwrap();
             let mut ed = Editor::new(&m);
-            rfc3581(&mut ed, &m.top_via(), src.parse().unwrap());
+            Rfc3581::new(&m.top_via(), src.parse().unwrap()).apply(&mut ed);
             let out = ed.finish();
             let t = std::str::from_utf8(&out).unwrap();
             t[t.find("Via: SIP/2.0/UDP ").unwrap() + 17..t.find("\r\nFrom").unwrap()].to_string()
@@ -235,5 +286,62 @@ mod tests {
             run("[2001:db8::8];branch=z9hG4bK1", "[2001:db8::7]:5060"),
             "[2001:db8::8];branch=z9hG4bK1;received=2001:db8::7"
         );
+    }
+
+    /// What `Rfc3581` says the responses go to is what `via_return` reads
+    /// from the Via it wrote: the branch binds the one, the response path
+    /// derives the other.
+    #[test]
+    fn rfc3581_back_is_what_the_edited_via_says() {
+        use crate::sip::{scan, Framing, Limits};
+        let msg = |via: &str| {
+            scan(
+                bytes::Bytes::from(format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/{via}\r\nFrom: <sip:x@y>;tag=1\r\n\
+                     To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+                )),
+                Framing::Datagram,
+                &Limits::default(),
+            )
+            .unwrap()
+        };
+        let vias = [
+            "UDP 192.0.2.7:5060;branch=z9hG4bK1",
+            "UDP 192.0.2.7;branch=z9hG4bK1",
+            "UDP 10.0.0.2:5060;branch=z9hG4bK1",
+            "UDP 192.0.2.7:5062;rport;branch=z9hG4bK1",
+            "UDP 192.0.2.7:5062;branch=z9hG4bK1;rport=7;received=10.9.9.9",
+            "udp 192.0.2.7:5062;RPORT;Received;branch=z9hG4bK1",
+            "UDP 192.0.2.7;rport;rport=9;received=1.1.1.1;received=2.2.2.2",
+            "TCP phone.example.net:5062;rport;branch=z9hG4bK1",
+            "TCP phone.example.net;branch=z9hG4bK1",
+            "UDP [::ffff:192.0.2.7]:5060;branch=z9hG4bK1",
+            "UDP [2001:db8:0::7];branch=z9hG4bK1",
+            "UDP [2001:db8::8]:5070;rport;branch=z9hG4bK1",
+            "SCTP 192.0.2.7:5060;rport;branch=z9hG4bK1",
+            "UDP 127.0.0.1:5080;rport;branch=z9hG4bK-ast, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2",
+        ];
+        let sources = [
+            "192.0.2.7:5060",
+            "192.0.2.7:40000",
+            "192.0.2.7:0",
+            "127.0.0.1:5080",
+            "[::ffff:192.0.2.7]:5060",
+            "[2001:db8::7]:5060",
+        ];
+        for via in vias {
+            for src in sources {
+                let m = msg(via);
+                let mut ed = Editor::new(&m);
+                let fix = Rfc3581::new(&m.top_via(), src.parse().unwrap());
+                fix.apply(&mut ed);
+                let said = fix.back;
+                let edited = scan(ed.finish(), Framing::Datagram, &Limits::default()).unwrap();
+                let read = edited.vias().next().flatten().and_then(|v| via_return(&v));
+                assert_eq!(said, read, "{via} from {src}");
+                let transport_known = !via.starts_with("SCTP");
+                assert_eq!(said.is_some(), transport_known, "{via} from {src}");
+            }
+        }
     }
 }
