@@ -216,7 +216,13 @@ impl Core {
     fn account(&self, s: &Settings, now: UnixMs, flow: &Flow, v: Verdict, raw: &[u8]) {
         self.metrics
             .count(flow.side, flow.transport, v.reason, v.disposition);
-        if v.is_rejection() {
+        let rejected = v.is_rejection();
+        if flow.side == Side::Public {
+            self.tables
+                .top
+                .record(now, flow.remote.ip(), rejected.then_some(v.reason));
+        }
+        if rejected {
             if flow.side == Side::Public && ban::counts_as_reject(v.reason) {
                 ban::count_reject(s, &self.tables, &self.metrics, now, flow.remote.ip());
             }
@@ -279,6 +285,11 @@ impl Core {
         }
         match admission::admit_request(&msg, &inputs) {
             Ok(a) => {
+                if let Some(t) = &a.trunk {
+                    if msg.method() == Some(Method::Invite) {
+                        self.tables.regs.invite_admitted(t, now);
+                    }
+                }
                 // Only what would be admitted spends its source's budget
                 // and is rate-limited: over the rate it is congestion
                 // (an office booting behind one address), never counted
