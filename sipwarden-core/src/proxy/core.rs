@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::flow::{canonical_ip, Flow, Side, Transport};
 use crate::metrics::{DropLog, Event, Gauge, Metrics};
 use crate::policy::{admission, ban, fast_path};
+use crate::rates::History;
 use crate::sip::{scan, Framing, Message, Method, ScanError};
 use crate::state::persist::{Restored, Snapshot};
 use crate::state::Tables;
@@ -44,6 +45,8 @@ pub struct Core {
     pub(super) metrics: Arc<Metrics>,
     pub(super) tables: Tables,
     drop_log: DropLog,
+    /// The message counters of the last minute, sampled by `tick`.
+    history: std::sync::Mutex<History>,
 }
 
 /// Is this datagram only line ends (a CRLF keepalive)?
@@ -81,7 +84,13 @@ impl Core {
             metrics,
             tables,
             drop_log,
+            history: std::sync::Mutex::new(History::default()),
         }
+    }
+
+    /// Reads the rates of the last minute (`rates::History`).
+    pub fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> R {
+        f(&self.history.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The settings in force now.
@@ -360,6 +369,10 @@ impl Core {
     pub fn tick(&self, now: UnixMs) -> Vec<Transmit> {
         let s = self.settings.load();
         let grace = s.config.registration.grace.ms();
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(now, &self.metrics);
         for ip in self.tables.bans.sweep(now, s.ban.window) {
             self.metrics.event(Event::Unbans);
             self.tables.mark_dirty();

@@ -240,7 +240,10 @@ impl Tables {
                 since: b.since,
                 until: b.until,
             };
-            match self.bans.restore_network(info, now, own_length(&info, longest_ban)) {
+            match self
+                .bans
+                .restore_network(info, now, own_length(&info, longest_ban))
+            {
                 Restore::Kept => r.bans += 1,
                 Restore::Expired => r.expired += 1,
                 Restore::OverCap => r.bans_over_cap += 1,
@@ -267,7 +270,11 @@ impl Tables {
         bans.sort_unstable_by_key(|b| std::cmp::Reverse(b.until));
         for b in bans {
             let longest = own_length(&b, longest);
-            let since = if b.since == UnixMs::ZERO { now } else { b.since };
+            let since = if b.since == UnixMs::ZERO {
+                now
+            } else {
+                b.since
+            };
             match self
                 .bans
                 .restore_since(b.net.addr(), b.trigger, since, b.until, now, longest)

@@ -274,7 +274,10 @@ mod tests {
         assert!(ips.contains(&ip(2)) && ips.contains(&ip(3)), "{by_msgs:?}");
         // Counts are over-estimates within their error bound.
         let one = &by_msgs[0];
-        assert!(one.messages >= 2000 && one.messages - one.error <= 2000, "{one:?}");
+        assert!(
+            one.messages >= 2000 && one.messages - one.error <= 2000,
+            "{one:?}"
+        );
         assert_eq!(by_rejects[0].ip, ip(1));
         assert_eq!(by_rejects[0].reasons, vec![(Reason::NoDomain, 2000)]);
         assert_eq!(by_rejects[1].ip, ip(3));
