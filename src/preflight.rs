@@ -185,7 +185,9 @@ mod tests {
         ] {
             std::fs::write(
                 &cfg,
-                format!("{MIN}[secret]\nkey_file = \"new/secret\"\n[control]\nsocket = \"{sock}\"\n"),
+                format!(
+                    "{MIN}[secret]\nkey_file = \"new/secret\"\n[control]\nsocket = \"{sock}\"\n"
+                ),
             )
             .unwrap();
             let e = load(&cfg, Probe::Host).unwrap_err().first();
@@ -198,7 +200,9 @@ mod tests {
         }
         std::fs::write(
             &cfg,
-            format!("{MIN}[secret]\nkey_file = \"new/secret\"\n[control]\nsocket = \"run/c.sock\"\n"),
+            format!(
+                "{MIN}[secret]\nkey_file = \"new/secret\"\n[control]\nsocket = \"run/c.sock\"\n"
+            ),
         )
         .unwrap();
         load(&cfg, Probe::Host).unwrap();

@@ -90,7 +90,9 @@ fn the_systemd_unit_can_make_the_default_control_socket() {
     );
     let families = unit_values(&unit, "RestrictAddressFamilies");
     assert!(
-        families.iter().any(|f| f.split_whitespace().any(|w| w == "AF_UNIX")),
+        families
+            .iter()
+            .any(|f| f.split_whitespace().any(|w| w == "AF_UNIX")),
         "the control socket needs AF_UNIX: {families:?}"
     );
     // The example config keeps its socket beside its state; installed for
