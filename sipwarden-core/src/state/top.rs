@@ -195,36 +195,38 @@ impl TopSources {
     /// with the most rejects (those with any).
     pub fn top(&self, now: UnixMs, limit: usize) -> (Vec<TopSource>, Vec<TopSource>) {
         let index = now.0 / WINDOW_MS;
-        let mut all: HashMap<IpAddr, TopSource> = HashMap::new();
+        // The windows in force are copied under their shard's lock (a
+        // memcpy), and added up after: a worker waits for the copy only.
+        let mut copies: Vec<Box<[Slot]>> = Vec::with_capacity(2 * SHARDS);
         for sh in self.shards.iter() {
             let sh = sh.lock().unwrap_or_else(|e| e.into_inner());
-            let windows: &[&Window] = if sh.index == index {
-                &[&sh.cur, &sh.prev]
+            if sh.index == index {
+                copies.push(sh.cur.slots.clone());
+                copies.push(sh.prev.slots.clone());
             } else if sh.index + 1 == index {
-                &[&sh.cur]
-            } else {
-                &[]
-            };
-            for w in windows {
-                for s in w.slots.iter() {
-                    let Some(ip) = s.ip else { continue };
-                    let t = all.entry(ip).or_insert_with(|| TopSource {
-                        ip,
-                        messages: 0,
-                        error: 0,
-                        rejects: 0,
-                        reasons: Vec::new(),
-                    });
-                    t.messages += u64::from(s.messages);
-                    t.error += u64::from(s.error);
-                    t.rejects += u64::from(s.rejects);
-                    for (i, n) in s.reasons.iter().enumerate() {
-                        if *n > 0 {
-                            let r = Reason::ALL[i];
-                            match t.reasons.iter_mut().find(|x| x.0 == r) {
-                                Some(x) => x.1 += u64::from(*n),
-                                None => t.reasons.push((r, u64::from(*n))),
-                            }
+                copies.push(sh.cur.slots.clone());
+            }
+        }
+        let mut all: HashMap<IpAddr, TopSource> = HashMap::new();
+        for w in &copies {
+            for s in w.iter() {
+                let Some(ip) = s.ip else { continue };
+                let t = all.entry(ip).or_insert_with(|| TopSource {
+                    ip,
+                    messages: 0,
+                    error: 0,
+                    rejects: 0,
+                    reasons: Vec::new(),
+                });
+                t.messages += u64::from(s.messages);
+                t.error += u64::from(s.error);
+                t.rejects += u64::from(s.rejects);
+                for (i, n) in s.reasons.iter().enumerate() {
+                    if *n > 0 {
+                        let r = Reason::ALL[i];
+                        match t.reasons.iter_mut().find(|x| x.0 == r) {
+                            Some(x) => x.1 += u64::from(*n),
+                            None => t.reasons.push((r, u64::from(*n))),
                         }
                     }
                 }
