@@ -33,8 +33,9 @@ const REASONS: usize = Reason::ALL.len();
 /// One source's counts in one window.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// `None`: empty.
-    ip: Option<IpAddr>,
+    /// The source as an IPv6 address (IPv4 mapped), one integer compare
+    /// per slot; the slot is empty while `messages` is 0.
+    key: u128,
     messages: u32,
     /// Messages inherited from the slot's previous source: `messages`
     /// over-counts by at most this.
@@ -45,7 +46,7 @@ struct Slot {
 }
 
 const EMPTY: Slot = Slot {
-    ip: None,
+    key: 0,
     messages: 0,
     error: 0,
     rejects: 0,
@@ -68,13 +69,15 @@ impl Window {
         self.slots.fill(EMPTY);
     }
 
+    /// Counts stay below `u32::MAX` in a window (30 s at 100 million
+    /// messages a second): plain adds.
     #[inline]
-    fn record(&mut self, bucket: usize, ip: IpAddr, rejected: Option<Reason>) {
+    fn record(&mut self, bucket: usize, key: u128, rejected: Option<Reason>) {
         let b = &mut self.slots[bucket * WAYS..(bucket + 1) * WAYS];
         let mut min = 0;
         let mut at = None;
         for (i, s) in b.iter().enumerate() {
-            if s.ip == Some(ip) {
+            if s.key == key && s.messages > 0 {
                 at = Some(i);
                 break;
             }
@@ -88,16 +91,16 @@ impl Window {
                 let s = &mut b[min];
                 let inherited = s.messages;
                 *s = EMPTY;
-                s.ip = Some(ip);
+                s.key = key;
                 s.messages = inherited;
                 s.error = inherited;
                 s
             }
         };
-        s.messages = s.messages.saturating_add(1);
+        s.messages = s.messages.wrapping_add(1);
         if let Some(r) = rejected {
-            s.rejects = s.rejects.saturating_add(1);
-            s.reasons[r.index()] = s.reasons[r.index()].saturating_add(1);
+            s.rejects = s.rejects.wrapping_add(1);
+            s.reasons[r.index()] = s.reasons[r.index()].wrapping_add(1);
         }
     }
 }
@@ -155,14 +158,8 @@ impl TopSources {
     /// multiply (Lemire) rather than a division. A few instructions: it is
     /// on the path of every message.
     #[inline]
-    fn bucket(&self, ip: IpAddr) -> usize {
-        let k = match ip {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let x = u128::from(a);
-                (x as u64) ^ ((x >> 64) as u64).rotate_left(29)
-            }
-        };
+    fn bucket(&self, key: u128) -> usize {
+        let k = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
         let h = (k ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (((h >> 32) * self.buckets as u64) >> 32) as usize
     }
@@ -179,7 +176,8 @@ impl TopSources {
     /// shards.
     #[inline]
     pub fn record(&self, now: UnixMs, ip: IpAddr, rejected: Option<Reason>) {
-        let bucket = self.bucket(ip);
+        let key = key(ip);
+        let bucket = self.bucket(key);
         let index = now.0 / WINDOW_MS;
         let mut sh = self.shards[my_shard()]
             .lock()
@@ -187,7 +185,7 @@ impl TopSources {
         if sh.index != index {
             turn(&mut sh, index);
         }
-        sh.cur.record(bucket, ip, rejected);
+        sh.cur.record(bucket, key, rejected);
     }
 
     /// The sources of the current and previous window at `now`, summed
@@ -210,7 +208,10 @@ impl TopSources {
         let mut all: HashMap<IpAddr, TopSource> = HashMap::new();
         for w in &copies {
             for s in w.iter() {
-                let Some(ip) = s.ip else { continue };
+                if s.messages == 0 {
+                    continue;
+                }
+                let ip = crate::flow::canonical_ip(IpAddr::from(std::net::Ipv6Addr::from(s.key)));
                 let t = all.entry(ip).or_insert_with(|| TopSource {
                     ip,
                     messages: 0,
@@ -243,6 +244,16 @@ impl TopSources {
         v.sort_by(|a, b| b.rejects.cmp(&a.rejects).then(a.ip.cmp(&b.ip)));
         v.truncate(limit);
         (by_messages, v)
+    }
+}
+
+/// A slot's key: the address as IPv6, IPv4 mapped (so an IPv4-mapped
+/// source counts as its IPv4 address).
+#[inline]
+fn key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
     }
 }
 
@@ -282,9 +293,22 @@ mod tests {
         let t = TopSources::new(64);
         // Every bucket is in range.
         for i in 0..100_000u32 {
-            assert!(t.bucket(ip(i)) < t.buckets);
+            assert!(t.bucket(key(ip(i))) < t.buckets);
         }
-        assert!(t.bucket(IpAddr::from([0xffu8; 16])) < t.buckets);
+        assert!(t.bucket(u128::MAX) < t.buckets);
+        // An IPv4-mapped source counts as its IPv4 address; IPv6 as itself.
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(key(v4), key(mapped));
+        let u = TopSources::new(16);
+        let at = UnixMs(7 * WINDOW_MS);
+        u.record(at, mapped, None);
+        u.record(at, v4, Some(Reason::Banned));
+        u.record(at, v6, None);
+        let (m, r) = u.top(at, 10);
+        assert_eq!((m[0].ip, m[0].messages, m[1].ip), (v4, 2, v6), "{m:?}");
+        assert_eq!(r.len(), 1);
         let now = UnixMs(1_000_000 * WINDOW_MS);
         // 20 000 sources once each, interleaved with three heavy ones.
         for i in 0..20_000u32 {
