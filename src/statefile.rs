@@ -65,6 +65,7 @@ mod tests {
             sources: vec![],
             dialogs: vec![],
             bans: vec![],
+            ban_networks: vec![],
         };
         write(&path, &snap).unwrap();
         assert!(!path.with_extension("tmp").exists());

@@ -16,17 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Metrics the other branch of this change adds (the control socket's
-/// helper exports the per-trunk metrics). The dashboard and the rules use
-/// them already.
-/// PENDING_FROM_CONTROL_BRANCH: delete this list (and its use below) when
-/// that branch is merged; the scrape test fails once they are exported,
-/// as a reminder.
-const PENDING_FROM_CONTROL_BRANCH: [&str; 2] = [
-    "sipwarden_trunk_registered",
-    "sipwarden_trunk_registration_expiry_timestamp_seconds",
-];
-
 /// Series Prometheus makes itself for every target, not the proxy.
 const FROM_PROMETHEUS: [&str; 1] = ["up"];
 
@@ -451,8 +440,9 @@ fn options(call_id: &str, domain: &str) -> String {
     )
 }
 
-/// Starts the binary, sends a request it forwards and one it drops, and
-/// returns the scrape once both are counted.
+/// Starts the binary (with a trunk, so the per-trunk series exist), sends
+/// a request it forwards and one it drops, and returns the scrape once both
+/// are counted.
 fn scrape_after_traffic() -> String {
     let dir = std::env::temp_dir().join(format!("sw-monitoring-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -467,9 +457,12 @@ fn scrape_after_traffic() -> String {
              advertise = \"127.0.0.1:{public}\"\nworkers = 1\n\
              [backend]\naddress = \"udp:{be}\"\n[filter]\ndomains = [\"{DOMAIN}\"]\n\
              [secret]\nkey_file = \"{key}\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{mport}\"\nsummary_interval = \"0s\"\n",
+             [metrics]\nlisten = \"127.0.0.1:{mport}\"\nsummary_interval = \"0s\"\n\
+             [control]\nsocket = \"{sock}\"\n\
+             [[trunk]]\nname = \"provider1\"\nregistrar = \"127.0.0.3\"\n",
             be = backend.local_addr().expect("backend addr"),
             key = dir.join("secret").display(),
+            sock = dir.join("control.sock").display(),
         ),
     )
     .expect("write config");
@@ -533,11 +526,7 @@ fn every_metric_the_dashboard_and_rules_name_is_exported() {
     }
     let missing: Vec<String> = named
         .iter()
-        .filter(|(n, _, _)| {
-            !exported(n, &scrape)
-                && !FROM_PROMETHEUS.contains(&n.as_str())
-                && !PENDING_FROM_CONTROL_BRANCH.contains(&n.as_str())
-        })
+        .filter(|(n, _, _)| !exported(n, &scrape) && !FROM_PROMETHEUS.contains(&n.as_str()))
         .map(|(n, what, e)| format!("{n} ({what}: {e})"))
         .collect();
     assert!(
@@ -546,12 +535,6 @@ fn every_metric_the_dashboard_and_rules_name_is_exported() {
         missing.join("\n  "),
         scrape.samples
     );
-    for n in PENDING_FROM_CONTROL_BRANCH {
-        assert!(
-            !exported(n, &scrape),
-            "{n} is exported now: delete PENDING_FROM_CONTROL_BRANCH"
-        );
-    }
     let (ok, out) = promtool(&["check", "metrics"], Some(&text));
     assert!(ok, "promtool check metrics:\n{out}\n{text}");
 }

@@ -10,15 +10,18 @@
 //! `time`, `verdict`) on nothing; `sip` and `token` on `flow`; `metrics`
 //! on the vocabulary; `state` on `config` and `token`; admission
 //! (`policy`) on the settings, `state` and `metrics`; `proxy`, which
-//! dispatches and forwards, on all of them.
+//! dispatches and forwards, on all of them; `control`, which answers the
+//! control socket's requests, on `proxy` and what is below it.
 
 pub mod config;
+pub mod control;
 pub mod flow;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod rates;
 pub mod settings;
 pub mod sip;
 pub mod state;

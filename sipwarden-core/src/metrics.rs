@@ -148,6 +148,12 @@ fn my_shard() -> usize {
     MINE.with(|m| *m)
 }
 
+/// The requests of the control socket, as `sipwarden_control_requests_total`
+/// labels them (`request`); `invalid` is a line that names none.
+pub const CONTROL_REQUESTS: [&str; 7] = [
+    "status", "bans", "ban", "unban", "trunks", "sources", "invalid",
+];
+
 /// All counters of one process. Shared by reference; never locked.
 pub struct Metrics {
     shards: Box<[Shard]>,
@@ -157,6 +163,9 @@ pub struct Metrics {
     /// When the config in force was loaded (ms since the epoch; 0 = not
     /// recorded).
     reload_ok_at: AtomicU64,
+    /// Control requests by [`CONTROL_REQUESTS`] and result (ok, error):
+    /// a few a minute at most, so one counter each, not sharded.
+    control: [[AtomicU64; 2]; CONTROL_REQUESTS.len()],
 }
 
 impl Default for Metrics {
@@ -165,6 +174,7 @@ impl Default for Metrics {
             shards: (0..SHARDS).map(|_| Shard::new()).collect(),
             reload_ok: AtomicBool::new(true),
             reload_ok_at: AtomicU64::new(0),
+            control: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
         }
     }
 }
@@ -300,6 +310,24 @@ impl Metrics {
         self.sum(|s| &s.events[e as usize])
     }
 
+    /// Counts a control request named `request` (one of
+    /// [`CONTROL_REQUESTS`]; another name counts as `invalid`).
+    pub fn control_request(&self, request: &str, ok: bool) {
+        let i = CONTROL_REQUESTS
+            .iter()
+            .position(|r| *r == request)
+            .unwrap_or(CONTROL_REQUESTS.len() - 1);
+        self.control[i][usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+
+    /// Control requests counted for `request`, with `ok` or not.
+    pub fn control_requests(&self, request: &str, ok: bool) -> u64 {
+        CONTROL_REQUESTS
+            .iter()
+            .position(|r| *r == request)
+            .map_or(0, |i| self.control[i][usize::from(!ok)].load(Relaxed))
+    }
+
     /// Records the time one message took to process.
     pub fn observe_ns(&self, ns: u64) {
         let i = BUCKETS_NS
@@ -362,6 +390,17 @@ impl Metrics {
                 last_family = family;
             }
             let _ = writeln!(o, "{name} {}", self.events(e));
+        }
+        o.push_str("# HELP sipwarden_control_requests_total Requests on the control socket, by request and result\n");
+        o.push_str("# TYPE sipwarden_control_requests_total counter\n");
+        for (i, request) in CONTROL_REQUESTS.iter().enumerate() {
+            for (j, result) in ["ok", "error"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "sipwarden_control_requests_total{{request=\"{request}\",result=\"{result}\"}} {}",
+                    self.control[i][j].load(Relaxed)
+                );
+            }
         }
         for g in gauges {
             let _ = writeln!(

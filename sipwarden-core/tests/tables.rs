@@ -737,6 +737,7 @@ fn restored_bans_are_bounded_and_bad_entries_counted() {
         ip: ip.into(),
         trigger: trigger.into(),
         until,
+        since: UnixMs::ZERO,
     };
     snap.bans = (0..5u64)
         .map(|i| {

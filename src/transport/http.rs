@@ -57,8 +57,10 @@ pub fn render(eg: &Egress) -> String {
         help: "Open TCP connections, both sides",
         value: eg.tcp.len() as u64,
     }];
-    gauges.extend(eg.core.gauges(super::now_ms()));
+    let now = super::now_ms();
+    gauges.extend(eg.core.gauges(now));
     let mut o = eg.core.metrics().render(&gauges);
+    o.push_str(&sipwarden_core::control::trunk_metrics(&eg.core, now));
     build_info(&mut o);
     crate::procstat::render(&mut o);
     o

@@ -269,6 +269,10 @@ pub fn read_with(
         if let Some(p) = cfg.state.path.as_mut() {
             rel(p);
         }
+        // `""` turns the control socket off: it stays empty.
+        if !cfg.control.socket.as_os_str().is_empty() {
+            rel(&mut cfg.control.socket);
+        }
     }
     let mut report = Report::new(file, &spans);
     let parsed = rules::rules(&cfg, &mut report);

@@ -404,6 +404,8 @@ fn limit_rules(cfg: &Config, r: &mut Report) {
         ("dialog", "max_entries", cfg.dialog.max_entries),
         ("registration", "max_entries", cfg.registration.max_entries),
         ("tcp", "max_connections", cfg.tcp.max_connections),
+        ("ban", "max_cidrs", cfg.ban.max_cidrs),
+        ("control", "max_connections", cfg.control.max_connections),
     ];
     for (t, k, v) in at_least_one {
         if v == 0 {
@@ -413,6 +415,7 @@ fn limit_rules(cfg: &Config, r: &mut Report) {
     if cfg.ban.window.ms() == 0 {
         r.error(&[K("ban"), K("window")], "must be longer than 0s");
     }
+    control_rules(cfg, r);
     if cfg.tcp.idle_timeout.ms() < 1000 {
         r.error(&[K("tcp"), K("idle_timeout")], "must be at least 1s");
     }
@@ -420,5 +423,42 @@ fn limit_rules(cfg: &Config, r: &mut Report) {
     // (docker stop: 10 s).
     if cfg.tcp.drain_timeout.ms() > 5000 {
         r.error(&[K("tcp"), K("drain_timeout")], "must be at most 5s");
+    }
+}
+
+/// The control socket's path and limits. A Unix socket's path is at most
+/// 107 bytes (`sun_path`); it must not be another file sipwarden writes.
+fn control_rules(cfg: &Config, r: &mut Report) {
+    let c = &cfg.control;
+    let key = [K("control"), K("socket")];
+    if !c.socket.as_os_str().is_empty() {
+        if c.socket.as_os_str().len() > 107 {
+            r.error(
+                &key,
+                format!(
+                    "{}: a Unix socket path is at most 107 bytes",
+                    c.socket.display()
+                ),
+            );
+        }
+        let same = |p: &std::path::Path| p == c.socket;
+        if same(&cfg.secret.key_file) || cfg.state.path.as_deref().is_some_and(same) {
+            r.error(
+                &key,
+                "must not be the path of secret.key_file or state.path",
+            );
+        }
+    }
+    if c.max_connections > 1024 {
+        r.error(&[K("control"), K("max_connections")], "at most 1024");
+    }
+    if !(1000..=3_600_000).contains(&c.timeout.ms()) {
+        r.error(&[K("control"), K("timeout")], "between 1s and 1h");
+    }
+    if !(16..=65536).contains(&c.top_sources) {
+        r.error(&[K("control"), K("top_sources")], "between 16 and 65536");
+    }
+    if cfg.ban.max_cidrs > 65536 {
+        r.error(&[K("ban"), K("max_cidrs")], "at most 65536");
     }
 }

@@ -52,6 +52,8 @@ pub struct Config {
     pub registration: Registration,
     #[serde(default)]
     pub tcp: Tcp,
+    #[serde(default)]
+    pub control: Control,
 }
 
 /// One value or a list of values. Deserialized by hand so that a bad
@@ -333,6 +335,9 @@ pub struct Ban {
     pub window: Dur,
     pub duration: Dur,
     pub max_entries: usize,
+    /// Network (CIDR) bans made on the control socket, kept at most: each
+    /// is compared with every message from a source not banned by address.
+    pub max_cidrs: usize,
 }
 
 impl Default for Ban {
@@ -343,6 +348,7 @@ impl Default for Ban {
             window: Dur(Duration::from_secs(60)),
             duration: Dur(Duration::from_secs(900)),
             max_entries: 100_000,
+            max_cidrs: 256,
         }
     }
 }
@@ -498,6 +504,35 @@ impl Default for Tcp {
             idle_timeout: Dur(Duration::from_secs(600)),
             connect_timeout: Dur(Duration::from_secs(5)),
             drain_timeout: Dur(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The control socket (`docs/control.md`): a Unix socket only this host's
+/// proxy user reaches, for `sipwarden status`, `bans`, `ban`, `unban`,
+/// `trunks` and `sources`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    /// Path of the Unix socket; `""` = no control socket.
+    pub socket: PathBuf,
+    /// Clients served at once; more are answered `busy` and closed.
+    pub max_connections: usize,
+    /// A client that sends no complete request for this long is closed.
+    pub timeout: Dur,
+    /// Sources each of the top-sources sketch's shards keeps per window:
+    /// the sketch is bounded by it whatever the number of sources.
+    pub top_sources: usize,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            // systemd's RuntimeDirectory=sipwarden (config/sipwarden.service).
+            socket: PathBuf::from("/run/sipwarden/control.sock"),
+            max_connections: 8,
+            timeout: Dur(Duration::from_secs(10)),
+            top_sources: 256,
         }
     }
 }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::flow::{canonical_ip, Flow, Side, Transport};
 use crate::metrics::{DropLog, Event, Gauge, Metrics};
 use crate::policy::{admission, ban, fast_path};
+use crate::rates::History;
 use crate::sip::{scan, Framing, Message, Method, ScanError};
 use crate::state::persist::{Restored, Snapshot};
 use crate::state::Tables;
@@ -44,6 +45,8 @@ pub struct Core {
     pub(super) metrics: Arc<Metrics>,
     pub(super) tables: Tables,
     drop_log: DropLog,
+    /// The message counters of the last minute, sampled by `tick`.
+    history: std::sync::Mutex<History>,
 }
 
 /// Is this datagram only line ends (a CRLF keepalive)?
@@ -81,7 +84,13 @@ impl Core {
             metrics,
             tables,
             drop_log,
+            history: std::sync::Mutex::new(History::default()),
         }
+    }
+
+    /// Reads the rates of the last minute (`rates::History`).
+    pub fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> R {
+        f(&self.history.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The settings in force now.
@@ -215,7 +224,13 @@ impl Core {
     fn account(&self, s: &Settings, now: UnixMs, flow: &Flow, v: Verdict, raw: &[u8]) {
         self.metrics
             .count(flow.side, flow.transport, v.reason, v.disposition);
-        if v.is_rejection() {
+        let rejected = v.is_rejection();
+        if flow.side == Side::Public {
+            self.tables
+                .top
+                .record(now, flow.remote.ip(), rejected.then_some(v.reason));
+        }
+        if rejected {
             if flow.side == Side::Public && ban::counts_as_reject(v.reason) {
                 ban::count_reject(s, &self.tables, &self.metrics, now, flow.remote.ip());
             }
@@ -278,6 +293,11 @@ impl Core {
         }
         match admission::admit_request(&msg, &inputs) {
             Ok(a) => {
+                if let Some(t) = &a.trunk {
+                    if msg.method() == Some(Method::Invite) {
+                        self.tables.regs.invite_admitted(t, now);
+                    }
+                }
                 // Only what would be admitted spends its source's budget
                 // and is rate-limited: over the rate it is congestion
                 // (an office booting behind one address), never counted
@@ -348,6 +368,10 @@ impl Core {
     pub fn tick(&self, now: UnixMs) -> Vec<Transmit> {
         let s = self.settings.load();
         let grace = s.config.registration.grace.ms();
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(now, &self.metrics);
         for ip in self.tables.bans.sweep(now, s.ban.window) {
             self.metrics.event(Event::Unbans);
             self.tables.mark_dirty();

@@ -5,9 +5,12 @@
 
 use crate::time::UnixMs;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use ipnet::IpNet;
 
 use super::Restore;
 
@@ -25,6 +28,8 @@ struct Entry {
     auth_failures: u32,
     /// `UnixMs::ZERO` when not banned.
     banned_until: UnixMs,
+    /// When the ban in force began.
+    banned_at: UnixMs,
     /// Keys of the last failed credentials counted (0 = empty).
     recent: [u32; RECENT],
     /// Why it is banned (kept in the state file).
@@ -42,11 +47,13 @@ pub struct Policy {
     pub duration: u64,
 }
 
-/// Why a source was just banned.
+/// Why a source was banned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
     Rejects,
     AuthFailures,
+    /// An operator's `sipwarden ban` on the control socket.
+    Manual,
 }
 
 impl Trigger {
@@ -54,14 +61,16 @@ impl Trigger {
         match self {
             Trigger::Rejects => "rejected messages",
             Trigger::AuthFailures => "authentication failures",
+            Trigger::Manual => "manual",
         }
     }
 
-    /// Its name in the state file.
+    /// Its name in the state file and on the control socket.
     pub fn key(self) -> &'static str {
         match self {
             Trigger::Rejects => "rejects",
             Trigger::AuthFailures => "auth-failures",
+            Trigger::Manual => "manual",
         }
     }
 
@@ -69,10 +78,38 @@ impl Trigger {
         match s {
             "rejects" => Some(Trigger::Rejects),
             "auth-failures" => Some(Trigger::AuthFailures),
+            "manual" => Some(Trigger::Manual),
             _ => None,
         }
     }
 }
+
+/// A ban in force, as the control socket and the state file show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanInfo {
+    /// A source address, or a network banned by an operator.
+    pub net: IpNet,
+    pub trigger: Trigger,
+    /// When it began.
+    pub since: UnixMs,
+    /// When it ends.
+    pub until: UnixMs,
+}
+
+/// What an unban lifted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lifted {
+    /// Address bans removed (the address, or every one inside the network).
+    pub addresses: Vec<IpAddr>,
+    /// The network ban removed, when a network was named.
+    pub network: bool,
+    /// Network bans that still hold the address named.
+    pub still_banned_by: Vec<IpNet>,
+}
+
+/// The network ban list is at `ban.max_cidrs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BansFull;
 
 /// The ban table, bounded by `ban.max_entries`.
 pub struct Bans {
@@ -82,6 +119,15 @@ pub struct Bans {
     count: super::EntryCount,
     /// Last time room was made in a full table (at most once a second).
     last_room: AtomicU64,
+    /// Networks banned by an operator: a short list (`ban.max_cidrs`),
+    /// read without a lock by every message, replaced whole on a change.
+    cidrs: ArcSwap<Vec<BanInfo>>,
+    /// `cidrs` may hold entries: without network bans a message pays one
+    /// load of a flag that never changes.
+    any_cidr: AtomicBool,
+    cidr_cap: AtomicUsize,
+    /// Serializes the changes of `cidrs` (control requests, the sweep).
+    cidr_write: Mutex<()>,
 }
 
 impl Bans {
@@ -91,11 +137,20 @@ impl Bans {
             cap: AtomicUsize::new(cap.max(1)),
             count: super::EntryCount::default(),
             last_room: AtomicU64::new(0),
+            cidrs: ArcSwap::from_pointee(Vec::new()),
+            any_cidr: AtomicBool::new(false),
+            cidr_cap: AtomicUsize::new(256),
+            cidr_write: Mutex::new(()),
         }
     }
 
     pub fn set_cap(&self, cap: usize) {
         self.cap.store(cap.max(1), Relaxed);
+    }
+
+    /// `ban.max_cidrs`: network bans already made are kept.
+    pub fn set_cidr_cap(&self, cap: usize) {
+        self.cidr_cap.store(cap, Relaxed);
     }
 
     /// Sources tracked (banned or counting).
@@ -112,9 +167,147 @@ impl Bans {
         self.map.iter().filter(|e| e.banned_until > now).count()
     }
 
-    /// Step 2: is the source banned now?
+    /// Step 2: is the source banned now, by its address or a network?
+    #[inline]
     pub fn is_banned(&self, ip: IpAddr, now: UnixMs) -> bool {
         self.map.get(&ip).is_some_and(|e| e.banned_until > now)
+            || (self.any_cidr.load(Relaxed) && self.in_banned_net(ip, now))
+    }
+
+    #[cold]
+    fn in_banned_net(&self, ip: IpAddr, now: UnixMs) -> bool {
+        self.cidrs
+            .load()
+            .iter()
+            .any(|b| b.until > now && b.net.contains(&ip))
+    }
+
+    /// Network bans in force at `now`.
+    pub fn banned_nets(&self, now: UnixMs) -> Vec<BanInfo> {
+        self.cidrs
+            .load()
+            .iter()
+            .filter(|b| b.until > now)
+            .copied()
+            .collect()
+    }
+
+    /// Bans `ip` from `now` until `until`, whatever it was counting (an
+    /// operator's ban replaces an automatic one). Refused only when the
+    /// table is full of bans.
+    pub fn ban_address(
+        &self,
+        ip: IpAddr,
+        trigger: Trigger,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), BansFull> {
+        if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
+            self.make_room(now);
+            if self.count.get() >= self.cap.load(Relaxed) {
+                return Err(BansFull);
+            }
+        }
+        let mut e = match self.map.entry(ip) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                self.count.added();
+                v.insert(Entry::default())
+            }
+        };
+        e.window_start = now;
+        e.rejects = 0;
+        e.auth_failures = 0;
+        e.recent = [0; RECENT];
+        e.banned_at = now;
+        e.banned_until = until;
+        e.trigger = Some(trigger);
+        Ok(())
+    }
+
+    /// Bans the network `net` (a prefix shorter than a host's) from `now`
+    /// until `until`; the same network again replaces its entry. Refused
+    /// at `ban.max_cidrs` network bans in force.
+    pub fn ban_network(
+        &self,
+        net: IpNet,
+        trigger: Trigger,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<(), BansFull> {
+        let net = net.trunc();
+        let _w = self.cidr_write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<BanInfo> = self
+            .cidrs
+            .load()
+            .iter()
+            .filter(|b| b.until > now && b.net != net)
+            .copied()
+            .collect();
+        if v.len() >= self.cidr_cap.load(Relaxed) {
+            return Err(BansFull);
+        }
+        v.push(BanInfo {
+            net,
+            trigger,
+            since: now,
+            until,
+        });
+        self.store_nets(v);
+        Ok(())
+    }
+
+    fn store_nets(&self, v: Vec<BanInfo>) {
+        self.any_cidr.store(!v.is_empty(), Relaxed);
+        self.cidrs.store(Arc::new(v));
+    }
+
+    /// Lifts the ban of an address (automatic or not), or of a network
+    /// and of every address banned inside it. An address also inside a
+    /// banned network stays banned by it: [`Lifted::still_banned_by`].
+    pub fn unban(&self, net: IpNet, now: UnixMs) -> Lifted {
+        let net = net.trunc();
+        let mut lifted = Lifted::default();
+        let host = net.prefix_len() == net.max_prefix_len();
+        if host {
+            let ip = net.addr();
+            if self
+                .map
+                .remove_if(&ip, |_, e| e.banned_until > now)
+                .is_some()
+            {
+                self.count.removed();
+                lifted.addresses.push(ip);
+            }
+        } else {
+            self.map.retain(|ip, e| {
+                if e.banned_until > now && net.contains(ip) {
+                    lifted.addresses.push(*ip);
+                    false
+                } else {
+                    true
+                }
+            });
+            self.count.set(self.map.len());
+        }
+        let _w = self.cidr_write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.cidrs.load_full();
+        let mut kept = Vec::with_capacity(old.len());
+        for b in old.iter().filter(|b| b.until > now) {
+            if b.net == net {
+                lifted.network = true;
+            } else {
+                if host && b.net.contains(&net.addr()) {
+                    lifted.still_banned_by.push(b.net);
+                }
+                kept.push(*b);
+            }
+        }
+        if kept.len() != old.len() {
+            self.store_nets(kept);
+        }
+        lifted.addresses.sort();
+        lifted
     }
 
     /// Counts one event; returns the trigger when it bans the source.
@@ -189,6 +382,7 @@ impl Bans {
             Trigger::Rejects
         };
         if enforce {
+            e.banned_at = now;
             e.banned_until = now + p.duration;
             e.trigger = Some(trigger);
         }
@@ -211,6 +405,24 @@ impl Bans {
             .collect()
     }
 
+    /// Every ban in force at `now`, addresses and networks, with when
+    /// each began.
+    pub fn all_bans(&self, now: UnixMs) -> Vec<BanInfo> {
+        let mut v: Vec<BanInfo> = self
+            .map
+            .iter()
+            .filter(|e| e.banned_until > now)
+            .map(|e| BanInfo {
+                net: IpNet::from(*e.key()),
+                trigger: e.trigger.unwrap_or(Trigger::Rejects),
+                since: e.banned_at,
+                until: e.banned_until,
+            })
+            .collect();
+        v.extend(self.banned_nets(now));
+        v
+    }
+
     /// Puts back a ban from the state file, ending at `until`, but
     /// never later than `longest` from now: a clock set back while the
     /// process was down must not stretch a ban.
@@ -218,6 +430,19 @@ impl Bans {
         &self,
         ip: IpAddr,
         trigger: Trigger,
+        until: UnixMs,
+        now: UnixMs,
+        longest: u64,
+    ) -> Restore {
+        self.restore_since(ip, trigger, now, until, now, longest)
+    }
+
+    /// [`Bans::restore`] of a ban that began at `since`.
+    pub fn restore_since(
+        &self,
+        ip: IpAddr,
+        trigger: Trigger,
+        since: UnixMs,
         until: UnixMs,
         now: UnixMs,
         longest: u64,
@@ -236,9 +461,23 @@ impl Bans {
             }
         };
         e.window_start = now;
+        e.banned_at = since.min(now);
         e.banned_until = until.min(now.saturating_add(longest));
         e.trigger = Some(trigger);
         Restore::Kept
+    }
+
+    /// Puts back a network ban from the state file, ending at `until` but
+    /// never later than `longest` from now.
+    pub fn restore_network(&self, b: BanInfo, now: UnixMs, longest: u64) -> Restore {
+        if b.until <= now {
+            return Restore::Expired;
+        }
+        let until = b.until.min(now.saturating_add(longest));
+        match self.ban_network(b.net, b.trigger, b.since.min(now), until) {
+            Ok(()) => Restore::Kept,
+            Err(BansFull) => Restore::OverCap,
+        }
     }
 
     pub fn reject(&self, ip: IpAddr, now: UnixMs, p: &Policy, enforce: bool) -> Option<Trigger> {
@@ -261,6 +500,14 @@ impl Bans {
     /// Lifts expired bans and forgets stale counters. Returns the sources
     /// whose ban ended.
     pub fn sweep(&self, now: UnixMs, window: u64) -> Vec<IpAddr> {
+        if self.any_cidr.load(Relaxed) {
+            let _w = self.cidr_write.lock().unwrap_or_else(|e| e.into_inner());
+            let old = self.cidrs.load_full();
+            if old.iter().any(|b| b.until <= now) {
+                let kept = old.iter().filter(|b| b.until > now).copied().collect();
+                self.store_nets(kept);
+            }
+        }
         let mut lifted = Vec::new();
         self.map.retain(|ip, e| {
             if e.banned_until != UnixMs::ZERO && e.banned_until <= now {

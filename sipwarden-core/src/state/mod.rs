@@ -10,11 +10,13 @@ pub mod dialogs;
 pub mod persist;
 pub mod rate;
 pub mod registrations;
+pub mod top;
 
 pub use bans::Bans;
 pub use dialogs::{Dialogs, Lifetimes};
 pub use rate::Rates;
 pub use registrations::Registrations;
+pub use top::TopSources;
 
 /// What became of an entry read from the state file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub struct Tables {
     pub regs: Registrations,
     pub bans: Bans,
     pub rates: Rates,
+    /// The heaviest sources of the last minute (`sipwarden sources`).
+    pub top: TopSources,
     /// Set when a table changed in a way the state file keeps
     /// ([`persist`]): a registration, a confirmed or ended dialog, a ban.
     dirty: std::sync::atomic::AtomicBool,
@@ -86,8 +90,13 @@ impl Tables {
         Tables {
             dialogs: Dialogs::new(cfg.dialog.max_entries),
             regs: Registrations::new(cfg.registration.max_entries),
-            bans: Bans::new(cfg.ban.max_entries),
+            bans: {
+                let b = Bans::new(cfg.ban.max_entries);
+                b.set_cidr_cap(cfg.ban.max_cidrs);
+                b
+            },
             rates: Rates::new(cfg.limits.max_sources),
+            top: TopSources::new(cfg.control.top_sources),
             dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -108,6 +117,7 @@ impl Tables {
         self.dialogs.set_cap(cfg.dialog.max_entries);
         self.regs.set_cap(cfg.registration.max_entries);
         self.bans.set_cap(cfg.ban.max_entries);
+        self.bans.set_cidr_cap(cfg.ban.max_cidrs);
         self.rates.set_cap(cfg.limits.max_sources);
     }
 }

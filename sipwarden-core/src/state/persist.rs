@@ -14,7 +14,7 @@ use crate::flow::canonical_ip;
 use crate::time::UnixMs;
 use crate::token::{from_hex, to_hex};
 
-use super::bans::Trigger;
+use super::bans::{BanInfo, Trigger};
 use super::dialogs::Dialog;
 use super::registrations::TrunkReg;
 use super::{Restore, Tables};
@@ -41,6 +41,10 @@ pub struct Snapshot {
     /// Absent from files written before bans were kept.
     #[serde(default)]
     pub bans: Vec<SavedBan>,
+    /// Networks banned on the control socket (`ip` holds the network,
+    /// `198.51.100.0/24`). Absent from files written before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ban_networks: Vec<SavedBan>,
 }
 
 /// A ban in force when the file was written. Fields are kept as text and
@@ -49,10 +53,13 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedBan {
     pub ip: String,
-    /// `rejects` or `auth-failures`.
+    /// `rejects`, `auth-failures` or `manual`.
     pub trigger: String,
     /// When it ends (ms since the epoch, like every time in the file).
     pub until: UnixMs,
+    /// When it began; absent from files written before it was kept.
+    #[serde(default)]
+    pub since: UnixMs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,12 +176,25 @@ impl Tables {
                 .collect(),
             bans: self
                 .bans
-                .banned(now)
+                .all_bans(now)
                 .into_iter()
-                .map(|(ip, trigger, until)| SavedBan {
-                    ip: ip.to_string(),
-                    trigger: trigger.key().into(),
-                    until,
+                .filter(|b| b.net.prefix_len() == b.net.max_prefix_len())
+                .map(|b| SavedBan {
+                    ip: b.net.addr().to_string(),
+                    trigger: b.trigger.key().into(),
+                    until: b.until,
+                    since: b.since,
+                })
+                .collect(),
+            ban_networks: self
+                .bans
+                .banned_nets(now)
+                .into_iter()
+                .map(|b| SavedBan {
+                    ip: b.net.to_string(),
+                    trigger: b.trigger.key().into(),
+                    until: b.until,
+                    since: b.since,
                 })
                 .collect(),
         }
@@ -208,27 +228,73 @@ impl Tables {
             }
         }
         self.restore_bans(snap.bans, now, longest_ban, &mut r);
-        r
-    }
-
-    /// Bans in force at `now`, the longest first, up to the table's cap.
-    fn restore_bans(&self, saved: Vec<SavedBan>, now: UnixMs, longest: u64, r: &mut Restored) {
-        let mut bans: Vec<(IpAddr, Trigger, UnixMs)> = Vec::with_capacity(saved.len());
-        for b in saved {
-            let ip = b.ip.parse::<IpAddr>().ok().map(canonical_ip);
-            match (ip, Trigger::from_key(&b.trigger)) {
-                (Some(ip), Some(t)) => bans.push((ip, t, b.until)),
-                _ => r.bad += 1,
-            }
-        }
-        bans.sort_unstable_by_key(|b| std::cmp::Reverse(b.2));
-        for (ip, t, until) in bans {
-            match self.bans.restore(ip, t, until, now, longest) {
+        for b in snap.ban_networks {
+            let net = b.ip.parse::<ipnet::IpNet>().ok();
+            let (Some(net), Some(trigger)) = (net, Trigger::from_key(&b.trigger)) else {
+                r.bad += 1;
+                continue;
+            };
+            let info = BanInfo {
+                net,
+                trigger,
+                since: b.since,
+                until: b.until,
+            };
+            match self
+                .bans
+                .restore_network(info, now, own_length(&info, longest_ban))
+            {
                 Restore::Kept => r.bans += 1,
                 Restore::Expired => r.expired += 1,
                 Restore::OverCap => r.bans_over_cap += 1,
             }
         }
+        r
+    }
+
+    /// Bans in force at `now`, the longest first, up to the table's cap.
+    fn restore_bans(&self, saved: Vec<SavedBan>, now: UnixMs, longest: u64, r: &mut Restored) {
+        let mut bans: Vec<BanInfo> = Vec::with_capacity(saved.len());
+        for b in saved {
+            let ip = b.ip.parse::<IpAddr>().ok().map(canonical_ip);
+            match (ip, Trigger::from_key(&b.trigger)) {
+                (Some(ip), Some(trigger)) => bans.push(BanInfo {
+                    net: ip.into(),
+                    trigger,
+                    since: b.since,
+                    until: b.until,
+                }),
+                _ => r.bad += 1,
+            }
+        }
+        bans.sort_unstable_by_key(|b| std::cmp::Reverse(b.until));
+        for b in bans {
+            let longest = own_length(&b, longest);
+            let since = if b.since == UnixMs::ZERO {
+                now
+            } else {
+                b.since
+            };
+            match self
+                .bans
+                .restore_since(b.net.addr(), b.trigger, since, b.until, now, longest)
+            {
+                Restore::Kept => r.bans += 1,
+                Restore::Expired => r.expired += 1,
+                Restore::OverCap => r.bans_over_cap += 1,
+            }
+        }
+    }
+}
+
+/// The longest a restored ban may still run: an automatic one
+/// `ban.duration` (`longest`), a manual one the length it was given (an
+/// operator's `--for` may exceed `ban.duration`). Either way a clock set
+/// back while the process was down cannot stretch it.
+fn own_length(b: &BanInfo, longest: u64) -> u64 {
+    match b.trigger {
+        Trigger::Manual if b.since != UnixMs::ZERO => b.until.since(b.since).max(longest),
+        _ => longest,
     }
 }
 
@@ -254,6 +320,13 @@ mod tests {
                 ip: "192.0.2.7".into(),
                 trigger: "rejects".into(),
                 until: UnixMs(99),
+                since: UnixMs(1),
+            }],
+            ban_networks: vec![SavedBan {
+                ip: "198.51.100.0/24".into(),
+                trigger: "manual".into(),
+                until: UnixMs(99),
+                since: UnixMs(2),
             }],
         };
         let data = encode(&snap).unwrap();

@@ -66,6 +66,30 @@ pub struct RegisteredContact {
     pub contact: String,
 }
 
+/// When a trunk was last active, for `sipwarden trunks`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The last REGISTER Asterisk sent to it through us.
+    pub register_sent: Option<UnixMs>,
+    /// The last 2xx its registrar gave a REGISTER.
+    pub registered: Option<UnixMs>,
+    /// The last INVITE admitted from it (`trunk`, `trunk-contact`).
+    pub invite: Option<UnixMs>,
+}
+
+/// One trunk as `sipwarden trunks` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrunkView {
+    /// Registrations in force (not yet at their granted expiry).
+    pub registrations: usize,
+    /// The latest granted expiry among its registrations, even past it
+    /// (within the grace period).
+    pub expires: Option<UnixMs>,
+    /// Addresses its registrar answered from or its name resolved to.
+    pub addresses: Vec<IpAddr>,
+    pub activity: Activity,
+}
+
 /// The registration table is at `registration.max_entries`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegistrationsFull;
@@ -90,6 +114,9 @@ pub struct Registrations {
     /// When each live registration last had a CRLF keepalive sent:
     /// one entry per live registration at most (see `due_keepalives`).
     keepalive_at: DashMap<Arc<str>, UnixMs>,
+    /// Per trunk name: bounded by the cap, as trunk names come from
+    /// Asterisk's REGISTERs (a configured name or a registrar host).
+    activity: DashMap<Arc<str>, Activity>,
     cap: AtomicUsize,
 }
 
@@ -102,8 +129,59 @@ impl Registrations {
             sources: DashMap::with_hasher(ahash::RandomState::new()),
             any_source: AtomicBool::new(false),
             keepalive_at: DashMap::new(),
+            activity: DashMap::new(),
             cap: AtomicUsize::new(cap.max(1)),
         }
+    }
+
+    /// Notes an event of a trunk's (`f` sets its time), unless the table
+    /// of trunks is full.
+    fn active(&self, trunk: &str, f: impl FnOnce(&mut Activity)) {
+        if let Some(mut a) = self.activity.get_mut(trunk) {
+            f(&mut a);
+            return;
+        }
+        if self.activity.len() >= self.cap.load(Relaxed) {
+            return;
+        }
+        f(self.activity.entry(trunk.into()).or_default().value_mut());
+    }
+
+    /// An INVITE from the trunk was admitted at `now`.
+    pub fn invite_admitted(&self, trunk: &str, now: UnixMs) {
+        self.active(trunk, |a| a.invite = Some(now));
+    }
+
+    /// What is known of `trunk` at `now`.
+    pub fn trunk_view(&self, trunk: &str, now: UnixMs) -> TrunkView {
+        let mut v = TrunkView {
+            activity: self.activity.get(trunk).map(|a| *a).unwrap_or_default(),
+            ..TrunkView::default()
+        };
+        for r in self.by_token.iter().filter(|r| &*r.trunk == trunk) {
+            if r.expires > now {
+                v.registrations += 1;
+            }
+            v.expires = v.expires.max(Some(r.expires));
+            v.addresses.push(r.registrar_addr.ip());
+        }
+        for s in self.sources.iter() {
+            if &*s.trunk == trunk && s.until > now {
+                v.addresses.push(*s.key());
+            }
+        }
+        v.addresses.sort();
+        v.addresses.dedup();
+        v
+    }
+
+    /// Every trunk name with a registration or activity, sorted.
+    pub fn trunk_names(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self.by_token.iter().map(|r| r.trunk.clone()).collect();
+        v.extend(self.activity.iter().map(|a| a.key().clone()));
+        v.sort();
+        v.dedup();
+        v
     }
 
     pub fn set_cap(&self, cap: usize) {
@@ -133,6 +211,7 @@ impl Registrations {
         listener: Option<u8>,
         now: UnixMs,
     ) -> bool {
+        self.active(trunk, |a| a.register_sent = Some(now));
         let cap = self.cap.load(Relaxed);
         if self.pending.len() >= cap {
             // Only Asterisk sends REGISTERs here, but stay linear anyway:
@@ -200,6 +279,7 @@ impl Registrations {
         };
         let old = self.by_token.insert(p.token, reg.clone());
         self.expiry_changed(&reg.trunk, old.map(|o| o.expires), Some(reg.expires));
+        self.active(&reg.trunk, |a| a.registered = Some(now));
         self.add_source(
             from.ip(),
             Source {
