@@ -8,4 +8,5 @@ pub mod instance;
 pub mod preflight;
 pub mod secret;
 pub mod statefile;
+pub mod top;
 pub mod transport;
