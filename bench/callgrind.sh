@@ -50,6 +50,8 @@ address = "udp:127.0.0.1:5080"
 domains = ["pbx.secret.example"]
 [secret]
 key_file = "$OUT/key"   # generated at the first start
+[control]
+socket = "$OUT/control.sock"
 [log]
 level = "warn"
 [allow]

@@ -266,6 +266,9 @@ domains = ["$DOMAIN"]
 [secret]
 key_file = "$OUT/sipwarden.key"
 
+[control]
+socket = "$OUT/control.sock"
+
 [log]
 level = "warn"
 EOF

@@ -145,6 +145,9 @@ domains = ["$DOMAIN"]
 [secret]
 key_file = "$RUN/secret"
 
+[control]
+socket = "$RUN/control.sock"
+
 [metrics]
 listen = "127.0.0.1:$MET"
 summary_interval = "0s"

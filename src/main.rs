@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::{reload, EnvFilter};
 
@@ -46,14 +46,135 @@ enum Cmd {
     /// Ask a running sipwarden if it is alive (for container health
     /// checks): a CRLF ping on its public TCP socket, else GET /metrics.
     Health,
+    /// Version, uptime, mode, sockets, message rates, table sizes and the
+    /// last reload of the running proxy (on its control socket).
+    Status(Out),
+    /// Every banned source and network, with its trigger and time left.
+    Bans(Out),
+    /// Ban an address or a network (CIDR) now; kept in the state file.
+    Ban {
+        /// An address (192.0.2.7, 2001:db8::7) or a network (198.51.100.0/24).
+        target: String,
+        /// How long: "30m", "2h", "7d" (default: ban.duration).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Lift the ban of an address, or of a network and every address
+    /// banned inside it.
+    Unban {
+        /// An address or a network (CIDR).
+        target: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Each trunk: registered or not, registrar addresses, expiry, last
+    /// REGISTER and last INVITE.
+    Trunks(Out),
+    /// The sources of the last minute with the most messages and the most
+    /// rejects, with the reasons.
+    Sources {
+        /// Sources listed in each table.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[command(flatten)]
+        out: Out,
+    },
+}
+
+/// The output options of the control subcommands.
+#[derive(Args)]
+struct Out {
+    /// Print the proxy's answer as JSON (one object) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    use sipwarden::control::human;
+    use sipwarden_core::control::Request;
+    let c = &cli.config;
     match cli.cmd {
-        Some(Cmd::Check) => check(&cli.config),
-        Some(Cmd::Health) => health(&cli.config),
-        None => run(&cli.config),
+        Some(Cmd::Check) => check(c),
+        Some(Cmd::Health) => health(c),
+        Some(Cmd::Status(o)) => control(c, Request::Status, o, human::status),
+        Some(Cmd::Bans(o)) => control(c, Request::Bans, o, human::bans),
+        Some(Cmd::Ban {
+            target,
+            duration,
+            out,
+        }) => control(c, Request::Ban { target, duration }, out, human::banned),
+        Some(Cmd::Unban { target, out }) => {
+            control(c, Request::Unban { target }, out, human::unbanned)
+        }
+        Some(Cmd::Trunks(o)) => control(c, Request::Trunks, o, human::trunks),
+        Some(Cmd::Sources { limit, out }) => control(
+            c,
+            Request::Sources { limit: Some(limit) },
+            out,
+            human::sources,
+        ),
+        None => run(c),
+    }
+}
+
+/// A control subcommand: the request on the socket `control.socket` of the
+/// config at `path` names; the answer printed as JSON or by `show`. Exit
+/// codes: 0 answered, 1 the proxy refused (or the config cannot be read),
+/// 2 the socket cannot be reached.
+fn control(
+    path: &Path,
+    req: sipwarden_core::control::Request,
+    out: Out,
+    show: fn(serde_json::Value) -> Result<String, String>,
+) -> ExitCode {
+    use sipwarden::control::client::{self, ClientError};
+    let cfg = match preflight::load(path, Probe::TextOnly) {
+        Ok(l) => l.config,
+        Err(r) => {
+            print_rejected(&r);
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = &cfg.control.socket;
+    if socket.as_os_str().is_empty() {
+        eprintln!(
+            "sipwarden: the control socket is off in {} (control.socket = \"\")",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match client::request(socket, &req, Duration::from_secs(10)) {
+        Ok((result, whole)) => {
+            let text = if out.json {
+                Ok(format!("{whole}\n"))
+            } else {
+                show(result)
+            };
+            match text {
+                Ok(t) => {
+                    print!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sipwarden: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err((e @ ClientError::Unreachable(_), _)) => {
+            eprintln!("sipwarden: {e}");
+            ExitCode::from(2)
+        }
+        Err((e, raw)) => {
+            if let (true, Some(raw)) = (out.json, raw) {
+                println!("{raw}");
+            }
+            eprintln!("sipwarden: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -303,9 +424,31 @@ async fn serve(
     if let Some(p) = &state_path {
         background::load_state(&core, p);
     }
+    let started = sipwarden::transport::now_ms();
     let server = match Server::start(core.clone()) {
         Ok(s) => s,
         Err(e) => return start_failed(e),
+    };
+    // The control socket: after the SIP sockets (a status shows them),
+    // before the first signal can stop us (its file is removed at exit).
+    let control_path = core.settings().config.control.socket.clone();
+    let last_reload: Arc<std::sync::Mutex<Option<sipwarden_core::control::Reload>>> =
+        Arc::default();
+    let (control_task, _control_file) = if control_path.as_os_str().is_empty() {
+        (None, None)
+    } else {
+        match sipwarden::control::server::bind(&control_path) {
+            Ok((listener, file)) => {
+                let ctx = control_context(started, server.clone(), last_reload.clone());
+                let task = tokio::spawn(sipwarden::control::server::serve(
+                    listener,
+                    core.clone(),
+                    ctx,
+                ));
+                (Some(task), Some(file))
+            }
+            Err(e) => return start_failed(e),
+        }
     };
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -354,8 +497,22 @@ async fn serve(
                                 .map(|()| m)
                                 .map_err(|e| e.to_string())
                         });
+                        let reload = |result: &str, error: Option<String>| {
+                            let now = sipwarden::transport::now_ms();
+                            let r = sipwarden_core::control::Reload {
+                                at: now.rfc3339(),
+                                at_ms: now,
+                                result: result.into(),
+                                error,
+                            };
+                            *last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                        };
+                        if server.egress().core.settings().config.control.socket != control_path {
+                            tracing::warn!("control.socket changed: the new path is used after a restart only");
+                        }
                         match applied {
                             Ok(moved) => {
+                                reload("ok", None);
                                 if let Some(new) = moved {
                                     lock = new;
                                 }
@@ -367,12 +524,21 @@ async fn serve(
                                 tracing::info!(config = %path.display(), "config reloaded");
                             }
                             Err(e) => {
+                                reload("refused", Some(e.to_string()));
                                 metrics.event(Event::ReloadFailed);
                                 tracing::error!(error = %e, "reload refused; the running config stays");
                             }
                         }
                     }
                     Err(r) => {
+                        let now = sipwarden::transport::now_ms();
+                        *last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(sipwarden_core::control::Reload {
+                                at: now.rfc3339(),
+                                at_ms: now,
+                                result: "refused".into(),
+                                error: Some(r.to_string()),
+                            });
                         metrics.event(Event::ReloadFailed);
                         log_warnings(&r.warnings);
                         tracing::error!(error = %r, "reload refused; the running config stays");
@@ -389,6 +555,9 @@ async fn serve(
     tracing::info!("stopping: no longer receiving");
     server.shutdown();
     for t in tasks {
+        t.abort();
+    }
+    if let Some(t) = control_task {
         t.abort();
     }
     // The state file is written while queued TCP writes drain (until they
@@ -413,6 +582,41 @@ async fn serve(
     // Held to the last: the state file is written.
     drop(lock);
     ExitCode::SUCCESS
+}
+
+/// The context of each control answer: what the program knows that the
+/// core does not.
+fn control_context(
+    started: sipwarden_core::time::UnixMs,
+    server: Arc<Server>,
+    last_reload: Arc<std::sync::Mutex<Option<sipwarden_core::control::Reload>>>,
+) -> sipwarden::control::server::ContextFn {
+    Arc::new(move || {
+        let s = server.egress().core.settings();
+        let c = &s.config;
+        let mut sockets: Vec<(String, String)> = Vec::new();
+        for p in &c.listen.public {
+            sockets.push(("public".into(), p.to_string()));
+        }
+        for i in c.internal() {
+            sockets.push(("internal".into(), i.to_string()));
+        }
+        sockets.push(("backend".into(), c.backend.address.to_string()));
+        if let Some(m) = c.metrics.listen {
+            sockets.push(("metrics".into(), format!("tcp:{m}")));
+        }
+        sockets.push(("control".into(), c.control.socket.display().to_string()));
+        sipwarden_core::control::Context {
+            version: env!("CARGO_PKG_VERSION").into(),
+            started,
+            sockets,
+            tcp_connections: server.egress().tcp.len(),
+            reload: last_reload
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    })
 }
 
 fn new_ticker(every: Duration) -> Option<tokio::time::Interval> {

@@ -66,6 +66,9 @@ fn host_rules(cfg: &Config, r: &mut Report) {
             r.error(&[K("state"), K("path")], e);
         }
     }
+    if let Err(e) = control_socket(&cfg.control.socket) {
+        r.error(&[K("control"), K("socket")], e);
+    }
     let mut seen: Vec<IpAddr> = Vec::new();
     for l in listeners(cfg) {
         let ip = l.addr.ip();
@@ -82,6 +85,24 @@ fn host_rules(cfg: &Config, r: &mut Report) {
                 ),
             );
         }
+    }
+}
+
+/// Whether start could make the control socket at `path` (`""`: off):
+/// its directory creatable or writable, and the path free or a socket
+/// (a stale one is replaced at start). Creates nothing.
+fn control_socket(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} exists and is not a socket: remove it or choose another path",
+            path.display()
+        )),
+        Err(_) => crate::files::can_create(path),
     }
 }
 
@@ -155,6 +176,37 @@ mod tests {
         );
         assert!(e.message.contains("not an address of this host"), "{e}");
         assert!(load(&cfg, Probe::TextOnly).is_ok());
+        // The control socket: under a regular file, or a regular file
+        // itself, refused; the same path as the key refused by the text.
+        for (sock, what) in [
+            ("blocker/sub/control.sock", "is not a directory"),
+            ("blocker", "is not a socket"),
+            ("new/secret", "must not be the path"),
+        ] {
+            std::fs::write(
+                &cfg,
+                format!(
+                    "{MIN}[secret]\nkey_file = \"new/secret\"\n[control]\nsocket = \"{sock}\"\n"
+                ),
+            )
+            .unwrap();
+            let e = load(&cfg, Probe::Host).unwrap_err().first();
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(6), Some("control.socket")),
+                "{e}"
+            );
+            assert!(e.message.contains(what), "{sock}: {e}");
+        }
+        std::fs::write(
+            &cfg,
+            format!(
+                "{MIN}[secret]\nkey_file = \"new/secret\"\n[control]\nsocket = \"run/c.sock\"\n"
+            ),
+        )
+        .unwrap();
+        load(&cfg, Probe::Host).unwrap();
+        assert!(!d.join("run").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -203,6 +203,17 @@ fn e2e_trunk() {
     run_script("trunk.sh");
 }
 
+/// The control socket and its CLI: with a trunk registered through the
+/// internal socket and a SIPp scanner banned, `sipwarden status`, `bans`,
+/// `trunks`, `sources` (tables and `--json`) show them; `unban` frees the
+/// scanner (its OPTIONS with the domain is answered by Kamailio), a manual
+/// ban drops it again; the requests are counted, the socket is 0600 and
+/// removed at exit.
+#[test]
+fn e2e_control() {
+    run_script("control.sh");
+}
+
 /// The state file (issue 3): after a trunk registration and with a call up,
 /// SIGKILL and restart: "state restored", the provider's DID and Contact
 /// INVITEs are admitted and the call's Route-less BYE passes; a state file

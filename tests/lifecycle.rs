@@ -108,11 +108,14 @@ key_file = "{key}"
 summary_interval = "0s"
 [log]
 level = "info"
+[control]
+socket = "{sock}"
 {state}{extra}"#,
         pub_ = p.public,
         int = p.internal,
         be = p.backend,
         key = dir.path("secret").display(),
+        sock = dir.path(&format!("{name}.sock")).display(),
     );
     let path = dir.path(&format!("{name}.toml"));
     std::fs::write(&path, text).expect("write config");

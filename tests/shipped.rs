@@ -77,6 +77,32 @@ fn the_systemd_unit_can_write_the_default_key_file() {
 }
 
 #[test]
+fn the_systemd_unit_can_make_the_default_control_socket() {
+    let unit = read("config/sipwarden.service");
+    let run = unit_values(&unit, "RuntimeDirectory");
+    assert_eq!(run.len(), 1, "one RuntimeDirectory");
+    assert_eq!(unit_values(&unit, "RuntimeDirectoryMode"), ["0700"]);
+    let cfg = sipwarden_core::config::parse(MINIMAL, "minimal").unwrap();
+    let sock = cfg.control.socket.to_string_lossy().into_owned();
+    assert!(
+        sock.starts_with(&format!("/run/{}/", run[0])),
+        "the default control.socket {sock} is not in the unit's runtime directory"
+    );
+    let families = unit_values(&unit, "RestrictAddressFamilies");
+    assert!(
+        families
+            .iter()
+            .any(|f| f.split_whitespace().any(|w| w == "AF_UNIX")),
+        "the control socket needs AF_UNIX: {families:?}"
+    );
+    // The example config keeps its socket beside its state; installed for
+    // the unit, that line goes, as the unit's comment says.
+    let example = read("config/sipwarden.toml");
+    assert!(example.lines().any(|l| l.starts_with("socket = ")));
+    assert!(unit.contains("-e '/^socket = /d'"));
+}
+
+#[test]
 fn the_systemd_unit_reads_its_config_from_its_configuration_directory() {
     let unit = read("config/sipwarden.service");
     let conf = unit_values(&unit, "ConfigurationDirectory");

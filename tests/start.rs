@@ -31,7 +31,10 @@ fn config(dir: &Path, public_port: u16, extra: &str) -> PathBuf {
          address = \"udp:127.0.0.1:9\"\n\
          [filter]\n\
          domains = [\"pbx.secret.example\"]\n\
-         {extra}"
+         [control]\n\
+         socket = \"{sock}\"\n\
+         {extra}",
+        sock = dir.join("control.sock").display()
     );
     let path = dir.join("sipwarden.toml");
     std::fs::write(&path, text).expect("write config");

@@ -57,6 +57,43 @@ pub fn scan_bytes(data: &[u8]) {
     }
 }
 
+/// The control protocol on arbitrary bytes (one request line): it parses
+/// to a request or an error, never a panic; a request reads back from its
+/// own line; its answer from a rig's core, or the error, is one line of
+/// JSON that reads back as a response.
+pub fn control_bytes(data: &[u8]) {
+    use crate::control::{self, Context, Response, MAX_LINE};
+    let one_line = |r: &Response| {
+        let line = r.to_line();
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line:?}"
+        );
+        let back: Response = serde_json::from_str(&line).expect("an answer reads back");
+        assert_eq!((back.ok, back.version), (r.ok, control::VERSION), "{line}");
+    };
+    match control::parse(data) {
+        Ok(req) => {
+            let line = req.to_line();
+            if line.len() < MAX_LINE {
+                assert_eq!(
+                    control::parse(line.trim_end_matches('\n').as_bytes()),
+                    Ok(req.clone()),
+                    "{line}"
+                );
+            }
+            let rig = Rig::new(Mode::Enforce);
+            one_line(&control::answer(
+                &rig.core,
+                &Context::default(),
+                rig.now,
+                &req,
+            ));
+        }
+        Err(e) => one_line(&Response::error(e)),
+    }
+}
+
 /// The whole core on arbitrary bytes. The first byte picks the flow (bits
 /// 0-2, [`Rig::flow`]), the config (bits 3-4, [`Mode`]) and how long after
 /// the rig's set-up the message arrives (bits 5-6: at once, 30 s, 2 h,

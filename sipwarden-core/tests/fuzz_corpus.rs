@@ -47,3 +47,8 @@ fn scan_corpus_replays() {
 fn core_corpus_replays() {
     replay_target("core", sipwarden_core::fuzzing::core_bytes);
 }
+
+#[test]
+fn control_corpus_replays() {
+    replay_target("control", sipwarden_core::fuzzing::control_bytes);
+}

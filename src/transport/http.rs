@@ -56,6 +56,9 @@ pub fn render(eg: &Egress) -> String {
         help: "Open TCP connections, both sides",
         value: eg.tcp.len() as u64,
     }];
-    gauges.extend(eg.core.gauges(super::now_ms()));
-    eg.core.metrics().render(&gauges)
+    let now = super::now_ms();
+    gauges.extend(eg.core.gauges(now));
+    let mut text = eg.core.metrics().render(&gauges);
+    text.push_str(&sipwarden_core::control::trunk_metrics(&eg.core, now));
+    text
 }

@@ -266,6 +266,9 @@ register_burst = 400
 [secret]
 key_file = "$RUN/secret"
 
+[control]
+socket = "$RUN/control.sock"
+
 [metrics]
 listen = "127.0.0.1:$MET"
 

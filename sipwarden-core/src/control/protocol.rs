@@ -99,6 +99,8 @@ pub enum ErrorCode {
     TableFull,
     /// Every connection slot is taken (`control.max_connections`).
     Busy,
+    /// The client runs as another user than the proxy's (nor root).
+    NotAllowed,
 }
 
 impl ErrorBody {
