@@ -7,5 +7,5 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-  sip-tester kamailio sipvicious sipsak tshark iproute2 procps curl ca-certificates \
+  sip-tester kamailio sipvicious sipsak tshark iproute2 procps curl ca-certificates tmux \
   systemd

@@ -201,7 +201,7 @@ fn draw_trunks(f: &mut Frame, area: Rect, m: &Model) {
         let (state, style) = if t.registered {
             ("registered", Style::new().fg(Color::Green))
         } else {
-            ("NOT registered", Style::new().fg(Color::Red))
+            ("unregistered", Style::new().fg(Color::Red))
         };
         let expires = match (t.registered, t.expires_in_s) {
             (true, Some(s)) => format!("exp {}", human_secs(s)),
@@ -217,8 +217,8 @@ fn draw_trunks(f: &mut Frame, area: Rect, m: &Model) {
         rows,
         [
             Constraint::Min(8),
-            Constraint::Length(14),
-            Constraint::Length(10),
+            Constraint::Length(12),
+            Constraint::Length(9),
         ],
     )
     .block(block);
@@ -329,7 +329,7 @@ fn draw_status(f: &mut Frame, area: Rect, m: &Model) {
         ))
     } else if let Some(e) = &m.error {
         Line::from(Span::styled(
-            format!("error: {e} (retrying every {} s)", m.interval_s),
+            format!("error, retrying every {} s: {e}", m.interval_s),
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ))
     } else if let Some(n) = &m.notice {
@@ -428,7 +428,7 @@ mod tests {
             assert!(scanner.contains(cell), "{cell} not in {scanner:?}");
         }
         assert!(text.contains("│ 203.0.113.9           3      3 user-agent yes│"));
-        assert!(row_with(&s, "carrier").contains("registered     exp 3m05s"));
+        assert!(row_with(&s, "carrier").contains("registered   exp 3m05s"));
         assert!(row_with(&s, "user-agent     dropped").contains("40.2/s"));
         assert!(row_with(&s, "198.51.100.0/24").contains("1m00s"));
         // The sparkline: bars of more than one height in its two rows.
@@ -478,7 +478,7 @@ mod tests {
         m.polled(Err("cannot reach /run/x.sock: no such socket".into()));
         let s = screen(&m, 80, 24);
         assert!(
-            s[22].starts_with("error: cannot reach /run/x.sock"),
+            s[22].starts_with("error, retrying every 1 s: cannot reach /run/x.sock"),
             "{}",
             s.join("\n")
         );
