@@ -135,7 +135,7 @@ fn a_manual_ban_drops_the_next_message_and_an_unban_admits_it() {
     assert_eq!(m.control_requests("unban", true), 1);
     assert_eq!(m.control_requests("unban", false), 1);
     // A ban ends by itself, swept by the tick.
-    lab.now = lab.now + 900_000;
+    lab.now += 900_000;
     lab.core.tick(lab.now);
     assert!(targets(&ok(&lab, Request::Bans)).is_empty());
     // The state file is to be written after each change.
@@ -190,7 +190,7 @@ fn network_bans_v4_and_v6_and_unban_inside_them() {
     assert_eq!(auto["trigger"], "rejects");
     ok(&lab, unban("192.0.2.66"));
     // Network bans expire on their own.
-    lab.now = lab.now + 600_000;
+    lab.now += 600_000;
     lab.core.tick(lab.now);
     assert_eq!(
         verdict(&lab, "[::ffff:203.0.113.9]:5060", 6).disposition,
@@ -303,10 +303,10 @@ fn trunks_show_registration_expiry_and_last_activity() {
         .split('>')
         .next()
         .unwrap();
-    lab.now = lab.now + 1000;
+    lab.now += 1000;
     let ok200 = answer_to(&fwd, &format!("Contact: <{uri}>;expires=600\r\n"));
     lab.handle(&public_udp(PROVIDER), &ok200);
-    lab.now = lab.now + 1000;
+    lab.now += 1000;
     let invite = format!(
         "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bK-inv1\r\n\
          From: <sip:+15551234@198.51.100.10>;tag=p-1\r\nTo: <sip:+4930123@198.51.100.10>\r\nCall-ID: inv-1\r\n\
@@ -395,7 +395,7 @@ fn sources_list_the_heaviest_and_the_most_rejected_with_reasons() {
     );
     assert_eq!(r["reasons"]["banned"], 1);
     // A minute and more later they are gone.
-    lab.now = lab.now + 61_000;
+    lab.now += 61_000;
     let s = ok(&lab, Request::Sources { limit: None });
     assert!(s["by_messages"].as_array().unwrap().is_empty(), "{s}");
 }
@@ -408,7 +408,7 @@ fn status_reports_mode_rates_tables_and_sockets() {
         for n in 0..3 {
             verdict(&lab, "192.0.2.10:5060", s * 10 + n);
         }
-        lab.now = lab.now + 1000;
+        lab.now += 1000;
         lab.core.tick(lab.now);
     }
     ok(&lab, ban("198.18.0.0/16", None));

@@ -104,7 +104,8 @@ pub fn status(v: serde_json::Value) -> Result<String, String> {
             .iter()
             .map(|r| vec![r.reason.clone(), r.disposition.clone(), rate(r.per_second)])
             .collect();
-        o.push_str(&table(&["REASON", "DISPOSITION", "LAST 10S /S"], &rows));
+        let last = format!("LAST {:.0}S /S", s.rates.window_s);
+        o.push_str(&table(&["REASON", "DISPOSITION", &last], &rows));
     }
     o.push('\n');
     let t = &s.tables;
