@@ -92,7 +92,8 @@ pub fn act(ask: &Ask, a: &Action) -> Result<String, String> {
 
 /// What the poller sends back to the terminal loop.
 enum Msg {
-    Polled(Result<Snapshot, String>),
+    /// Boxed: a snapshot is large, the other message small.
+    Polled(Box<Result<Snapshot, String>>),
     Done(Action, Result<String, String>),
 }
 
@@ -113,7 +114,7 @@ fn poller(ask: Ask, interval: Duration, acts: Receiver<Action>, out: Sender<Msg>
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        if out.send(Msg::Polled(poll(&ask))).is_err() {
+        if out.send(Msg::Polled(Box::new(poll(&ask)))).is_err() {
             return;
         }
         next = Instant::now() + interval;
@@ -223,7 +224,7 @@ pub fn run(socket: String, ask: Ask, interval: Duration) -> Result<(), Refused> 
         }
         while let Ok(msg) = msg_rx.try_recv() {
             match msg {
-                Msg::Polled(r) => m.polled(r),
+                Msg::Polled(r) => m.polled(*r),
                 Msg::Done(a, r) => m.done(&a, r),
             }
         }
