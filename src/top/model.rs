@@ -249,7 +249,7 @@ impl Model {
         }
         match k {
             Key::Char('q') | Key::Esc => return Some(Action::Quit),
-            Key::Char('?' | 'h') => self.help = true,
+            Key::Char('?') => self.help = true,
             Key::Up | Key::Char('k') => self.step(-1),
             Key::Down | Key::Char('j') => self.step(1),
             Key::Home | Key::Char('g') => self.jump(0),

@@ -164,15 +164,16 @@ check "top is still running" [ "$("${TM[@]}" display-message -p -t top '#{pane_d
 
 # 7. q: exit 0, the terminal restored.
 key q
+# (tmux marks the pane dead at the end of its output and records the exit
+# status when it reaps the process: wait for both.)
 for i in $(seq 50); do
-    [ "$("${TM[@]}" display-message -p -t top '#{pane_dead}')" = 1 ] && break
+    [[ "$("${TM[@]}" display-message -p -t top '#{pane_dead} #{pane_dead_status}')" == "1 "[0-9]* ]] && break
     sleep 0.1
 done
 st=$("${TM[@]}" display-message -p -t top '#{pane_dead} #{pane_dead_status} #{alternate_on}')
 check "q quits: the pane's process exited 0, the alternate screen is off ($st)" [ "$st" = "1 0 0" ]
-screen after
 check "the main screen is back: none of top's screen on it" \
-    grep -q "Pane is dead (status 0" "$RUN/screen-after.txt" && ! grep -q "Top sources" "$RUN/screen-after.txt"
+    wait_screen after "Pane is dead \(status 0" && ! grep -q "Top sources" "$RUN/screen-after.txt"
 check "the tty settings after top are those before it (cooked mode, echo)" \
     cmp -s "$RUN/stty-before.txt" "$RUN/stty-after.txt" && grep -Eq "(^| )icanon" "$RUN/stty-after.txt" \
     && grep -Eq "(^| )echo( |$)" "$RUN/stty-after.txt"
