@@ -10,4 +10,5 @@ pub mod preflight;
 pub mod procstat;
 pub mod secret;
 pub mod statefile;
+pub mod top;
 pub mod transport;

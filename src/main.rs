@@ -81,6 +81,14 @@ enum Cmd {
         #[command(flatten)]
         out: Out,
     },
+    /// A live full-screen view of the running proxy, refreshed every
+    /// interval: rates, top sources, bans, trunks, dialogs; keys to ban
+    /// and unban. Needs a terminal (80x24 is enough).
+    Top {
+        /// Time between refreshes: "1s", "500ms", "5s" (200ms to 1h).
+        #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = interval)]
+        interval: Duration,
+    },
 }
 
 /// The output options of the control subcommands.
@@ -116,6 +124,7 @@ fn main() -> ExitCode {
             out,
             human::sources,
         ),
+        Some(Cmd::Top { interval }) => top(c, interval),
         None => run(c),
     }
 }
@@ -172,6 +181,59 @@ fn control(
             if let (true, Some(raw)) = (out.json, raw) {
                 println!("{raw}");
             }
+            eprintln!("sipwarden: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--interval`: a duration between 200 ms and an hour.
+fn interval(s: &str) -> Result<Duration, String> {
+    let d = s.parse::<config::Dur>()?.0;
+    if !(Duration::from_millis(200)..=Duration::from_secs(3600)).contains(&d) {
+        return Err(format!("{s:?}: between 200ms and 1h"));
+    }
+    Ok(d)
+}
+
+/// `sipwarden top`: the live view on the socket `control.socket` of the
+/// config at `path`. Exit codes: 0 quit, 1 the config cannot be read or
+/// the terminal failed, 2 not a terminal or the control socket is off. A
+/// socket that cannot be reached is shown on screen and tried again.
+fn top(path: &Path, interval: Duration) -> ExitCode {
+    use sipwarden::control::client;
+    use sipwarden::top::{self, Refused};
+    let cfg = match preflight::load(path, Probe::TextOnly) {
+        Ok(l) => l.config,
+        Err(r) => {
+            print_rejected(&r);
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = cfg.control.socket.clone();
+    if socket.as_os_str().is_empty() {
+        eprintln!(
+            "sipwarden: the control socket is off in {} (control.socket = \"\")",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let name = socket.display().to_string();
+    // A poll waits at most this long for each answer: a hung proxy shows
+    // as an error on screen, not a frozen one.
+    let timeout = interval.max(Duration::from_secs(2));
+    let ask: top::Ask = Box::new(move |req| {
+        client::request(&socket, req, timeout)
+            .map(|(result, _)| result)
+            .map_err(|(e, _)| e.to_string())
+    });
+    match top::run(name, ask, interval) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Refused::NotATerminal) => {
+            eprintln!("sipwarden: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
             eprintln!("sipwarden: {e}");
             ExitCode::FAILURE
         }

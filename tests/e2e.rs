@@ -214,6 +214,16 @@ fn e2e_control() {
     run_script("control.sh");
 }
 
+/// `sipwarden top` in tmux at 80x24: with a trunk registered and a SIPp
+/// scanner sending, the screen has every heading, the trunk and the
+/// scanner's row; the arrows, `b` and `y` ban it (`sipwarden bans --json`
+/// agrees), Tab and `u` unban it; with sipwarden stopped it says so and
+/// stays up; `q` exits 0 with the terminal restored. Needs tmux.
+#[test]
+fn e2e_top() {
+    run_script("top.sh");
+}
+
 /// The state file: after a trunk registration and with a call up,
 /// SIGKILL and restart: "state restored", the provider's DID and Contact
 /// INVITEs are admitted and the call's Route-less BYE passes; a state file

@@ -133,7 +133,7 @@ fn compose_publishes_the_rtp_range_of_rtp_conf() {
     assert!(start < end);
     // RTP on an even port, RTCP on the next: the last port of the range is
     // an RTCP port, so the published range holds every pair.
-    assert!(start % 2 == 0 && end % 2 == 1, "{start}-{end}");
+    assert!(start.is_multiple_of(2) && end % 2 == 1, "{start}-{end}");
     let compose = read("docker/docker-compose.yml");
     let ports = compose_items(&compose, "asterisk", "ports");
     let want = format!("{start}-{end}:{start}-{end}/udp");

@@ -25,7 +25,7 @@ use sipwarden_core::verdict::{Disposition, Reason, Verdict};
 /// Writes a header name in a random spelling: full or compact, any case.
 fn spell(full: &str, compact: Option<&str>, pick: u8) -> String {
     let base = match compact {
-        Some(c) if pick % 3 == 0 => c.to_string(),
+        Some(c) if pick.is_multiple_of(3) => c.to_string(),
         _ => full.to_string(),
     };
     match pick % 4 {

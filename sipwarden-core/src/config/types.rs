@@ -218,7 +218,7 @@ impl fmt::Display for Dur {
         if us == 0 {
             return f.write_str("0s");
         }
-        if us % 1000 != 0 {
+        if !us.is_multiple_of(1000) {
             return write!(f, "{us}us");
         }
         let ms = us / 1000;
@@ -229,7 +229,7 @@ impl fmt::Display for Dur {
             (1000, "s"),
         ]
         .into_iter()
-        .find(|(per, _)| ms % per == 0)
+        .find(|(per, _)| ms.is_multiple_of(*per))
         .map_or((ms, "ms"), |(per, unit)| (ms / per, unit));
         write!(f, "{n}{unit}")
     }

@@ -210,7 +210,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, String> {
         queued += due as u64;
         pacer.record(due);
         rounds += 1;
-        if rounds % 256 == 0 {
+        if rounds.is_multiple_of(256) {
             for c in conns.iter_mut().filter(|c| c.alive) {
                 if !c.read(&mut responses) {
                     c.alive = false;

@@ -142,7 +142,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, String> {
         for _ in 0..due {
             new_msgs += 1;
             if let Some(p) = phones.as_mut() {
-                if new_msgs % args.legit_every == 0 {
+                if new_msgs.is_multiple_of(args.legit_every) {
                     p.start();
                     continue;
                 }
@@ -163,7 +163,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, String> {
                 p.sweep(now);
                 last_sweep = now;
             }
-        } else if rounds % 1024 == 0 {
+        } else if rounds.is_multiple_of(1024) {
             received += drain(&mut srcs, &mut rx);
         }
     }
