@@ -55,16 +55,7 @@ check "the control socket $SOCK has mode 600 ($mode)" [ "$mode" = "600 socket" ]
 
 # 1. The trunk: Asterisk registers it through the internal socket.
 trunk_transport udp
-sipp_bg registrar 20 -sf "$SIPP_DIR/registrar.xml" -m 1 -i "$PROVIDER_IP" -p "$REG_PORT" $T \
-    -key grant 600 -key header_expires 3600 -trace_logs -log_file "$RUN/registrar.log"
-REG_PID=$BG_PID
-wait_bound udp "$PROVIDER_IP" "$REG_PORT" || fail "the registrar did not bind $PROVIDER_IP:$REG_PORT"
-expect_sipp asterisk "Asterisk's REGISTER to $REG_URI via the internal socket: 401, retry, 200 (600 s)" \
-    "127.0.0.1:$INT" -sf "$SIPP_DIR/asterisk_register.xml" -m 1 -i 127.0.0.1 -p "$ASTERISK_PORT" \
-    -key registrar_uri "$REG_URI" -key registrar_host "$PROVIDER_IP" -key account "$TRUNK_ACCOUNT" \
-    -key line "$TRUNK_LINE" -key contact_port "$BE" -key internal "127.0.0.1:$INT" -key expires 600 \
-    -au "$TRUNK_ACCOUNT" -ap provider-pw -cid_str "e2e-asterisk-ctl-%u-%p"
-expect_bg registrar "the registrar challenged and then stored the registration" "$REG_PID"
+trunk_register ctl 600 600 "Asterisk's REGISTER to $REG_URI via the internal socket: 401, retry, 200 (600 s)"
 wait_log_n "trunk registered" 1 || fail "no 'trunk registered' log line"
 # The provider's INVITE to a DID: admitted as trunk (whatever Kamailio
 # answers; the INVITE's admission is what `trunks` shows).

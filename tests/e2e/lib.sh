@@ -642,7 +642,9 @@ EOT
 # trunk_register NAME GRANT EXPIRES DESCRIPTION: the registrar (for one
 # REGISTER exchange, granting GRANT s) and Asterisk's REGISTER asking EXPIRES
 # (0 = unregister, with -au/-ap for the 401); both must succeed. The Contact
-# the registrar stored is then in $TRUNK_REGISTERED.
+# the registrar stored is then in $TRUNK_REGISTERED. "Asterisk" sends from
+# 127.0.0.1:$ASTERISK_PORT when set (a script whose Kamailio holds the
+# backend port), else from the backend port.
 trunk_register() {
     local name=$1 grant=$2 expires=$3 desc=$4 pid
     sipp_bg "registrar-$name" 20 -sf "$SIPP_DIR/registrar.xml" -m 1 -i "$PROVIDER_IP" -p "$REG_PORT" $T \
@@ -651,7 +653,7 @@ trunk_register() {
     if [ "$TP" = TCP ]; then wait_bound tcp "$PROVIDER_IP" "$REG_PORT"; else wait_bound udp "$PROVIDER_IP" "$REG_PORT"; fi \
         || fail "the registrar did not bind $PROVIDER_IP:$REG_PORT"
     expect_sipp "asterisk-$name" "$TP: $desc" "127.0.0.1:$INT" -sf "$SIPP_DIR/asterisk_register.xml" -m 1 \
-        -i 127.0.0.1 -p "$BE" -key registrar_uri "$REG_URI" -key registrar_host "$PROVIDER_IP" \
+        -i 127.0.0.1 -p "${ASTERISK_PORT:-$BE}" -key registrar_uri "$REG_URI" -key registrar_host "$PROVIDER_IP" \
         -key account "$TRUNK_ACCOUNT" -key line "$TRUNK_LINE" -key contact_port "$BE" \
         -key internal "127.0.0.1:$INT" -key expires "$expires" -au "$TRUNK_ACCOUNT" -ap provider-pw \
         -cid_str "e2e-asterisk-$name-%u-%p"

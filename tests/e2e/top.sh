@@ -38,16 +38,7 @@ ASTERISK_PORT=$((PHONE_PORT + 1))   # kamailio holds the backend port
 
 # 1. The trunk, and a scanner.
 trunk_transport udp
-sipp_bg registrar 20 -sf "$SIPP_DIR/registrar.xml" -m 1 -i "$PROVIDER_IP" -p "$REG_PORT" $T \
-    -key grant 600 -key header_expires 3600 -trace_logs -log_file "$RUN/registrar.log"
-REG_PID=$BG_PID
-wait_bound udp "$PROVIDER_IP" "$REG_PORT" || fail "the registrar did not bind $PROVIDER_IP:$REG_PORT"
-expect_sipp asterisk "Asterisk's REGISTER to $REG_URI via the internal socket: 401, retry, 200 (600 s)" \
-    "127.0.0.1:$INT" -sf "$SIPP_DIR/asterisk_register.xml" -m 1 -i 127.0.0.1 -p "$ASTERISK_PORT" \
-    -key registrar_uri "$REG_URI" -key registrar_host "$PROVIDER_IP" -key account "$TRUNK_ACCOUNT" \
-    -key line "$TRUNK_LINE" -key contact_port "$BE" -key internal "127.0.0.1:$INT" -key expires 600 \
-    -au "$TRUNK_ACCOUNT" -ap provider-pw -cid_str "e2e-asterisk-top-%u-%p"
-expect_bg registrar "the registrar challenged and then stored the registration" "$REG_PID"
+trunk_register top 600 600 "Asterisk's REGISTER to $REG_URI via the internal socket: 401, retry, 200 (600 s)"
 # The scanner keeps sending while top starts: 150 OPTIONS at 10/s.
 sipp_bg scan 60 "127.0.0.1:$PUB" -m 150 -r 10 -sf "$(silent_scenario OPTIONS)" -s 100 -key host 127.0.0.1 \
     -key to_host 127.0.0.1 -key from_host 127.0.0.1 -key ua sipp-e2e-scan -i "$SCANNER_IP" \

@@ -208,13 +208,7 @@ impl Bans {
                 return Err(BansFull);
             }
         }
-        let mut e = match self.map.entry(ip) {
-            dashmap::Entry::Occupied(o) => o.into_ref(),
-            dashmap::Entry::Vacant(v) => {
-                self.count.added();
-                v.insert(Entry::default())
-            }
-        };
+        let mut e = self.entry(ip);
         e.window_start = now;
         e.rejects = 0;
         e.auth_failures = 0;
@@ -339,13 +333,7 @@ impl Bans {
                 return None;
             }
         }
-        let mut e = match self.map.entry(ip) {
-            dashmap::Entry::Occupied(o) => o.into_ref(),
-            dashmap::Entry::Vacant(v) => {
-                self.count.added();
-                v.insert(Entry::default())
-            }
-        };
+        let mut e = self.entry(ip);
         if e.banned_until > now {
             return None;
         }
@@ -453,13 +441,7 @@ impl Bans {
         if !self.map.contains_key(&ip) && self.count.get() >= self.cap.load(Relaxed) {
             return Restore::OverCap;
         }
-        let mut e = match self.map.entry(ip) {
-            dashmap::Entry::Occupied(o) => o.into_ref(),
-            dashmap::Entry::Vacant(v) => {
-                self.count.added();
-                v.insert(Entry::default())
-            }
-        };
+        let mut e = self.entry(ip);
         e.window_start = now;
         e.banned_at = since.min(now);
         e.banned_until = until.min(now.saturating_add(longest));
@@ -518,6 +500,18 @@ impl Bans {
         });
         self.count.set(self.map.len());
         lifted
+    }
+
+    /// The source's entry, made (and counted toward the cap) if new; the
+    /// caller has checked the cap.
+    fn entry(&self, ip: IpAddr) -> dashmap::mapref::one::RefMut<'_, IpAddr, Entry> {
+        match self.map.entry(ip) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                self.count.added();
+                v.insert(Entry::default())
+            }
+        }
     }
 
     /// At the cap: drop counters of unbanned sources (bans are kept).
