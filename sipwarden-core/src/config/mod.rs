@@ -86,6 +86,8 @@ pub(crate) struct Parsed {
     /// Index into `listen.internal` of the first socket of the backend's
     /// transport: the one that talks to the backend.
     pub backend_listener: u8,
+    /// `tls.server_names`.
+    pub tls_names: DomainSet,
 }
 
 impl Checked {
@@ -234,7 +236,8 @@ pub fn parse(text: &str, file: &str) -> Result<Checked, ConfigError> {
 
 /// Checks config text: its syntax and values, then the rules on the config
 /// alone, then `more` (the program's checks of the host). Relative paths
-/// in it (`state.path`, `secret.key_file`) are taken relative to `base`,
+/// in it (`state.path`, `secret.key_file`, `tls.cert_file`,
+/// `tls.key_file`) are taken relative to `base`,
 /// the config file's directory, when given.
 pub fn read_with(
     text: &str,
@@ -267,6 +270,12 @@ pub fn read_with(
         };
         rel(&mut cfg.secret.key_file);
         if let Some(p) = cfg.state.path.as_mut() {
+            rel(p);
+        }
+        for p in [cfg.tls.cert_file.as_mut(), cfg.tls.key_file.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             rel(p);
         }
         // `""` turns the control socket off: it stays empty.
