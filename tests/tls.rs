@@ -350,3 +350,53 @@ async fn a_reload_swaps_the_certificate_for_new_connections_only() {
     assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_time_out_and_refused_names_ban() {
+    let dir = scratch("ban");
+    let root = cert(&dir, "a");
+    let text = config(63, &dir, "a").replace(
+        "[tls]\n",
+        "[ban]\nafter_rejects = 2\n[tcp]\nmax_connections = 1\n[tls]\nhello_timeout = \"1s\"\n",
+    );
+    let (_server, core) = start(&text);
+    let addr = "127.0.63.1:5061";
+
+    // A client that sends no ClientHello holds the one place under
+    // tcp.max_connections until tls.hello_timeout closes it, with nothing
+    // written.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let refused = TcpStream::connect(addr).await.unwrap();
+    let mut refused = refused;
+    let mut buf = [0u8; 64];
+    let n = timeout(WAIT, refused.read(&mut buf)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "over the cap: closed");
+    let n = timeout(WAIT, idle.read(&mut buf)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "silent: closed, nothing sent");
+    assert_eq!(
+        core.metrics().total(Reason::TlsSni, Disposition::Dropped),
+        0
+    );
+
+    // Two refused names ban the source: its next connection is closed at
+    // the accept, even with the right name.
+    for _ in 0..2 {
+        let e = phone(addr, "127.0.63.3:0", &root, "other.secret.example").await;
+        assert!(e.is_err());
+    }
+    assert_eq!(
+        core.metrics().total(Reason::TlsSni, Disposition::Dropped),
+        2
+    );
+    let e = phone(addr, "127.0.63.3:0", &root, "pbx.secret.example").await;
+    assert!(e.is_err(), "banned");
+    assert_eq!(
+        core.metrics().total(Reason::Banned, Disposition::Dropped),
+        1
+    );
+    // Another source still gets through.
+    phone(addr, "127.0.63.4:0", &root, "pbx.secret.example")
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
