@@ -48,7 +48,7 @@ fn probe(spec: &SocketSpec) -> Result<(), Option<std::io::Error>> {
     }
     // TCP: connections of an earlier instance in TIME_WAIT must not count
     // (SO_REUSEADDR ignores them, but never a listening socket).
-    if spec.transport == Transport::Tcp {
+    if spec.transport.is_stream() {
         s.set_reuse_address(true).map_err(Some)?;
     }
     match s.bind(&spec.addr.into()) {
@@ -115,10 +115,11 @@ pub fn busy_message(side: &str, spec: &SocketSpec, busy: &Busy) -> String {
     }
 }
 
-/// Do two listener addresses of one transport overlap in the kernel's
-/// eyes (IPv6 sockets being v6-only, as sipwarden binds them)?
+/// Do two listener addresses of one protocol overlap in the kernel's
+/// eyes (IPv6 sockets being v6-only, as sipwarden binds them)? TCP and TLS
+/// are both TCP sockets.
 pub fn overlaps(a: &SocketSpec, b: &SocketSpec) -> bool {
-    a.transport == b.transport
+    a.transport.is_stream() == b.transport.is_stream()
         && a.addr.port() == b.addr.port()
         && a.addr.is_ipv4() == b.addr.is_ipv4()
         && (a.addr.ip() == b.addr.ip()
@@ -166,7 +167,7 @@ fn may_hold(e: &NetEntry, spec: &SocketSpec) -> bool {
     if e.local.port() != spec.addr.port() || e.inode == 0 {
         return false;
     }
-    if spec.transport == Transport::Tcp && !e.listening {
+    if spec.transport.is_stream() && !e.listening {
         return false;
     }
     let (a, b) = (e.local.ip(), spec.addr.ip());
