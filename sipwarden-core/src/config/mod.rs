@@ -488,6 +488,33 @@ mod tests {
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
     }
 
+    /// A `tls:` listener needs the certificate files; TLS is for the
+    /// public side only; a `tls:` and a `tcp:` socket on one port collide
+    /// (both are TCP sockets); a bad `tls.server_names` entry or timeout is
+    /// refused.
+    #[test]
+    fn tls_rules() {
+        let keys = |text: &str| -> Vec<String> {
+            read(text, "t")
+                .map(|_| Vec::new())
+                .unwrap_or_else(|r| r.errors.into_iter().filter_map(|e| e.key).collect())
+        };
+        let base = "[listen]\nadvertise = \"pbx.example.com:5060\"\n";
+        let files = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let tls = format!("{base}public = [\"tls:0.0.0.0:5061\", \"tls:[::]:5061\"]\n");
+        assert_eq!(keys(&tls), ["tls.cert_file", "tls.key_file"]);
+        assert!(keys(&format!("{tls}{files}")).is_empty());
+        let clash =
+            format!("{base}public = [\"tcp:0.0.0.0:5061\", \"tls:127.0.0.1:5061\"]\n{files}");
+        assert_eq!(keys(&clash), ["listen.public"]);
+        let inside = format!("{base}internal = [\"udp:127.0.0.1:5070\", \"tls:127.0.0.1:5071\"]\n");
+        assert_eq!(keys(&inside), ["listen.internal"]);
+        let backend = format!("{base}internal = [\"udp:127.0.0.1:5070\"]\n[backend]\naddress = \"tls:127.0.0.1:5081\"\n");
+        assert!(keys(&backend).contains(&"backend.address".to_string()));
+        let names = format!("{base}[tls]\nserver_names = [\"bad name\"]\nhello_timeout = \"0s\"\n");
+        assert_eq!(keys(&names), ["tls.server_names", "tls.hello_timeout"]);
+    }
+
     #[test]
     fn a_missing_key_is_named() {
         let e = err("# comment\n[listen]\npublic = []\n");
