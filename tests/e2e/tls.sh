@@ -11,6 +11,9 @@
 #       sipwarden: Kamailio routes the INVITE by the Path back through
 #       sipwarden, down the phone's TLS connection (Via SIP/2.0/TLS,
 #       Record-Route ;transport=tls), and the phone's 486 reaches the caller.
+#   (3) renewal: a key that does not match refuses the SIGHUP reload (the
+#       certificate in force stays); a new pair written in place and SIGHUP:
+#       the next handshake sees the new certificate.
 source "$(dirname "$0")/lib.sh"
 setup tls
 TLS_PORT=$((BASE + 1))
@@ -71,5 +74,30 @@ check "kamailio: the registration went through sipwarden with a Path" \
 metrics_dump "$RUN/m2.txt" || fail "the metrics endpoint answers"
 DOM=$(metric_or_zero "$RUN/m2.txt" public tls domain forwarded)
 check "metrics: TLS requests admitted by domain = $DOM (the two REGISTERs)" [ "$DOM" -eq 2 ]
+
+echo "-- (3) renewal by SIGHUP"
+cert_cn() { s_client -servername "$DOMAIN" | grep -m1 -E '^subject=' ; }
+newcert() {  # newcert CN DIR: a pair for *.secret.example with that CN
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=$1" -addext "subjectAltName=DNS:*.secret.example" \
+        -keyout "$2/new.key" -out "$2/new.pem" >> "$RUN/openssl-req.log" 2>&1
+}
+mkdir -p "$RUN/renew"
+newcert renewed.secret.example "$RUN/renew" || die "openssl could not make the second certificate"
+# The new certificate with the old key: refused, the old pair stays.
+cp "$RUN/tls.key" "$RUN/tls.key.orig"
+cp "$RUN/renew/new.pem" "$RUN/tls.pem.tmp" && mv "$RUN/tls.pem.tmp" "$RUN/tls.pem"
+kill -HUP "$SW_PID"
+wait_match "reload refused" "$RUN/sipwarden.log" "$SW_PID"
+check "mismatched pair: reload refused ($(grep -m1 -o 'does not belong[^"]*' "$RUN/sipwarden.log" | head -c 80))" \
+    grep -q "reload refused.*does not belong to the certificate" "$RUN/sipwarden.log"
+CN=$(cert_cn); log "after the refused reload: $CN"
+check "the certificate in force stays" grep -q "CN *= *secret.example" <<< "$CN"
+cp "$RUN/renew/new.key" "$RUN/tls.key.tmp" && mv "$RUN/tls.key.tmp" "$RUN/tls.key"
+kill -HUP "$SW_PID"
+wait_match "config reloaded" "$RUN/sipwarden.log" "$SW_PID"
+check "matching pair: config reloaded" grep -q "config reloaded" "$RUN/sipwarden.log"
+CN=$(cert_cn); log "after the reload: $CN"
+check "a new connection sees the new certificate" grep -q "CN *= *renewed.secret.example" <<< "$CN"
 stop_sipwarden
 finish
