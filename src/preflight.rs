@@ -55,7 +55,8 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
 
 /// What start needs of this host, asked without changing anything: the
 /// key file readable and valid or creatable, the state file's directory
-/// writable, and every specific address one of this host's. Sockets of a
+/// writable, the `[tls]` certificate and key loaded and matching, and
+/// every specific address one of this host's. Sockets of a
 /// running instance are never bound (only port 0 is).
 fn host_rules(cfg: &Config, r: &mut Report) {
     if let Err(e) = crate::secret::check(&cfg.secret.key_file) {
@@ -68,6 +69,10 @@ fn host_rules(cfg: &Config, r: &mut Report) {
     }
     if let Err(e) = control_socket(&cfg.control.socket) {
         r.error(&[K("control"), K("socket")], e);
+    }
+    // The pair loads and matches: what every handshake needs, known now.
+    if let Err(e) = crate::transport::tls::from_settings(&cfg.tls) {
+        r.error(&[K("tls"), K("cert_file")], e);
     }
     let mut seen: Vec<IpAddr> = Vec::new();
     for l in listeners(cfg) {
@@ -207,6 +212,50 @@ mod tests {
         .unwrap();
         load(&cfg, Probe::Host).unwrap();
         assert!(!d.join("run").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// `check` (and a reload) load the `[tls]` pair: a key of another
+    /// certificate, or a file that is no PEM, is refused on `tls.cert_file`;
+    /// a `tls:` listener without the files is refused by the text.
+    #[test]
+    fn the_tls_pair_must_load_and_match() {
+        let d = scratch("tls");
+        let a = rcgen::generate_simple_self_signed(vec!["a.example.com".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b.example.com".into()]).unwrap();
+        std::fs::write(d.join("a.pem"), a.cert.pem()).unwrap();
+        std::fs::write(d.join("a.key"), a.signing_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("b.key"), b.signing_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("junk"), "not pem").unwrap();
+        let cfg = d.join("c.toml");
+        let with = |cert: &str, key: &str| {
+            format!(
+                "{MIN}public = [\"tls:127.0.0.1:0\"]\n[secret]\nkey_file = \"new/secret\"\n\
+                 [tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+            )
+        };
+        std::fs::write(&cfg, with("a.pem", "a.key")).unwrap();
+        load(&cfg, Probe::Host).unwrap();
+        for (cert, key, what) in [
+            ("a.pem", "b.key", "does not belong to the certificate"),
+            ("junk", "a.key", "no PEM certificate"),
+            ("a.pem", "junk", "no PEM private key"),
+            ("missing.pem", "a.key", "missing.pem"),
+        ] {
+            std::fs::write(&cfg, with(cert, key)).unwrap();
+            let e = load(&cfg, Probe::Host).unwrap_err().first();
+            assert_eq!(e.key.as_deref(), Some("tls.cert_file"), "{e}");
+            assert!(e.message.contains(what), "{cert} {key}: {e}");
+            // The text alone does not read the files.
+            assert!(load(&cfg, Probe::TextOnly).is_ok());
+        }
+        std::fs::write(
+            &cfg,
+            format!("{MIN}public = [\"tls:127.0.0.1:0\"]\n[secret]\nkey_file = \"new/secret\"\n"),
+        )
+        .unwrap();
+        let e = load(&cfg, Probe::TextOnly).unwrap_err().first();
+        assert_eq!(e.key.as_deref(), Some("tls.cert_file"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -270,6 +270,15 @@ fn e2e_office() {
     run_script("office.sh");
 }
 
+/// SIP over TLS in front of Kamailio with auth: `openssl s_client` sees
+/// the certificate only with the secret name (0 bytes by IP or with another
+/// name, counted `tls-sni`); a Python `ssl` phone registers with digest auth
+/// and a UDP caller's INVITE reaches it down its TLS connection by the Path.
+#[test]
+fn e2e_tls() {
+    run_script("tls.sh");
+}
+
 /// `scripts/try-it.sh`, the README's one-minute demo: with
 /// this build and the e2e ports it exits 0 well within a minute and shows
 /// the phone forwarded, svmap and a request by IP dropped, the counters,

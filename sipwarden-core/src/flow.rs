@@ -20,6 +20,9 @@ pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS on a TCP connection: framed and routed like TCP, with
+    /// its own connections, Via token and `transport=tls` parameter.
+    Tls,
 }
 
 impl Transport {
@@ -28,6 +31,7 @@ impl Transport {
         match self {
             Transport::Udp => b"UDP",
             Transport::Tcp => b"TCP",
+            Transport::Tls => b"TLS",
         }
     }
 
@@ -35,6 +39,20 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// Stream transports share TCP's framing and connection table.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// The port a URI or Via without one means (RFC 3261 19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
         }
     }
 
@@ -44,6 +62,8 @@ impl Transport {
             Some(Transport::Udp)
         } else if t.eq_ignore_ascii_case(b"tcp") {
             Some(Transport::Tcp)
+        } else if t.eq_ignore_ascii_case(b"tls") {
+            Some(Transport::Tls)
         } else {
             None
         }

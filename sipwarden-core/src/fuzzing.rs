@@ -285,9 +285,9 @@ impl Rig {
         };
         let (listener, local) = match (side, transport) {
             (Side::Public, Transport::Udp) => (0, "203.0.113.10:5060"),
-            (Side::Public, Transport::Tcp) => (1, "203.0.113.10:5060"),
+            (Side::Public, Transport::Tcp | Transport::Tls) => (1, "203.0.113.10:5060"),
             (Side::Internal, Transport::Udp) => (0, "127.0.0.1:5070"),
-            (Side::Internal, Transport::Tcp) => (1, "127.0.0.1:5070"),
+            (Side::Internal, Transport::Tcp | Transport::Tls) => (1, "127.0.0.1:5070"),
         };
         Flow {
             side,
@@ -656,7 +656,7 @@ fn describe(s: &Transmit) -> String {
 fn framing(flow: &Flow) -> Framing {
     match flow.transport {
         Transport::Udp => Framing::Datagram,
-        Transport::Tcp => Framing::Stream,
+        Transport::Tcp | Transport::Tls => Framing::Stream,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::sip::Limits;
 use crate::state::bans::Policy;
 use crate::state::rate::Budget;
 use crate::state::Lifetimes;
+use crate::token::FlowRef;
 
 /// Derived, ready-to-use settings of a checked config. Not exhaustive:
 /// outside this crate [`Settings::new`], from a checked config, is the only
@@ -26,6 +27,8 @@ pub struct Settings {
     pub config: Config,
     pub limits: Limits,
     pub domains: DomainSet,
+    /// `tls.server_names`: admitted in a ClientHello besides `domains`.
+    pub tls_names: DomainSet,
     pub match_ruri: bool,
     pub match_to: bool,
     pub match_from: bool,
@@ -81,6 +84,7 @@ impl Settings {
                 domains,
                 user_agents,
                 backend_listener,
+                tls_names,
             },
         ) = checked.into_parts();
         let internal = config.internal();
@@ -93,6 +97,7 @@ impl Settings {
                 max_line: config.limits.max_line,
             },
             domains,
+            tls_names,
             match_ruri: m.contains(&MatchField::RequestUri),
             match_to: m.contains(&MatchField::To),
             match_from: m.contains(&MatchField::From),
@@ -157,6 +162,15 @@ impl Settings {
             .iter()
             .position(|s| s.transport == t)
             .map(|i| i as u8)
+    }
+
+    /// The transport of a flow a token names: the token says only stream
+    /// or datagram, the listener it names says whether the stream is TLS.
+    pub fn flow_transport(&self, f: &FlowRef) -> Transport {
+        match self.public.get(usize::from(f.listener)) {
+            Some(l) if f.transport.is_stream() && l.transport.is_stream() => l.transport,
+            _ => f.transport,
+        }
     }
 
     /// True when a URI names sipwarden's public side: the advertised

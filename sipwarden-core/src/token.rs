@@ -79,6 +79,7 @@ fn return_bytes(r: Option<ReturnAddr>) -> ([u8; RETURN_LEN], usize) {
     let t = match r.transport {
         Transport::Udp => 1,
         Transport::Tcp => 2,
+        Transport::Tls => 3,
     };
     let n = match r.addr.ip() {
         IpAddr::V4(a) => {
@@ -428,9 +429,12 @@ impl Keys {
 
     fn make_flow_token(&self, f: &FlowRef) -> FlowToken {
         let mut raw = [0u8; 1 + 16 + 2];
+        // One bit: stream or datagram. A TLS flow is a stream flow whose
+        // listener is a TLS one; `Settings::flow_transport` tells them
+        // apart when the token comes back.
         let t = match f.transport {
             Transport::Udp => 0u8,
-            Transport::Tcp => 1u8,
+            Transport::Tcp | Transport::Tls => 1u8,
         };
         let v6 = f.remote.is_ipv6();
         raw[0] = (t << 7) | (u8::from(v6) << 6) | (f.listener & 0x3f);

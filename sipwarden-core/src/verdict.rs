@@ -63,6 +63,9 @@ labelled! {
         Reason::Keepalive => "keepalive",
         /// A token of ours with a bad signature, the wrong Call-ID or expired.
         Reason::ForgedToken => "forged-token",
+        /// A TLS ClientHello naming no secret domain (or none at all):
+        /// closed before the server says anything.
+        Reason::TlsSni => "tls-sni",
         // Admission of requests from the public side.
         Reason::DialogRoute => "dialog-route",
         Reason::TrunkContact => "trunk-contact",

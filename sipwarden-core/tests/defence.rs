@@ -294,3 +294,48 @@ fn trunks_are_never_rate_limited_or_banned() {
     }
     assert_eq!(lab.core.metrics().events(Event::Bans), 0);
 }
+
+/// A TLS connection's server name is judged before the handshake: a
+/// refusal is a counted `tls-sni` drop that counts toward a ban; the banned
+/// source is then closed at the accept; the secret name, and a nameless
+/// hello from an `allow`ed source, proceed. Monitor mode lets every hello
+/// through and counts what enforce would have refused.
+#[test]
+fn tls_server_names_count_toward_a_ban() {
+    use sipwarden_core::flow::{Flow, Side, Transport};
+    let tls = |remote: &str| Flow {
+        side: Side::Public,
+        transport: Transport::Tls,
+        listener: 2,
+        local: "203.0.113.10:5061".parse().unwrap(),
+        remote: remote.parse().unwrap(),
+    };
+    let lab = Lab::new("[ban]\nafter_rejects = 2\n[allow]\ncidrs = [\"198.51.100.0/24\"]\n");
+    let (c, now) = (&lab.core, lab.now);
+    assert!(c.on_accept(now, &tls(SCANNER)));
+    assert!(!c.on_client_hello(now, &tls(SCANNER), Some("203.0.113.10")));
+    assert!(c.on_client_hello(now, &tls(SCANNER), Some("SIP-7F3K.example.com")));
+    assert!(!c.on_client_hello(now, &tls(SCANNER), None));
+    assert_eq!(c.metrics().total(Reason::TlsSni, Disposition::Dropped), 2);
+    assert_eq!(c.metrics().events(Event::Bans), 1);
+    assert!(!c.on_accept(now, &tls(SCANNER)), "banned: closed at accept");
+    assert_eq!(c.metrics().total(Reason::Banned, Disposition::Dropped), 1);
+    // An allowed source may send no name, and is never banned.
+    assert!(c.on_client_hello(now, &tls(PHONE), None));
+    for _ in 0..3 {
+        assert!(!c.on_client_hello(now, &tls(PHONE), Some("other")));
+    }
+    assert!(c.on_accept(now, &tls(PHONE)));
+
+    let lab = Lab::new("mode = \"monitor\"\n[ban]\nafter_rejects = 1\n");
+    let (c, now) = (&lab.core, lab.now);
+    assert!(c.on_client_hello(now, &tls(SCANNER), None));
+    assert!(c.on_client_hello(now, &tls(SCANNER), Some("other")));
+    assert!(c.on_accept(now, &tls(SCANNER)));
+    assert_eq!(c.metrics().total(Reason::TlsSni, Disposition::WouldDrop), 2);
+    assert_eq!(
+        c.metrics().events(Event::Bans),
+        0,
+        "monitor mode never bans"
+    );
+}

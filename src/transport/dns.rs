@@ -160,6 +160,7 @@ async fn lookup(r: &TokioResolver, key: &Key) -> Result<(Vec<SocketAddr>, Instan
         let service = match key.transport {
             Transport::Udp => "_sip._udp.",
             Transport::Tcp => "_sip._tcp.",
+            Transport::Tls => "_sips._tcp.",
         };
         let name = format!("{service}{}.", key.host.trim_end_matches('.'));
         if let Ok(srv) = r.srv_lookup(name.as_str()).await {

@@ -36,6 +36,10 @@ pub struct Egress {
     pub core: Arc<Core>,
     pub udp: ArcSwap<Vec<UdpEntry>>,
     pub tcp: Arc<TcpConns>,
+    /// The TLS listeners' certificate: swapped at a reload, read at each
+    /// handshake, so established connections keep theirs. `None` without
+    /// a `[tls]` certificate.
+    pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
     pub dns: Arc<Dns>,
     /// The async runtime, for TCP connects and DNS lookups started from
     /// the UDP worker threads.
@@ -98,16 +102,20 @@ impl Egress {
     fn send_to(self: &Arc<Self>, send: Transmit, dest: SocketAddr) {
         match send.transport {
             Transport::Udp => self.send_udp(&send, dest),
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let Transmit {
                     side,
+                    transport,
                     data,
                     on_fail,
                     reuse_only,
                     ..
                 } = send;
                 // A failure now (or of the connect, later) sends `on_fail`.
-                if let Err(fail) = self.tcp.send(self, side, dest, data, reuse_only, on_fail) {
+                let sent = self
+                    .tcp
+                    .send(self, side, transport, dest, data, reuse_only, on_fail);
+                if let Err(fail) = sent {
                     self.core.metrics().event(Event::SendErrors);
                     if let Some(fail) = fail {
                         self.send(*fail);

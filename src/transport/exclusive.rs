@@ -40,7 +40,7 @@ pub enum Busy {
 fn probe(spec: &SocketSpec) -> Result<(), Option<std::io::Error>> {
     let (ty, proto) = match spec.transport {
         Transport::Udp => (Type::DGRAM, Protocol::UDP),
-        Transport::Tcp => (Type::STREAM, Protocol::TCP),
+        Transport::Tcp | Transport::Tls => (Type::STREAM, Protocol::TCP),
     };
     let s = Socket::new(Domain::for_address(spec.addr), ty, Some(proto)).map_err(Some)?;
     if spec.addr.is_ipv6() {
@@ -48,7 +48,7 @@ fn probe(spec: &SocketSpec) -> Result<(), Option<std::io::Error>> {
     }
     // TCP: connections of an earlier instance in TIME_WAIT must not count
     // (SO_REUSEADDR ignores them, but never a listening socket).
-    if spec.transport == Transport::Tcp {
+    if spec.transport.is_stream() {
         s.set_reuse_address(true).map_err(Some)?;
     }
     match s.bind(&spec.addr.into()) {
@@ -115,10 +115,11 @@ pub fn busy_message(side: &str, spec: &SocketSpec, busy: &Busy) -> String {
     }
 }
 
-/// Do two listener addresses of one transport overlap in the kernel's
-/// eyes (IPv6 sockets being v6-only, as sipwarden binds them)?
+/// Do two listener addresses of one protocol overlap in the kernel's
+/// eyes (IPv6 sockets being v6-only, as sipwarden binds them)? TCP and TLS
+/// are both TCP sockets.
 pub fn overlaps(a: &SocketSpec, b: &SocketSpec) -> bool {
-    a.transport == b.transport
+    a.transport.is_stream() == b.transport.is_stream()
         && a.addr.port() == b.addr.port()
         && a.addr.is_ipv4() == b.addr.is_ipv4()
         && (a.addr.ip() == b.addr.ip()
@@ -166,7 +167,7 @@ fn may_hold(e: &NetEntry, spec: &SocketSpec) -> bool {
     if e.local.port() != spec.addr.port() || e.inode == 0 {
         return false;
     }
-    if spec.transport == Transport::Tcp && !e.listening {
+    if spec.transport.is_stream() && !e.listening {
         return false;
     }
     let (a, b) = (e.local.ip(), spec.addr.ip());
@@ -186,7 +187,7 @@ fn may_hold(e: &NetEntry, spec: &SocketSpec) -> bool {
 fn inodes(spec: &SocketSpec) -> Vec<u64> {
     let base = match spec.transport {
         Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
+        Transport::Tcp | Transport::Tls => "tcp",
     };
     let mut v = Vec::new();
     for file in [format!("/proc/net/{base}"), format!("/proc/net/{base}6")] {

@@ -1,4 +1,4 @@
-//! Sockets: UDP and TCP listeners, outgoing TCP connections, DNS, the
+//! Sockets: UDP, TCP and TLS listeners, outgoing TCP connections, DNS, the
 //! metrics endpoint. Everything here moves bytes; decisions are the core's.
 
 pub mod background;
@@ -10,6 +10,7 @@ pub mod http;
 pub(crate) mod mmsg;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 pub use server::Server;

@@ -18,7 +18,7 @@ use super::dns::Dns;
 use super::egress::{Egress, UdpEntry};
 use super::exclusive::{self, BindLock};
 use super::tcp::{accept_loop, TcpConns};
-use super::{http, udp};
+use super::{http, tls, udp};
 
 struct Running {
     side: Side,
@@ -46,6 +46,11 @@ enum Bound {
     Tcp(TcpListener),
 }
 
+/// The `[tls]` certificate of `s`, loaded.
+fn tls_config(s: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, ListenError> {
+    tls::from_settings(&s.config.tls).map_err(ListenError::Tls)
+}
+
 /// Why listeners could not be bound: start fails, or a reload is refused
 /// and everything stays as it was. Displayed as the line the log shows.
 #[derive(Debug)]
@@ -63,6 +68,8 @@ pub enum ListenError {
         spec: SocketSpec,
         error: std::io::Error,
     },
+    /// The `[tls]` certificate and key do not load or do not match.
+    Tls(String),
     /// Binding `metrics.listen` failed; `holders` are the processes that
     /// hold the address, when it is in use and they can be seen.
     Metrics {
@@ -81,6 +88,7 @@ impl std::fmt::Display for ListenError {
             ListenError::Bind { side, spec, error } => {
                 write!(f, "cannot bind {} socket {spec}: {error}", side.as_str())
             }
+            ListenError::Tls(e) => write!(f, "TLS certificate: {e}"),
             ListenError::Metrics {
                 addr,
                 error,
@@ -175,7 +183,7 @@ fn bind(spec: &SocketSpec, s: &Settings, peer: Option<SocketAddr>) -> std::io::R
             )?)),
             None => Ok(Bound::Udp(udp::bind_n(spec.addr, workers, rcvbuf)?)),
         },
-        Transport::Tcp => {
+        Transport::Tcp | Transport::Tls => {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(spec.addr),
                 socket2::Type::STREAM,
@@ -201,6 +209,7 @@ impl Server {
             core: core.clone(),
             udp: arc_swap::ArcSwap::from_pointee(Vec::new()),
             tcp: Arc::new(TcpConns::default()),
+            tls: arc_swap::ArcSwapOption::empty(),
             dns: Arc::new(Dns::system()),
             rt: tokio::runtime::Handle::current(),
         });
@@ -210,8 +219,10 @@ impl Server {
             metrics: Mutex::new(None),
         });
         let settings = core.settings();
+        let cert = tls_config(&settings)?;
         let metrics = server.prepare_metrics(&settings)?;
         server.rebind(&settings, false)?;
+        server.eg.tls.store(cert);
         server.install_metrics(metrics);
         Ok(server)
     }
@@ -222,9 +233,14 @@ impl Server {
 
     /// Applies new settings: bind what is new (a failure refuses the
     /// reload and changes nothing), swap the settings, close what is gone.
+    /// The certificate is loaded first: a pair that does not load refuses
+    /// the reload; a good one serves the handshakes from then on, while
+    /// established TLS connections keep the one they were made with.
     pub fn reload(&self, settings: Settings) -> Result<(), ListenError> {
+        let cert = tls_config(&settings)?;
         let metrics = self.prepare_metrics(&settings)?;
         self.rebind(&settings, true)?;
+        self.eg.tls.store(cert);
         self.install_metrics(metrics);
         Ok(())
     }
@@ -317,6 +333,9 @@ impl Server {
                     }
                     None
                 }
+                Bound::Tcp(l) if spec.transport == Transport::Tls => Some(tokio::spawn(
+                    tls::accept_loop(self.eg.clone(), l, side, listener.clone()),
+                )),
                 Bound::Tcp(l) => Some(tokio::spawn(accept_loop(
                     self.eg.clone(),
                     l,

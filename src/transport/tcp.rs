@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use dashmap::DashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
@@ -34,10 +34,11 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
 }
 
-/// Live connections of both sides.
+/// Live connections of both sides, TLS ones included (keyed apart: a
+/// message for a TLS flow never goes out in clear).
 #[derive(Default)]
 pub struct TcpConns {
-    map: DashMap<(Side, SocketAddr), Conn>,
+    map: DashMap<(Side, Transport, SocketAddr), Conn>,
     count: AtomicUsize,
     next_id: AtomicU64,
     /// Set at shutdown: readers stop, no new connection is opened.
@@ -102,22 +103,26 @@ impl TcpConns {
     /// is none. False when it cannot be queued.
     /// `Err(on_fail)` when it cannot be queued now; a connect that fails
     /// later sends `on_fail` itself.
+    /// A TLS connection is only ever reused: sipwarden opens none.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &self,
         eg: &Arc<Egress>,
         side: Side,
+        transport: Transport,
         dest: SocketAddr,
         data: Bytes,
         reuse_only: bool,
         on_fail: Option<Box<Transmit>>,
     ) -> Result<(), Option<Box<Transmit>>> {
-        if let Some(c) = self.map.get(&(side, dest)) {
+        let reuse_only = reuse_only || transport == Transport::Tls;
+        if let Some(c) = self.map.get(&(side, transport, dest)) {
             match c.tx.try_send(data) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(on_fail),
                 Err(mpsc::error::TrySendError::Closed(d)) => {
                     drop(c);
-                    self.map.remove(&(side, dest));
+                    self.map.remove(&(side, transport, dest));
                     if reuse_only {
                         return Err(on_fail);
                     }
@@ -131,7 +136,9 @@ impl TcpConns {
         self.connect(eg, side, dest, data, on_fail)
     }
 
-    fn reserve(&self, eg: &Egress) -> bool {
+    /// Takes a place under `tcp.max_connections`; false (counted) when
+    /// there is none.
+    pub(super) fn reserve(&self, eg: &Egress) -> bool {
         let max = eg.core.settings().config.tcp.max_connections;
         let n = self.count.fetch_add(1, Relaxed);
         if n >= max {
@@ -142,20 +149,29 @@ impl TcpConns {
         true
     }
 
+    /// Gives back a place [`Self::reserve`] took, for a connection that
+    /// ends before it is registered (a refused TLS hello).
+    pub(super) fn release(&self) {
+        self.count.fetch_sub(1, Relaxed);
+    }
+
     /// Registers a connection and returns its id and receiver.
-    fn register(
+    pub(super) fn register(
         &self,
         side: Side,
+        transport: Transport,
         remote: SocketAddr,
     ) -> (u64, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let id = self.next_id.fetch_add(1, Relaxed);
-        self.map.insert((side, remote), Conn { id, tx: tx.clone() });
+        self.map
+            .insert((side, transport, remote), Conn { id, tx: tx.clone() });
         (id, tx, rx)
     }
 
-    fn unregister(&self, side: Side, remote: SocketAddr, id: u64) {
-        self.map.remove_if(&(side, remote), |_, c| c.id == id);
+    fn unregister(&self, side: Side, transport: Transport, remote: SocketAddr, id: u64) {
+        self.map
+            .remove_if(&(side, transport, remote), |_, c| c.id == id);
         self.count.fetch_sub(1, Relaxed);
     }
 
@@ -170,7 +186,7 @@ impl TcpConns {
         if self.closing.load(Relaxed) || !self.reserve(eg) {
             return Err(on_fail);
         }
-        let (id, tx, rx) = self.register(side, dest);
+        let (id, tx, rx) = self.register(side, Transport::Tcp, dest);
         // Queued before the connection exists: sent once it is up.
         let _ = tx.try_send(first);
         let eg = eg.clone();
@@ -195,12 +211,13 @@ impl TcpConns {
                         remote: dest,
                     };
                     let _ = stream.set_nodelay(true);
-                    run(eg.clone(), stream, flow, id, tx, rx).await;
+                    let (rd, wr) = stream.into_split();
+                    run(eg.clone(), rd, wr, flow, id, tx, rx).await;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%dest, error = %e, "TCP connect failed");
                     eg.core.metrics().event(Event::SendErrors);
-                    eg.tcp.unregister(side, dest, id);
+                    eg.tcp.unregister(side, Transport::Tcp, dest, id);
                     if let Some(f) = on_fail {
                         eg.send(*f);
                     }
@@ -208,7 +225,7 @@ impl TcpConns {
                 Err(_) => {
                     tracing::warn!(%dest, "TCP connect timed out");
                     eg.core.metrics().event(Event::SendErrors);
-                    eg.tcp.unregister(side, dest, id);
+                    eg.tcp.unregister(side, Transport::Tcp, dest, id);
                     if let Some(f) = on_fail {
                         eg.send(*f);
                     }
@@ -248,8 +265,9 @@ pub async fn accept_loop(
             local,
             remote,
         };
-        let (id, tx, rx) = eg.tcp.register(side, remote);
-        tokio::spawn(run(eg.clone(), stream, flow, id, tx, rx));
+        let (id, tx, rx) = eg.tcp.register(side, Transport::Tcp, remote);
+        let (rd, wr) = stream.into_split();
+        tokio::spawn(run(eg.clone(), rd, wr, flow, id, tx, rx));
     }
 }
 
@@ -257,16 +275,21 @@ pub async fn accept_loop(
 /// frames the stream and hands each frame to the core (a message, a CRLF
 /// ping, a framing error), carrying out what it returns. `tx`, the queue's
 /// own sender, is held until the reader ends, so the writer outlives a
-/// table entry another connection from the same address replaced.
-async fn run(
+/// table entry another connection from the same address replaced. The
+/// same for a TLS connection once its handshake is done: `rd` and `wr` are
+/// the halves of either stream.
+pub(super) async fn run<R, W>(
     eg: Arc<Egress>,
-    stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     flow: Flow,
     id: u64,
     tx: mpsc::Sender<Bytes>,
     mut rx: mpsc::Receiver<Bytes>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let guard = WriterGuard::new(&eg.tcp);
     let mut writer = tokio::spawn(async move {
         let _guard = guard;
@@ -322,7 +345,8 @@ async fn run(
     // is queued and closes (FIN). Meanwhile what the peer still sends is
     // read and discarded: unread data at close makes the kernel reset the
     // connection, and the peer would lose the replies still in flight.
-    eg.tcp.unregister(flow.side, flow.remote, id);
+    eg.tcp
+        .unregister(flow.side, flow.transport, flow.remote, id);
     drop(tx);
     let discard = async {
         let mut sink = [0u8; 4096];

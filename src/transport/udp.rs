@@ -400,6 +400,7 @@ mod tests {
                 entry(c1, to_backend),
             ]),
             tcp: Arc::new(super::super::tcp::TcpConns::default()),
+            tls: arc_swap::ArcSwapOption::empty(),
             dns: Arc::new(super::super::dns::Dns::system()),
             rt: tokio::runtime::Handle::current(),
         });

@@ -86,6 +86,8 @@ pub(crate) struct Parsed {
     /// Index into `listen.internal` of the first socket of the backend's
     /// transport: the one that talks to the backend.
     pub backend_listener: u8,
+    /// `tls.server_names`.
+    pub tls_names: DomainSet,
 }
 
 impl Checked {
@@ -234,7 +236,8 @@ pub fn parse(text: &str, file: &str) -> Result<Checked, ConfigError> {
 
 /// Checks config text: its syntax and values, then the rules on the config
 /// alone, then `more` (the program's checks of the host). Relative paths
-/// in it (`state.path`, `secret.key_file`) are taken relative to `base`,
+/// in it (`state.path`, `secret.key_file`, `tls.cert_file`,
+/// `tls.key_file`) are taken relative to `base`,
 /// the config file's directory, when given.
 pub fn read_with(
     text: &str,
@@ -267,6 +270,12 @@ pub fn read_with(
         };
         rel(&mut cfg.secret.key_file);
         if let Some(p) = cfg.state.path.as_mut() {
+            rel(p);
+        }
+        for p in [cfg.tls.cert_file.as_mut(), cfg.tls.key_file.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             rel(p);
         }
         // `""` turns the control socket off: it stays empty.
@@ -477,6 +486,33 @@ mod tests {
         );
         // The warnings of a refused file are kept for `check` to print.
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    }
+
+    /// A `tls:` listener needs the certificate files; TLS is for the
+    /// public side only; a `tls:` and a `tcp:` socket on one port collide
+    /// (both are TCP sockets); a bad `tls.server_names` entry or timeout is
+    /// refused.
+    #[test]
+    fn tls_rules() {
+        let keys = |text: &str| -> Vec<String> {
+            read(text, "t")
+                .map(|_| Vec::new())
+                .unwrap_or_else(|r| r.errors.into_iter().filter_map(|e| e.key).collect())
+        };
+        let base = "[listen]\nadvertise = \"pbx.example.com:5060\"\n";
+        let files = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let tls = format!("{base}public = [\"tls:0.0.0.0:5061\", \"tls:[::]:5061\"]\n");
+        assert_eq!(keys(&tls), ["tls.cert_file", "tls.key_file"]);
+        assert!(keys(&format!("{tls}{files}")).is_empty());
+        let clash =
+            format!("{base}public = [\"tcp:0.0.0.0:5061\", \"tls:127.0.0.1:5061\"]\n{files}");
+        assert_eq!(keys(&clash), ["listen.public"]);
+        let inside = format!("{base}internal = [\"udp:127.0.0.1:5070\", \"tls:127.0.0.1:5071\"]\n");
+        assert_eq!(keys(&inside), ["listen.internal"]);
+        let backend = format!("{base}internal = [\"udp:127.0.0.1:5070\"]\n[backend]\naddress = \"tls:127.0.0.1:5081\"\n");
+        assert!(keys(&backend).contains(&"backend.address".to_string()));
+        let names = format!("{base}[tls]\nserver_names = [\"bad name\"]\nhello_timeout = \"0s\"\n");
+        assert_eq!(keys(&names), ["tls.server_names", "tls.hello_timeout"]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Listener {
     /// SO_REUSEPORT, would take each other's messages). Port 0 is a fresh
     /// port each time, never a collision.
     fn collides(&self, other: &Listener) -> bool {
-        self.transport == other.transport
+        self.transport.is_stream() == other.transport.is_stream()
             && self.addr.port() == other.addr.port()
             && self.addr.port() != 0
             && (self.addr.ip() == other.addr.ip() || self.covers(other) || other.covers(self))
@@ -92,6 +92,7 @@ pub(super) fn rules(cfg: &Config, r: &mut Report) -> Result<Parsed, Reported> {
     socket_collisions(cfg, r);
     let backend_listener = backend_rules(cfg, r);
     let domains = domain_rules(cfg, r);
+    let tls_names = tls_rules(cfg, r);
     let user_agents = user_agent_rules(cfg, r);
     filter_rules(cfg, r);
     trunk_rules(cfg, r);
@@ -103,6 +104,7 @@ pub(super) fn rules(cfg: &Config, r: &mut Report) -> Result<Parsed, Reported> {
         domains: domains?,
         user_agents: user_agents?,
         backend_listener: backend_listener?,
+        tls_names: tls_names?,
     })
 }
 
@@ -300,6 +302,57 @@ fn domain_rules(cfg: &Config, r: &mut Report) -> Result<DomainSet, Reported> {
         r.refuse(
             &[K("filter"), K("domains")],
             format!("{bad:?} is not a domain name (a `*.` prefix is allowed)"),
+        )
+    })
+}
+
+/// `[tls]`: a `tls:` listener needs the certificate files (whether they
+/// load and match is the program's check: reading files is I/O), TLS is a
+/// public transport only, and `tls.server_names` as a matcher.
+fn tls_rules(cfg: &Config, r: &mut Report) -> Result<DomainSet, Reported> {
+    let t = &cfg.tls;
+    let has_tls = cfg
+        .listen
+        .public
+        .iter()
+        .any(|s| s.transport == Transport::Tls);
+    if has_tls {
+        for (key, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+            if v.is_none() {
+                r.error(
+                    &[K("tls"), K(key)],
+                    "listen.public has a tls: socket: name the PEM file of the certificate \
+                     (cert_file: the chain, leaf first) and of its private key (key_file)",
+                );
+            }
+        }
+    }
+    for (i, s) in cfg.internal().iter().enumerate() {
+        if s.transport == Transport::Tls {
+            r.error(
+                &[K("listen"), K("internal"), I(i)],
+                "TLS is for the public side: Asterisk is reached over udp: or tcp: on loopback",
+            );
+        }
+    }
+    if cfg.backend.address.transport == Transport::Tls {
+        r.error(
+            &[K("backend"), K("address")],
+            "TLS is for the public side: reach Asterisk over udp: or tcp: on loopback",
+        );
+    }
+    for (key, d) in [
+        ("hello_timeout", t.hello_timeout),
+        ("handshake_timeout", t.handshake_timeout),
+    ] {
+        if d.0.is_zero() || d.0 > std::time::Duration::from_secs(300) {
+            r.error(&[K("tls"), K(key)], "longer than 0s, at most 300s");
+        }
+    }
+    DomainSet::new(&t.server_names).map_err(|bad| {
+        r.refuse(
+            &[K("tls"), K("server_names")],
+            format!("{bad:?} is not a host name (a `*.` prefix is allowed)"),
         )
     })
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub tcp: Tcp,
     #[serde(default)]
     pub control: Control,
+    #[serde(default)]
+    pub tls: Tls,
 }
 
 /// One value or a list of values. Deserialized by hand so that a bad
@@ -533,6 +535,41 @@ impl Default for Control {
             max_connections: 8,
             timeout: Dur(Duration::from_secs(10)),
             top_sources: 256,
+        }
+    }
+}
+
+/// The certificate of the `tls:` public listeners and the gate in front of
+/// their handshake (`docs/tls.md`): a ClientHello whose server name is no
+/// secret domain is closed before the server says anything, so a scanner
+/// connecting by IP never sees the certificate.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first; required with a `tls:` listener.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: Option<PathBuf>,
+    /// Server names admitted besides `filter.domains` (`*.` allowed).
+    pub server_names: Vec<String>,
+    /// A ClientHello without a server name is closed, unless its source is
+    /// a trunk's or in `allow.cidrs`.
+    pub require_sni: bool,
+    /// The ClientHello must have arrived this long after the accept.
+    pub hello_timeout: Dur,
+    /// The handshake must have finished this long after the ClientHello.
+    pub handshake_timeout: Dur,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert_file: None,
+            key_file: None,
+            server_names: Vec::new(),
+            require_sni: true,
+            hello_timeout: Dur(Duration::from_secs(5)),
+            handshake_timeout: Dur(Duration::from_secs(10)),
         }
     }
 }

@@ -54,7 +54,7 @@ impl FromStr for SocketSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || {
-            format!("{s:?} is not a socket: expected \"udp:IP:PORT\" or \"tcp:IP:PORT\" (IPv6 as [::1]:5060)")
+            format!("{s:?} is not a socket: expected \"udp:IP:PORT\", \"tcp:IP:PORT\" or \"tls:IP:PORT\" (IPv6 as [::1]:5060)")
         };
         let (t, a) = s.split_once(':').ok_or_else(err)?;
         let transport = Transport::from_token(t.as_bytes()).ok_or_else(err)?;
@@ -294,9 +294,14 @@ mod tests {
         assert_eq!(s.addr.port(), 5060);
         let s: SocketSpec = "tcp:[::1]:5070".parse().unwrap();
         assert!(s.addr.is_ipv6());
+        let s: SocketSpec = "tls:[2001:db8::1]:5061".parse().unwrap();
+        assert_eq!((s.transport, s.addr.port()), (Transport::Tls, 5061));
+        assert_eq!(s.to_string(), "tls:[2001:db8::1]:5061");
+        let s: SocketSpec = "tls:0.0.0.0:5061".parse().unwrap();
+        assert_eq!(s.transport, Transport::Tls);
         for bad in [
             "0.0.0.0:5060",
-            "tls:1.2.3.4:5061",
+            "tls:host:5061",
             "udp:host:5060",
             "udp:1.2.3.4",
         ] {

@@ -34,6 +34,7 @@ pub fn counts_as_reject(r: Reason) -> bool {
             | Reason::ForgedToken
             | Reason::Malformed
             | Reason::TooLarge
+            | Reason::TlsSni
     )
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::flow::{canonical_ip, Flow, Side, Transport};
 use crate::metrics::{DropLog, Event, Gauge, Metrics};
-use crate::policy::{admission, ban, fast_path};
+use crate::policy::{admission, ban, fast_path, tls};
 use crate::rates::History;
 use crate::sip::{scan, Framing, Message, Method, ScanError};
 use crate::state::persist::{Restored, Snapshot};
@@ -191,6 +191,57 @@ impl Core {
         out
     }
 
+    /// A connection accepted on a public TLS listener, before anything
+    /// is read: a banned or denied source is closed at once (false), so
+    /// that it costs no ClientHello parse. Counted like the message it
+    /// would have sent.
+    pub fn on_accept(&self, now: UnixMs, flow: &Flow) -> bool {
+        let s = self.settings.load();
+        let src = canonical_ip(flow.remote.ip());
+        let allowed = s.is_allowed(src);
+        let reason = if !allowed && s.is_denied(src) {
+            Reason::Denied
+        } else if !allowed
+            && s.trunk_by_source(src).is_none()
+            && self.tables.bans.is_banned(src, now)
+        {
+            Reason::Banned
+        } else {
+            return true;
+        };
+        let v = if s.monitor {
+            Verdict::would_drop(reason)
+        } else {
+            Verdict::drop(reason)
+        };
+        self.account(&s, now, flow, v, b"");
+        s.monitor
+    }
+
+    /// The server name of a ClientHello on a public TLS listener
+    /// ([`tls::admit_hello`]): true when the handshake may go on; false
+    /// when the transport must close the connection without answering.
+    /// A refusal is counted as `tls-sni` and held against the source like
+    /// a rejected message. In monitor mode the handshake goes on and the
+    /// refusal is counted as what it would have been.
+    pub fn on_client_hello(&self, now: UnixMs, flow: &Flow, server_name: Option<&str>) -> bool {
+        let s = self.settings.load();
+        let src = flow.remote.ip();
+        match tls::admit_hello(server_name, src, &s, &self.tables, now) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::debug!(remote = %flow.remote, sni = server_name.unwrap_or(""), "TLS server name refused");
+                let v = if s.monitor {
+                    Verdict::would_drop(reason)
+                } else {
+                    Verdict::drop(reason)
+                };
+                self.account(&s, now, flow, v, server_name.unwrap_or("").as_bytes());
+                s.monitor
+            }
+        }
+    }
+
     /// A CRLF ping on a stream (RFC 5626 4.4.1): answered with a pong on
     /// the same connection.
     pub fn on_ping(&self, now: UnixMs, flow: &Flow) -> Output {
@@ -347,7 +398,7 @@ impl Core {
     fn scan(&self, s: &Settings, flow: &Flow, data: Bytes) -> Result<Message, Verdict> {
         let framing = match flow.transport {
             Transport::Udp => Framing::Datagram,
-            Transport::Tcp => Framing::Stream,
+            Transport::Tcp | Transport::Tls => Framing::Stream,
         };
         scan(data, framing, &s.limits).map_err(|e| {
             tracing::debug!(source = %flow.remote, error = e.as_str(), "unreadable message");

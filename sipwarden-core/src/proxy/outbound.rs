@@ -155,9 +155,10 @@ impl Core {
         dialog.apply(&self.tables, &self.metrics, &s.lifetimes, now);
         // A TCP flow whose connection is gone is connected to again (a
         // phone not behind NAT listens where it sent from); if that fails,
-        // Asterisk gets 430 Flow Failed (RFC 5626 5.3) at once instead of
-        // timing out.
-        let tcp_flow = popped.flow.is_some() && transport == Transport::Tcp;
+        // or the flow is TLS (sipwarden opens no TLS connection to a
+        // phone), Asterisk gets 430 Flow Failed (RFC 5626 5.3) at once
+        // instead of timing out.
+        let tcp_flow = popped.flow.is_some() && transport.is_stream();
         let on_fail = match (&dest, msg.method()) {
             (_, Some(Method::Ack)) => None,
             (Dest::Name { .. }, _) => Some(Box::new(reply::transmit(
@@ -250,8 +251,8 @@ impl Core {
             let user = c.uri.user.unwrap_or_default();
             let tok = self.keys.contact_token(trunk.as_bytes(), user);
             // Over TCP the provider must call back over TCP (RFC 3263).
-            let tcp: &[u8] = if transport == Transport::Tcp && c.uri.transport().is_none() {
-                b";transport=tcp"
+            let tcp: &[u8] = if c.uri.transport().is_none() {
+                tcp_param(transport)
             } else {
                 b""
             };

@@ -35,6 +35,7 @@ pub fn tcp_param(t: Transport) -> &'static [u8] {
     match t {
         Transport::Udp => b"",
         Transport::Tcp => b";transport=tcp",
+        Transport::Tls => b";transport=tls",
     }
 }
 
@@ -53,7 +54,7 @@ pub fn via_return(v: &Via<'_>) -> Option<ReturnAddr> {
     let transport = Transport::from_token(v.transport)?;
     let port = match v.rport() {
         Some(Some(p)) if p != 0 => p,
-        _ => v.port.unwrap_or(5060),
+        _ => v.port.unwrap_or(transport.default_port()),
     };
     let ip = parse_host_ip(v.received().unwrap_or(v.host))?;
     Some(ReturnAddr {
@@ -124,7 +125,7 @@ impl Rfc3581 {
             };
             let port = match rport {
                 Some(_) if src.port() != 0 => src.port(),
-                _ => via.port.unwrap_or(5060),
+                _ => via.port.unwrap_or(transport.default_port()),
             };
             Some(ReturnAddr {
                 transport,

@@ -62,7 +62,10 @@ pub fn pop_own_routes<'m>(
                     }
                     if user.first() == Some(&b'f') {
                         match keys.verify_flow_token(user) {
-                            Some(f) => p.flow = p.flow.or(Some(f)),
+                            Some(mut f) => {
+                                f.transport = s.flow_transport(&f);
+                                p.flow = p.flow.or(Some(f));
+                            }
                             None => p.forged = true,
                         }
                     }
@@ -93,26 +96,29 @@ pub fn pop_own_routes<'m>(
 }
 
 /// The next hop of a URI (RFC 3263 without NAPTR): the `transport`
-/// parameter or UDP, the host as an address or a name to resolve.
+/// parameter or UDP (TLS for `sips:`), the host as an address or a name
+/// to resolve. A TLS hop is reached only over a connection that is up.
 pub fn next_hop(uri: &Uri<'_>) -> Option<(Dest, Transport)> {
-    if uri.scheme != Scheme::Sip {
-        // sips needs TLS, tel: needs a Route: neither can be reached here.
-        return None;
-    }
-    let transport = match uri.transport() {
-        None => Transport::Udp,
-        Some(t) => Transport::from_token(t)?,
+    let transport = match (uri.scheme, uri.transport()) {
+        // tel: needs a Route: it cannot be reached here.
+        (Scheme::Sip, None) => Transport::Udp,
+        (Scheme::Sips, None) => Transport::Tls,
+        (Scheme::Sip, Some(t)) => Transport::from_token(t)?,
+        // sips: over anything but TLS is no sips: (RFC 3261 26.2.2).
+        (Scheme::Sips, Some(t)) => match Transport::from_token(t)? {
+            Transport::Udp => return None,
+            _ => Transport::Tls,
+        },
+        _ => return None,
     };
+    let port = uri.port.unwrap_or(transport.default_port());
     if let Some(maddr) = uri.param(b"maddr").flatten() {
         if let Some(ip) = crate::sip::uri::parse_host_ip(maddr) {
-            return Some((
-                Dest::Addr(std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060))),
-                transport,
-            ));
+            return Some((Dest::Addr(std::net::SocketAddr::new(ip, port)), transport));
         }
     }
     let dest = match uri.host_ip() {
-        Some(ip) => Dest::Addr(std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060))),
+        Some(ip) => Dest::Addr(std::net::SocketAddr::new(ip, port)),
         None => Dest::Name {
             host: String::from_utf8_lossy(uri.host)
                 .to_ascii_lowercase()
@@ -217,8 +223,13 @@ mod tests {
                 Transport::Udp
             ))
         );
-        assert_eq!(h("sip:x@h;transport=tls"), None);
-        assert_eq!(h("sips:x@h"), None);
+        let tls = |a: &str| Some((Dest::Addr(a.parse().unwrap()), Transport::Tls));
+        assert_eq!(h("sip:x@192.0.2.1;transport=tls"), tls("192.0.2.1:5061"));
+        assert_eq!(h("sips:x@192.0.2.1"), tls("192.0.2.1:5061"));
+        assert_eq!(h("SIPS:x@[2001:db8::1]:5071"), tls("[2001:db8::1]:5071"));
+        assert_eq!(h("sips:x@192.0.2.1;transport=tcp"), tls("192.0.2.1:5061"));
+        assert_eq!(h("sips:x@192.0.2.1;transport=udp"), None);
+        assert_eq!(h("sip:x@h;transport=sctp"), None);
         assert_eq!(h("tel:+1"), None);
     }
 }
