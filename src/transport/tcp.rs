@@ -244,6 +244,25 @@ pub async fn accept_loop(
     listener_idx: Arc<std::sync::atomic::AtomicU8>,
 ) {
     loop {
+        let (stream, flow) = accept(&eg, &listener, side, Transport::Tcp, &listener_idx).await;
+        let (id, tx, rx) = eg.tcp.register(side, Transport::Tcp, flow.remote);
+        let (rd, wr) = stream.into_split();
+        tokio::spawn(run(eg.clone(), rd, wr, flow, id, tx, rx));
+    }
+}
+
+/// The next connection on a TCP or TLS listener that fits under
+/// `tcp.max_connections` (its place is reserved: the caller releases it
+/// if it ends the connection before registering it), with its flow. An
+/// accept error is logged and retried after a short pause.
+pub(super) async fn accept(
+    eg: &Arc<Egress>,
+    listener: &TcpListener,
+    side: Side,
+    transport: Transport,
+    listener_idx: &std::sync::atomic::AtomicU8,
+) -> (TcpStream, Flow) {
+    loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -252,22 +271,20 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        if !eg.tcp.reserve(&eg) {
-            tracing::debug!(%remote, "TCP connection refused: tcp.max_connections reached");
+        if !eg.tcp.reserve(eg) {
+            tracing::debug!(%remote, ?transport, "connection refused: tcp.max_connections reached");
             continue;
         }
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
         let flow = Flow {
             side,
-            transport: Transport::Tcp,
+            transport,
             listener: listener_idx.load(Relaxed),
             local,
             remote,
         };
-        let (id, tx, rx) = eg.tcp.register(side, Transport::Tcp, remote);
-        let (rd, wr) = stream.into_split();
-        tokio::spawn(run(eg.clone(), rd, wr, flow, id, tx, rx));
+        return (stream, flow);
     }
 }
 

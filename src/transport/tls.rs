@@ -4,9 +4,8 @@
 //! server's first byte. What follows the handshake is TCP's (`tcp::run`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -74,31 +73,12 @@ pub async fn accept_loop(
     listener_idx: Arc<AtomicU8>,
 ) {
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if !eg.tcp.reserve(&eg) {
-            tracing::debug!(%remote, "TLS connection refused: tcp.max_connections reached");
-            continue;
-        }
-        let local = stream.local_addr().unwrap_or(remote);
-        let flow = Flow {
-            side,
-            transport: Transport::Tls,
-            listener: listener_idx.load(Relaxed),
-            local,
-            remote,
-        };
+        let (stream, flow) =
+            super::tcp::accept(&eg, &listener, side, Transport::Tls, &listener_idx).await;
         if !eg.core.on_accept(now_ms(), &flow) {
             eg.tcp.release();
             continue;
         }
-        let _ = stream.set_nodelay(true);
         tokio::spawn(serve(eg.clone(), stream, flow));
     }
 }
