@@ -527,6 +527,21 @@ async fn serve(
         tokio::spawn(background::state_writer(core.clone())),
     ];
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "sipwarden running");
+    // A SIGHUP's outcome, in both places that report it: the metrics
+    // (`sipwarden_reloads_total`, the last-load gauges) and `status` (with
+    // the refusal's reason). `None` = applied.
+    let record_reload = |refused: Option<String>| {
+        let now = now_ms();
+        metrics.reloaded(now, refused.is_none());
+        let result = if refused.is_some() { "refused" } else { "ok" };
+        *last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(sipwarden_core::control::Reload {
+                at: now.rfc3339(),
+                at_ms: now,
+                result: result.into(),
+                error: refused,
+            });
+    };
     let mut summary_every = core.settings().config.metrics.summary_interval.0;
     let mut summary = new_ticker(summary_every);
     loop {
@@ -561,26 +576,15 @@ async fn serve(
                                 .map(|()| m)
                                 .map_err(|e| e.to_string())
                         });
-                        let reload = |result: &str, error: Option<String>| {
-                            let now = sipwarden::transport::now_ms();
-                            let r = sipwarden_core::control::Reload {
-                                at: now.rfc3339(),
-                                at_ms: now,
-                                result: result.into(),
-                                error,
-                            };
-                            *last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                        };
                         if server.egress().core.settings().config.control.socket != control_path {
                             tracing::warn!("control.socket changed: the new path is used after a restart only");
                         }
                         match applied {
                             Ok(moved) => {
-                                reload("ok", None);
+                                record_reload(None);
                                 if let Some(new) = moved {
                                     lock = new;
                                 }
-                                metrics.reloaded(now_ms(), true);
                                 if every != summary_every {
                                     summary_every = every;
                                     summary = new_ticker(every);
@@ -590,22 +594,13 @@ async fn serve(
                                 tracing::info!(config = %path.display(), changed = changed.as_str(), "config reloaded");
                             }
                             Err(e) => {
-                                reload("refused", Some(e.to_string()));
-                                metrics.reloaded(now_ms(), false);
+                                record_reload(Some(e.to_string()));
                                 tracing::error!(error = %e, "reload refused; the running config stays");
                             }
                         }
                     }
                     Err(r) => {
-                        let now = now_ms();
-                        *last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(sipwarden_core::control::Reload {
-                                at: now.rfc3339(),
-                                at_ms: now,
-                                result: "refused".into(),
-                                error: Some(r.to_string()),
-                            });
-                        metrics.reloaded(now, false);
+                        record_reload(Some(r.to_string()));
                         log_warnings(&r.warnings);
                         tracing::error!(error = %r, "reload refused; the running config stays");
                     }
