@@ -99,13 +99,21 @@ impl Side {
 /// config refuses more sockets than that.
 pub const MAX_LISTENERS: usize = 36;
 
+/// The listener index of a TLS connection sipwarden opened (to a provider
+/// reached over TLS): no listener accepted it, and a flow token naming it
+/// must still say TLS when it comes back (`Settings::flow_transport`).
+/// Listener indices fit in a flow token's 6 bits and a config has at most
+/// 36 public sockets, so 63 names none of them.
+pub const OPENED_TLS: u8 = 63;
+
 /// The flow a message arrived on: enough to send an answer back the same
 /// way (same socket, same TCP connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
     pub side: Side,
     pub transport: Transport,
-    /// Index of the listener in its side's configured list.
+    /// Index of the listener in its side's configured list, or
+    /// [`OPENED_TLS`] for a TLS connection sipwarden opened itself.
     pub listener: u8,
     pub local: SocketAddr,
     pub remote: SocketAddr,

@@ -44,6 +44,11 @@ pub struct Settings {
     pub advertise: HostPort,
     /// `host:port` for Via and Record-Route on the public side.
     pub advertise_text: String,
+    /// The same where the public side is reached over TLS: a TLS peer
+    /// that opens a connection for an in-dialog request must reach the
+    /// TLS listener, not 5060 (`listen.advertise_tls`).
+    pub advertise_tls: HostPort,
+    pub advertise_tls_text: String,
     /// `ip:port` of each internal socket, for Via and Record-Route.
     pub internal_text: Vec<String>,
     /// The User-Agent blocklist as one automaton (case-insensitive,
@@ -70,6 +75,22 @@ pub fn registrar_host(registrar: &str) -> String {
         .filter(|(_, p)| p.parse::<u16>().is_ok())
         .map_or(registrar, |(h, _)| h)
         .to_ascii_lowercase()
+}
+
+/// `listen.advertise_tls`, or the advertised host with the port of the
+/// first `tls:` public socket, or (without one) `listen.advertise`.
+fn advertise_tls(config: &Config) -> HostPort {
+    let l = &config.listen;
+    if let Some(a) = &l.advertise_tls {
+        return a.clone();
+    }
+    match l.public.iter().find(|s| s.transport == Transport::Tls) {
+        Some(s) => HostPort {
+            host: l.advertise.host.clone(),
+            port: s.addr.port(),
+        },
+        None => l.advertise.clone(),
+    }
 }
 
 impl Settings {
@@ -113,6 +134,8 @@ impl Settings {
             backend_listener,
             backend_target: backend.to_string(),
             advertise_text: config.listen.advertise.to_string(),
+            advertise_tls_text: advertise_tls(&config).to_string(),
+            advertise_tls: advertise_tls(&config),
             advertise: config.listen.advertise.clone(),
             user_agents,
             lifetimes: Lifetimes {
@@ -156,6 +179,14 @@ impl Settings {
             .map(|i| i as u8)
     }
 
+    /// `host:port` written where the public side is reached over `t`.
+    pub fn advertise_for(&self, t: Transport) -> &str {
+        match t {
+            Transport::Tls => &self.advertise_tls_text,
+            _ => &self.advertise_text,
+        }
+    }
+
     /// The first public socket of a transport.
     pub fn public_for(&self, t: Transport) -> Option<u8> {
         self.public
@@ -167,6 +198,9 @@ impl Settings {
     /// The transport of a flow a token names: the token says only stream
     /// or datagram, the listener it names says whether the stream is TLS.
     pub fn flow_transport(&self, f: &FlowRef) -> Transport {
+        if f.listener == crate::flow::OPENED_TLS && f.transport.is_stream() {
+            return Transport::Tls;
+        }
         match self.public.get(usize::from(f.listener)) {
             Some(l) if f.transport.is_stream() && l.transport.is_stream() => l.transport,
             _ => f.transport,
@@ -181,7 +215,8 @@ impl Settings {
             return false;
         }
         let port = u.port.unwrap_or(5060);
-        if host_eq(u.host, self.advertise.host.as_bytes()) && port == self.advertise.port {
+        let ours = |a: &HostPort| host_eq(u.host, a.host.as_bytes()) && port == a.port;
+        if ours(&self.advertise) || ours(&self.advertise_tls) {
             return true;
         }
         let ip = parse_host_ip(u.host);
@@ -192,8 +227,9 @@ impl Settings {
         if on_listener {
             return true;
         }
-        let our_port =
-            port == self.advertise.port || self.public.iter().any(|s| s.addr.port() == port);
+        let our_port = port == self.advertise.port
+            || port == self.advertise_tls.port
+            || self.public.iter().any(|s| s.addr.port() == port);
         our_port && self.domains.matches(u.host)
     }
 

@@ -787,3 +787,85 @@ fn a_state_file_without_bans_still_loads() {
     let r = core.restore(serde_json::from_value(v).unwrap(), lab.now + 1000);
     assert_eq!((r.registrations, r.bans, r.bad), (1, 0, 0));
 }
+
+/// A provider reached over TLS: Asterisk registers with
+/// `;transport=tls`, the REGISTER leaves over TLS with our TLS address in
+/// Via and Contact (not 5060, where no TLS listens), and the provider's
+/// INVITE over the connection sipwarden opened (listener `OPENED_TLS`) is
+/// admitted as `trunk`; Asterisk's BYE goes back down that connection.
+#[test]
+fn a_provider_reached_over_tls_calls_back_over_its_connection() {
+    let cfg = format!(
+        "{}{TRUNK}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        BASE_CFG.replace(
+            "\"tcp:203.0.113.10:5060\"]",
+            "\"tcp:203.0.113.10:5060\", \"tls:203.0.113.10:5061\"]"
+        )
+    );
+    let lab = Lab::new("");
+    lab.reload_with(&cfg);
+    let reg = register(1, "3600", "").replace(
+        "REGISTER sip:sip.provider.example SIP",
+        "REGISTER sip:sip.provider.example;transport=tls SIP",
+    );
+    let out = lab.handle(&asterisk(), &reg);
+    let s = one_send(&out, Verdict::forward(Reason::Outbound));
+    assert_eq!((s.side, s.transport), (Side::Public, Transport::Tls));
+    let fwd = text(s).to_string();
+    assert!(
+        headers(&fwd, "via")[0].starts_with("Via: SIP/2.0/TLS pbx.example.com:5061;"),
+        "{fwd}"
+    );
+    let contact = headers(&fwd, "contact")[0].to_string();
+    assert!(
+        contact.starts_with("Contact: <sip:acct@pbx.example.com:5061;line=xyz;transport=tls;sw="),
+        "{contact}"
+    );
+    // The registrar answers over the connection sipwarden opened.
+    let provider = sipwarden_core::flow::Flow {
+        side: Side::Public,
+        transport: Transport::Tls,
+        listener: sipwarden_core::flow::OPENED_TLS,
+        local: "203.0.113.10:40000".parse().unwrap(),
+        remote: "198.51.100.10:5061".parse().unwrap(),
+    };
+    let uri = contact
+        .split('<')
+        .nth(1)
+        .unwrap()
+        .split('>')
+        .next()
+        .unwrap();
+    let ok = answer(&fwd, 200, &format!("Contact: <{uri}>;expires=600\r\n"));
+    let out = lab.handle(&provider, &ok);
+    let back = one_send(&out, Verdict::forward(Reason::Response));
+    assert_eq!(back.side, Side::Internal);
+    // Its INVITE to a DID over that connection: a trunk's.
+    let inv = invite_to("sip:+4930123@203.0.113.10", "tls1").replace(
+        "SIP/2.0/UDP 198.51.100.10:5060",
+        "SIP/2.0/TLS 198.51.100.10:5061",
+    );
+    let out = lab.handle(&provider, &inv);
+    let fwd = text(one_send(&out, Verdict::forward(Reason::Trunk))).to_string();
+    let rr = record_routes(&fwd);
+    assert!(
+        rr[1].contains("@pbx.example.com:5061;transport=tls;lr;"),
+        "the provider's in-dialog requests reach the TLS listener: {rr:?}"
+    );
+    // Asterisk's BYE, routed by the Record-Route facing it, goes back over
+    // TLS to the provider's connection: never in clear, never to 5060.
+    let ok = answer(&fwd, 200, "Contact: <sip:asterisk@127.0.0.1:5080>\r\n");
+    lab.handle(&asterisk(), &ok);
+    let bye = format!(
+        "BYE sip:+15551234@198.51.100.10:5061;transport=tls SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;rport;branch=z9hG4bK-bye1\r\n\
+         Route: {}, {}\r\nFrom: <sip:+4930123@198.51.100.10>;tag=uas-tag\r\nTo: <sip:+15551234@198.51.100.10>;tag=p-tls1\r\n\
+         Call-ID: tls1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        rr[0], rr[1]
+    );
+    let out = lab.handle(&asterisk(), &bye);
+    let s = one_send(&out, Verdict::forward(Reason::Outbound));
+    assert_eq!(
+        (s.side, s.transport, addr(s)),
+        (Side::Public, Transport::Tls, provider.remote)
+    );
+}

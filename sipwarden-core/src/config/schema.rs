@@ -127,6 +127,12 @@ pub struct Listen {
     pub internal: OneOrMany<SocketSpec>,
     /// Public host and port written into Via, Record-Route, Path, Contact.
     pub advertise: HostPort,
+    /// The same for what faces the public side over TLS (a TLS phone's
+    /// Record-Route, a provider reached over TLS): the TLS listener's port,
+    /// not 5060. Absent: `advertise`'s host with the port of the first
+    /// `tls:` public socket.
+    #[serde(default)]
+    pub advertise_tls: Option<HostPort>,
     /// Sockets (and threads) per UDP listener, sharing the address with
     /// SO_REUSEPORT; 0 = one per core.
     #[serde(default = "Listen::default_workers")]
@@ -559,6 +565,12 @@ pub struct Tls {
     pub hello_timeout: Dur,
     /// The handshake must have finished this long after the ClientHello.
     pub handshake_timeout: Dur,
+    /// PEM certificates trusted for providers sipwarden connects to over
+    /// TLS, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Verify the certificate of a provider reached over TLS. `false`
+    /// trusts any certificate (a warning at start says so).
+    pub verify: bool,
 }
 
 impl Default for Tls {
@@ -570,6 +582,8 @@ impl Default for Tls {
             require_sni: true,
             hello_timeout: Dur(Duration::from_secs(5)),
             handshake_timeout: Dur(Duration::from_secs(10)),
+            ca_file: None,
+            verify: true,
         }
     }
 }

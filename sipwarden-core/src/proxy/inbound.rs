@@ -130,7 +130,7 @@ impl Core {
                     b"<sip:",
                     ftok.as_bytes(),
                     b"@",
-                    s.advertise_text.as_bytes(),
+                    s.advertise_for(flow.transport).as_bytes(),
                     tcp_param(flow.transport),
                     b";lr;swr=",
                     &tok,

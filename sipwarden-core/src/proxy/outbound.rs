@@ -99,7 +99,7 @@ impl Core {
                 b"SIP/2.0/",
                 transport.via_token(),
                 b" ",
-                s.advertise_text.as_bytes(),
+                s.advertise_for(transport).as_bytes(),
                 b";branch=",
                 &branch,
                 b";rport",
@@ -123,7 +123,7 @@ impl Core {
                     b"<sip:",
                     ftok.as_bytes(),
                     user_sep,
-                    s.advertise_text.as_bytes(),
+                    s.advertise_for(transport).as_bytes(),
                     tcp_param(transport),
                     b";lr;swr=",
                     &tok,
@@ -259,7 +259,7 @@ impl Core {
             rewrite_contact(
                 ed,
                 c,
-                s.advertise_text.as_bytes(),
+                s.advertise_for(transport).as_bytes(),
                 &[tcp, b";sw=", tok.as_bytes()],
             );
         }
