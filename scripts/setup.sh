@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-  sip-tester kamailio sipvicious sipsak tshark iproute2 procps curl ca-certificates tmux \
+  sip-tester kamailio kamailio-tls-modules sipvicious sipsak tshark iproute2 procps curl ca-certificates tmux \
   systemd
 # promtool, from Debian's prometheus package: only its promtool binary
 # (19 MB download, 48 MB on disk, ~5 s). Installing the package would pull

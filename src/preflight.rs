@@ -74,6 +74,9 @@ fn host_rules(cfg: &Config, r: &mut Report) {
     if let Err(e) = crate::transport::tls::from_settings(&cfg.tls) {
         r.error(&[K("tls"), K("cert_file")], e);
     }
+    if let Err(e) = crate::transport::tls::client_config(&cfg.tls) {
+        r.error(&[K("tls"), K("ca_file")], e);
+    }
     let mut seen: Vec<IpAddr> = Vec::new();
     for l in listeners(cfg) {
         let ip = l.addr.ip();

@@ -287,3 +287,13 @@ fn e2e_tls() {
 fn e2e_try_it() {
     run_script("try_it.sh");
 }
+
+/// A trunk provider reached over TLS (Kamailio's tls module): an
+/// untrusted certificate is never talked to; with its CA in `tls.ca_file`
+/// Asterisk registers over TLS (no SNI to an IP address), and the
+/// provider's INVITEs come back down the connection sipwarden opened,
+/// admitted as `trunk-contact` and `trunk`.
+#[test]
+fn e2e_tls_trunk() {
+    run_script("tls_trunk.sh");
+}

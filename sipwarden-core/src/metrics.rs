@@ -51,9 +51,10 @@ pub enum Event {
     KeepalivesSent,
     StateWrites,
     StateErrors,
+    TlsConnectFailures,
 }
 
-const EVENTS: [(Event, &str, &str); 13] = [
+const EVENTS: [(Event, &str, &str); 14] = [
     (
         Event::DropLogsSuppressed,
         "sipwarden_drop_logs_suppressed_total",
@@ -110,6 +111,11 @@ const EVENTS: [(Event, &str, &str); 13] = [
         Event::StateErrors,
         "sipwarden_state_errors_total",
         "State file write or load failures",
+    ),
+    (
+        Event::TlsConnectFailures,
+        "sipwarden_tls_connect_failures_total",
+        "TLS connections to providers that failed their handshake (certificate not trusted, wrong name, timeout)",
     ),
 ];
 

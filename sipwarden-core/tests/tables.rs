@@ -868,4 +868,60 @@ fn a_provider_reached_over_tls_calls_back_over_its_connection() {
         (s.side, s.transport, addr(s)),
         (Side::Public, Transport::Tls, provider.remote)
     );
+    assert!(
+        !s.reuse_only,
+        "a provider's listening port: its connection is opened again if gone"
+    );
+}
+
+/// A phone over TLS is reached only over the connection it opened: a
+/// phone's port behind NAT cannot be connected to, so Asterisk's INVITE
+/// down its Path flow and the answers to its requests are never sent
+/// over a connection sipwarden would open.
+#[test]
+fn a_tls_phone_is_reached_only_over_its_own_connection() {
+    let cfg = format!(
+        "{}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        BASE_CFG.replace(
+            "\"tcp:203.0.113.10:5060\"]",
+            "\"tcp:203.0.113.10:5060\", \"tls:203.0.113.10:5061\"]"
+        )
+    );
+    let lab = Lab::new("");
+    lab.reload_with(&cfg);
+    let phone = sipwarden_core::flow::Flow {
+        side: Side::Public,
+        transport: Transport::Tls,
+        listener: 2,
+        local: "203.0.113.10:5061".parse().unwrap(),
+        remote: "198.51.100.20:40002".parse().unwrap(),
+    };
+    let out = lab.handle(&phone, &phone_register("TLS"));
+    let fwd = text(one_send(&out, Verdict::forward(Reason::Domain))).to_string();
+    let path = headers(&fwd, "path")[0]
+        .trim_start_matches("Path: ")
+        .to_string();
+    let reply = answer(&fwd, 200, "");
+    let out = lab.handle(&asterisk(), &reply);
+    let back = one_send(&out, Verdict::forward(Reason::Response));
+    assert_eq!((back.transport, addr(back)), (Transport::Tls, phone.remote));
+    assert!(
+        back.reuse_only,
+        "an answer goes back on its connection only"
+    );
+    let inv = asterisk_invite_via_path(&path, "sip:1001@10.0.0.99:5062");
+    let out = lab.handle(&asterisk(), &inv);
+    let s = one_send(&out, Verdict::forward(Reason::Outbound));
+    assert_eq!((s.transport, addr(s)), (Transport::Tls, phone.remote));
+    assert!(s.reuse_only, "never a new TLS connection to a phone");
+    let rr = record_routes(text(s));
+    assert!(
+        rr[0].contains("@pbx.example.com:5061;transport=tls;lr;"),
+        "the phone's BYE goes to the TLS listener: {rr:?}"
+    );
+    // Unreachable: Asterisk hears 430 at once.
+    assert!(s
+        .on_fail
+        .as_ref()
+        .is_some_and(|f| text(f).starts_with("SIP/2.0 430 ")));
 }

@@ -40,6 +40,9 @@ pub struct Egress {
     /// handshake, so established connections keep theirs. `None` without
     /// a `[tls]` certificate.
     pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// How providers reached over TLS are verified (`tls.ca_file`,
+    /// `tls.verify`): swapped at a reload like the certificate.
+    pub tls_client: ArcSwap<rustls::ClientConfig>,
     pub dns: Arc<Dns>,
     /// The async runtime, for TCP connects and DNS lookups started from
     /// the UDP worker threads.
@@ -66,7 +69,7 @@ impl Egress {
         match &send.dest {
             Dest::Addr(a) => {
                 let a = *a;
-                self.send_to(send, a);
+                self.send_to(send, a, None);
             }
             Dest::Name { host, port } => {
                 let key = Key {
@@ -75,13 +78,13 @@ impl Egress {
                     transport: send.transport,
                 };
                 match self.dns.cached(&key) {
-                    Some(Ok(a)) => self.send_to(send, a),
+                    Some(Ok(a)) => self.send_to(send, a, Some(&key.host)),
                     Some(Err(())) => self.unreachable(send, "cached DNS failure"),
                     None => {
                         let me = self.clone();
                         self.rt.spawn(async move {
                             match me.dns.resolve(&key).await {
-                                Ok(a) => me.send_to(send, a),
+                                Ok(a) => me.send_to(send, a, Some(&key.host)),
                                 Err(e) => me.unreachable(send, &e),
                             }
                         });
@@ -99,7 +102,9 @@ impl Egress {
         }
     }
 
-    fn send_to(self: &Arc<Self>, send: Transmit, dest: SocketAddr) {
+    /// `host`: the name `dest` was resolved from, which a TLS connection
+    /// opened to it verifies (and sends as SNI).
+    fn send_to(self: &Arc<Self>, send: Transmit, dest: SocketAddr, host: Option<&str>) {
         match send.transport {
             Transport::Udp => self.send_udp(&send, dest),
             Transport::Tcp | Transport::Tls => {
@@ -112,9 +117,13 @@ impl Egress {
                     ..
                 } = send;
                 // A failure now (or of the connect, later) sends `on_fail`.
-                let sent = self
-                    .tcp
-                    .send(self, side, transport, dest, data, reuse_only, on_fail);
+                let to = super::tcp::Peer {
+                    side,
+                    transport,
+                    addr: dest,
+                    host,
+                };
+                let sent = self.tcp.send(self, to, data, reuse_only, on_fail);
                 if let Err(fail) = sent {
                     self.core.metrics().event(Event::SendErrors);
                     if let Some(fail) = fail {

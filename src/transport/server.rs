@@ -68,7 +68,8 @@ pub enum ListenError {
         spec: SocketSpec,
         error: std::io::Error,
     },
-    /// The `[tls]` certificate and key do not load or do not match.
+    /// The `[tls]` certificate and key do not load or do not match, or
+    /// `tls.ca_file` does not load.
     Tls(String),
     /// Binding `metrics.listen` failed; `holders` are the processes that
     /// hold the address, when it is in use and they can be seen.
@@ -210,6 +211,9 @@ impl Server {
             udp: arc_swap::ArcSwap::from_pointee(Vec::new()),
             tcp: Arc::new(TcpConns::default()),
             tls: arc_swap::ArcSwapOption::empty(),
+            tls_client: arc_swap::ArcSwap::new(
+                tls::client_config(&core.settings().config.tls).map_err(ListenError::Tls)?,
+            ),
             dns: Arc::new(Dns::system()),
             rt: tokio::runtime::Handle::current(),
         });
@@ -238,9 +242,11 @@ impl Server {
     /// established TLS connections keep the one they were made with.
     pub fn reload(&self, settings: Settings) -> Result<(), ListenError> {
         let cert = tls_config(&settings)?;
+        let client = tls::client_config(&settings.config.tls).map_err(ListenError::Tls)?;
         let metrics = self.prepare_metrics(&settings)?;
         self.rebind(&settings, true)?;
         self.eg.tls.store(cert);
+        self.eg.tls_client.store(client);
         self.install_metrics(metrics);
         Ok(())
     }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use sipwarden_core::flow::{Flow, Side, Transport};
+use sipwarden_core::flow::{Flow, Side, Transport, OPENED_TLS};
 use sipwarden_core::metrics::Event;
 use sipwarden_core::proxy::Transmit;
 use sipwarden_core::sip::{frame, Frame};
@@ -99,41 +99,37 @@ impl TcpConns {
         self.len() == 0
     }
 
-    /// Queues `data` on the connection to `dest`, opening one when there
-    /// is none. False when it cannot be queued.
-    /// `Err(on_fail)` when it cannot be queued now; a connect that fails
-    /// later sends `on_fail` itself.
-    /// A TLS connection is only ever reused: sipwarden opens none.
-    #[allow(clippy::too_many_arguments)]
+    /// Queues `data` on the connection to `to`, opening one when there is
+    /// none and `reuse_only` is false (over TLS, a TLS connection: to a
+    /// provider reached over TLS). `Err(on_fail)` when it cannot be queued
+    /// now; a connect that fails later sends `on_fail` itself.
     pub fn send(
         &self,
         eg: &Arc<Egress>,
-        side: Side,
-        transport: Transport,
-        dest: SocketAddr,
+        to: Peer<'_>,
         data: Bytes,
         reuse_only: bool,
         on_fail: Option<Box<Transmit>>,
     ) -> Result<(), Option<Box<Transmit>>> {
-        let reuse_only = reuse_only || transport == Transport::Tls;
-        if let Some(c) = self.map.get(&(side, transport, dest)) {
+        let key = (to.side, to.transport, to.addr);
+        if let Some(c) = self.map.get(&key) {
             match c.tx.try_send(data) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(on_fail),
                 Err(mpsc::error::TrySendError::Closed(d)) => {
                     drop(c);
-                    self.map.remove(&(side, transport, dest));
+                    self.map.remove(&key);
                     if reuse_only {
                         return Err(on_fail);
                     }
-                    return self.connect(eg, side, dest, d, on_fail);
+                    return self.connect(eg, to, d, on_fail);
                 }
             }
         }
         if reuse_only {
             return Err(on_fail);
         }
-        self.connect(eg, side, dest, data, on_fail)
+        self.connect(eg, to, data, on_fail)
     }
 
     /// Takes a place under `tcp.max_connections`; false (counted) when
@@ -175,65 +171,104 @@ impl TcpConns {
         self.count.fetch_sub(1, Relaxed);
     }
 
+    /// Opens a connection to `to` (TCP, or TLS verified against the
+    /// name it was reached by) with `first` queued, and serves it. A
+    /// connection sipwarden opened over TLS is a provider's: its flow's
+    /// listener is [`OPENED_TLS`], so a flow token naming it says TLS.
     fn connect(
         &self,
         eg: &Arc<Egress>,
-        side: Side,
-        dest: SocketAddr,
+        to: Peer<'_>,
         first: Bytes,
         on_fail: Option<Box<Transmit>>,
     ) -> Result<(), Option<Box<Transmit>>> {
         if self.closing.load(Relaxed) || !self.reserve(eg) {
             return Err(on_fail);
         }
-        let (id, tx, rx) = self.register(side, Transport::Tcp, dest);
+        let Peer {
+            side,
+            transport,
+            addr: dest,
+            host,
+        } = to;
+        let (id, tx, rx) = self.register(side, transport, dest);
         // Queued before the connection exists: sent once it is up.
         let _ = tx.try_send(first);
+        let name = super::tls::server_name(host, dest);
         let eg = eg.clone();
         eg.rt.clone().spawn(async move {
             let timeout = Duration::from_millis(eg.core.settings().config.tcp.connect_timeout.ms());
-            match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
-                Ok(Ok(stream)) => {
-                    let local = stream.local_addr().unwrap_or(dest);
-                    let listener = {
-                        let s = eg.core.settings();
-                        match side {
-                            Side::Public => s.public_for(Transport::Tcp),
-                            Side::Internal => s.internal_for(Transport::Tcp),
-                        }
-                        .unwrap_or(0)
-                    };
-                    let flow = Flow {
-                        side,
-                        transport: Transport::Tcp,
-                        listener,
-                        local,
-                        remote: dest,
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let (rd, wr) = stream.into_split();
-                    run(eg.clone(), rd, wr, flow, id, tx, rx).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%dest, error = %e, "TCP connect failed");
-                    eg.core.metrics().event(Event::SendErrors);
-                    eg.tcp.unregister(side, Transport::Tcp, dest, id);
-                    if let Some(f) = on_fail {
-                        eg.send(*f);
-                    }
-                }
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return connect_failed(&eg, side, transport, dest, id, &e, on_fail),
                 Err(_) => {
-                    tracing::warn!(%dest, "TCP connect timed out");
-                    eg.core.metrics().event(Event::SendErrors);
-                    eg.tcp.unregister(side, Transport::Tcp, dest, id);
-                    if let Some(f) = on_fail {
-                        eg.send(*f);
+                    return connect_failed(&eg, side, transport, dest, id, &"timed out", on_fail)
+                }
+            };
+            let local = stream.local_addr().unwrap_or(dest);
+            let _ = stream.set_nodelay(true);
+            let listener = {
+                let s = eg.core.settings();
+                match (side, transport) {
+                    (_, Transport::Tls) => OPENED_TLS,
+                    (Side::Public, _) => s.public_for(Transport::Tcp).unwrap_or(0),
+                    (Side::Internal, _) => s.internal_for(Transport::Tcp).unwrap_or(0),
+                }
+            };
+            let flow = Flow {
+                side,
+                transport,
+                listener,
+                local,
+                remote: dest,
+            };
+            if transport == Transport::Tls {
+                match super::tls::connect(&eg, stream, name).await {
+                    Ok(tls) => {
+                        let (rd, wr) = tokio::io::split(tls);
+                        run(eg.clone(), rd, wr, flow, id, tx, rx).await;
+                    }
+                    Err(e) => {
+                        eg.core.metrics().event(Event::TlsConnectFailures);
+                        connect_failed(&eg, side, transport, dest, id, &e, on_fail);
                     }
                 }
+            } else {
+                let (rd, wr) = stream.into_split();
+                run(eg.clone(), rd, wr, flow, id, tx, rx).await;
             }
         });
         Ok(())
     }
+}
+
+/// A connection sipwarden opened could not be set up: counted, logged,
+/// its place given back, and Asterisk told (`on_fail`).
+fn connect_failed(
+    eg: &Arc<Egress>,
+    side: Side,
+    transport: Transport,
+    dest: SocketAddr,
+    id: u64,
+    error: &dyn std::fmt::Display,
+    on_fail: Option<Box<Transmit>>,
+) {
+    tracing::warn!(%dest, %transport, error = %error, "connect failed");
+    eg.core.metrics().event(Event::SendErrors);
+    eg.tcp.unregister(side, transport, dest, id);
+    if let Some(f) = on_fail {
+        eg.send(*f);
+    }
+}
+
+/// Where a stream send goes: the connection table's key, and the host
+/// name the address was resolved from (what a TLS connection opened to it
+/// verifies and sends as SNI; `None`: the address itself).
+pub struct Peer<'a> {
+    pub side: Side,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    pub host: Option<&'a str>,
 }
 
 /// Accepts connections on a listener until the task is aborted.

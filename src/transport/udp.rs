@@ -401,6 +401,9 @@ mod tests {
             ]),
             tcp: Arc::new(super::super::tcp::TcpConns::default()),
             tls: arc_swap::ArcSwapOption::empty(),
+            tls_client: arc_swap::ArcSwap::new(
+                super::super::tls::client_config(&Default::default()).unwrap(),
+            ),
             dns: Arc::new(super::super::dns::Dns::system()),
             rt: tokio::runtime::Handle::current(),
         });

@@ -431,6 +431,12 @@ mod tests {
     }
 
     #[test]
+    fn an_unverified_provider_certificate_is_a_warning() {
+        let text = format!("{MIN}[filter]\ndomains = [\"a.example\"]\n[tls]\nverify = false\n");
+        assert_eq!(warnings(&text), vec![(Some(6), "tls.verify".into())]);
+    }
+
+    #[test]
     fn likely_mistakes_are_warnings_with_their_line() {
         let quiet = format!("{MIN}[filter]\ndomains = [\"a.example\"]\n");
         assert_eq!(warnings(&quiet), vec![]);

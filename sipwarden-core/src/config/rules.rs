@@ -349,6 +349,13 @@ fn tls_rules(cfg: &Config, r: &mut Report) -> Result<DomainSet, Reported> {
             r.error(&[K("tls"), K(key)], "longer than 0s, at most 300s");
         }
     }
+    if !t.verify {
+        r.warn(
+            &[K("tls"), K("verify")],
+            "false: the certificate of a provider reached over TLS is not verified, so \
+             anyone on the path can pose as it, read and change the calls",
+        );
+    }
     DomainSet::new(&t.server_names).map_err(|bad| {
         r.refuse(
             &[K("tls"), K("server_names")],

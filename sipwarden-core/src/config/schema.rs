@@ -565,8 +565,8 @@ pub struct Tls {
     pub hello_timeout: Dur,
     /// The handshake must have finished this long after the ClientHello.
     pub handshake_timeout: Dur,
-    /// PEM certificates trusted for providers sipwarden connects to over
-    /// TLS, besides the system's roots.
+    /// PEM certificates trusted, instead of the system's roots, for the
+    /// providers sipwarden connects to over TLS (a pinned CA).
     pub ca_file: Option<PathBuf>,
     /// Verify the certificate of a provider reached over TLS. `false`
     /// trusts any certificate (a warning at start says so).

@@ -4,7 +4,7 @@
 //! public address with a signed `sw=` token, and is remembered until its
 //! answer says how long the registration lives.
 
-use crate::flow::{Flow, Side, Transport};
+use crate::flow::{Flow, Side, Transport, OPENED_TLS};
 use crate::metrics::Event;
 use crate::sip::addr::NameAddr;
 use crate::sip::params;
@@ -155,10 +155,14 @@ impl Core {
         dialog.apply(&self.tables, &self.metrics, &s.lifetimes, now);
         // A TCP flow whose connection is gone is connected to again (a
         // phone not behind NAT listens where it sent from); if that fails,
-        // or the flow is TLS (sipwarden opens no TLS connection to a
-        // phone), Asterisk gets 430 Flow Failed (RFC 5626 5.3) at once
-        // instead of timing out.
+        // or the flow is a TLS phone's (sipwarden opens no TLS connection
+        // to a phone), Asterisk gets 430 Flow Failed (RFC 5626 5.3) at
+        // once instead of timing out. A TLS connection sipwarden opened
+        // went to a provider's listening port: that one is opened again.
         let tcp_flow = popped.flow.is_some() && transport.is_stream();
+        let reuse_only = popped
+            .flow
+            .is_some_and(|f| transport == Transport::Tls && f.listener != OPENED_TLS);
         let on_fail = match (&dest, msg.method()) {
             (_, Some(Method::Ack)) => None,
             (Dest::Name { .. }, _) => Some(Box::new(reply::transmit(
@@ -186,7 +190,7 @@ impl Core {
                 dest,
                 data: ed.finish(),
                 on_fail,
-                reuse_only: false,
+                reuse_only,
             },
         )
     }

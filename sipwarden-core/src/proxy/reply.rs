@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::flow::Flow;
+use crate::flow::{Flow, Transport};
 use crate::sip::{HeaderName, Message};
 use crate::token::Keys;
 use crate::verdict::{Reason, Verdict};
@@ -42,7 +42,8 @@ pub fn transmit(keys: &Keys, flow: &Flow, msg: &Message, code: u16, phrase: &str
         dest: Dest::Addr(flow.remote),
         data: build(msg, code, phrase, &tag),
         on_fail: None,
-        reuse_only: false,
+        // Over TLS only on the connection the request came on.
+        reuse_only: flow.transport == Transport::Tls,
     }
 }
 

@@ -3,7 +3,7 @@
 //! response goes to the next Via's address, which the branch binds. On the way, the tables learn from them:
 //! dialogs from INVITE answers, trunk registrations from REGISTER answers.
 
-use crate::flow::{Flow, Side};
+use crate::flow::{Flow, Side, Transport};
 use crate::metrics::Event;
 use crate::policy::ban;
 use crate::sip::params;
@@ -85,7 +85,9 @@ impl Core {
                 dest: Dest::Addr(back.addr),
                 data: ed.finish(),
                 on_fail: None,
-                reuse_only: false,
+                // A TLS connection gone is not opened again for a response:
+                // the peer sends its request again over a new one.
+                reuse_only: back.transport == Transport::Tls,
             },
         )
     }
