@@ -7,10 +7,12 @@
 #       (no SNI) and with another name it gets nothing: "no peer certificate
 #       available", 0 bytes read; both counted tls-sni.
 #   (2) a Python ssl phone (tests/e2e/tls_phone.py) registers over TLS with
-#       digest auth (401, then 200); a caller on UDP calls it through
+#       digest auth (401, then 200); it calls 200 (answered by Kamailio),
+#       ACK and BYE over TLS; then a caller on UDP calls it through
 #       sipwarden: Kamailio routes the INVITE by the Path back through
-#       sipwarden, down the phone's TLS connection (Via SIP/2.0/TLS,
-#       Record-Route ;transport=tls), and the phone's 486 reaches the caller.
+#       sipwarden, down the phone's TLS connection (Via SIP/2.0/TLS and
+#       Record-Route naming the tls: listener); the phone answers 200, and
+#       the caller's BYE comes down the TLS connection too.
 #   (3) renewal: a key that does not match refuses the SIGHUP reload (the
 #       certificate in force stays); a new pair written in place and SIGHUP:
 #       the next handshake sees the new certificate.
@@ -66,14 +68,21 @@ while read -r l; do log "phone: $l"; done < "$RUN/phone.out"
 check "phone: REGISTER challenged (401)" grep -qx "REGISTER 401" "$RUN/phone.out"
 check "phone: REGISTER with credentials accepted (200)" grep -qx "REGISTER 200" "$RUN/phone.out"
 check "phone: the INVITE came down its TLS connection with sipwarden's TLS Via" \
-    grep -q "^INVITE via=SIP/2.0/TLS 127.0.0.1:$PUB;branch=z9hG4bKswo" "$RUN/phone.out"
-check "phone: the Record-Route facing it says transport=tls" grep -q "rr=.*;transport=tls;lr" "$RUN/phone.out"
-check "caller: the phone's 486 came back (phone exit $rc)" grep -qx "CALLER 486" "$RUN/phone.out"
+    grep -q "^INVITE via=SIP/2.0/TLS 127.0.0.1:$TLS_PORT;branch=z9hG4bKswo" "$RUN/phone.out"
+check "phone: the Record-Route facing it names the TLS listener, transport=tls" grep -q "rr=.*@127.0.0.1:$TLS_PORT;transport=tls;lr" "$RUN/phone.out"
+check "phone: its own call to 200 answered (200) and hung up (BYE 200) over TLS" \
+    grep -qx "OUT-BYE 200" "$RUN/phone.out"
+check "caller: the phone's 200 came back" grep -qx "CALLER 200" "$RUN/phone.out"
+check "phone: the caller's BYE came down its TLS connection" \
+    grep -q "^BYE via=SIP/2.0/TLS 127.0.0.1:$TLS_PORT;branch=z9hG4bKswo" "$RUN/phone.out"
+check "caller: the phone's 200 to the BYE came back (phone exit $rc)" grep -qx "CALLER-BYE 200" "$RUN/phone.out"
 check "kamailio: the registration went through sipwarden with a Path" \
     grep -q "REGISTER sip:1000@$DOMAIN path=<sip:f" "$RUN/kamailio.log"
 metrics_dump "$RUN/m2.txt" || fail "the metrics endpoint answers"
 DOM=$(metric_or_zero "$RUN/m2.txt" public tls domain forwarded)
-check "metrics: TLS requests admitted by domain = $DOM (the two REGISTERs)" [ "$DOM" -eq 2 ]
+check "metrics: TLS requests admitted by domain = $DOM (the two REGISTERs and the phone's INVITE)" [ "$DOM" -eq 3 ]
+DR=$(metric_or_zero "$RUN/m2.txt" public tls dialog-route forwarded)
+check "metrics: TLS requests admitted by the dialog's route = $DR (the phone's ACK and BYE)" [ "$DR" -eq 2 ]
 
 echo "-- (3) renewal by SIGHUP"
 cert_cn() { s_client -servername "$DOMAIN" | grep -m1 -E '^subject=' ; }
