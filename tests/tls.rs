@@ -4,7 +4,7 @@
 //! (a REGISTER's Path brings Asterisk's request back down the phone's TLS
 //! connection), and a reload that swaps the certificate for new
 //! connections only. Certificates are made here (rcgen): no key is
-//! committed. Loopback 127.0.60.x to 127.0.62.x.
+//! committed. Loopback 127.0.60.x to 127.0.64.x.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -398,5 +398,61 @@ async fn silent_clients_time_out_and_refused_names_ban() {
     phone(addr, "127.0.63.4:0", &root, "pbx.secret.example")
         .await
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An RSA 2048 certificate (openssl, PKCS#8 and the traditional PKCS#1
+/// key) serves as well as an ECDSA one, and a key that is not the
+/// certificate's is refused where it is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_certificates_serve_and_mismatched_keys_are_refused() {
+    let dir = scratch("rsa");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=rsa.secret.example",
+        "-addext",
+        "subjectAltName=DNS:*.secret.example",
+        "-keyout",
+        "r.key",
+        "-out",
+        "r.pem",
+    ]);
+    // The same key in the traditional PKCS#1 form ("BEGIN RSA PRIVATE KEY").
+    openssl(&["rsa", "-in", "r.key", "-traditional", "-out", "r1.key"]);
+    std::fs::copy(dir.join("r.pem"), dir.join("r1.pem")).unwrap();
+    for name in ["r", "r1"] {
+        sipwarden::transport::tls::load(
+            &dir.join(format!("{name}.pem")),
+            &dir.join(format!("{name}.key")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let (_server, _core) = start(&config(64, &dir, "r1"));
+    let out = s_client(
+        "127.0.64.1:5061".into(),
+        &["-servername", "pbx.secret.example"],
+    )
+    .await;
+    assert!(out.contains("CN = rsa.secret.example"), "{out}");
+    assert!(out.contains("2048 bit"), "{out}");
+    // Another key with this certificate: refused with the reason.
+    cert(&dir, "ec");
+    let e = sipwarden::transport::tls::load(&dir.join("r.pem"), &dir.join("ec.key")).unwrap_err();
+    assert!(e.contains("does not belong to the certificate"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
