@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod files;
+pub mod fuzzing;
 pub mod instance;
 pub mod preflight;
 pub mod procstat;
