@@ -203,7 +203,8 @@ fn main() {
         Cmd::TlsTable { results, json } => read_input(&results).and_then(|s| {
             let (md, summary) = tls_table::render(&s);
             if let Some(path) = json {
-                std::fs::write(&path, format!("{summary}\n")).map_err(|e| format!("{path}: {e}"))?;
+                std::fs::write(&path, format!("{summary}\n"))
+                    .map_err(|e| format!("{path}: {e}"))?;
             }
             Ok(md)
         }),

@@ -35,6 +35,8 @@ pub struct Figures {
     pub reject_completed: Option<f64>,
     /// Reject attempts.
     pub reject_attempts: Option<f64>,
+    /// CPU microseconds per bare TCP connection (no TLS byte): the floor under a rejected hello.
+    pub connect_cpu_us: Option<f64>,
     /// Bytes of PSS per idle connection, and the connections held.
     pub idle_pss_bytes: Option<f64>,
     /// Bytes of RSS (summed over processes) per idle connection.
@@ -80,6 +82,13 @@ fn fold(fig: &mut Figures, m: &Value) {
             fig.reject_attempts = attempts;
             fig.reject_silent = num(m, &["load", "outcomes", "closed_silently"]);
             fig.reject_completed = num(m, &["load", "outcomes", "completed"]);
+        }
+        "connect" => {
+            if let (Some(a), Some(c)) = (num(m, &["load", "attempts"]), cpu) {
+                if a > 0.0 {
+                    fig.connect_cpu_us = Some(c / a);
+                }
+            }
         }
         "idle" => {
             let up = num(m, &["ready", "opened"]).filter(|&u| u > 0.0);
@@ -161,8 +170,8 @@ fn kib(x: Option<f64>) -> String {
 pub fn render(input: &str) -> (String, Value) {
     let rows = figures(input);
     let mut md = String::new();
-    md.push_str("| system | certificate | full handshakes / CPU-s | CPU µs / handshake | handshakes/s (wall) | CPU µs / rejected hello (wrong or no SNI) | rejected / handshake | hellos closed without a byte |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| system | certificate | full handshakes / CPU-s | CPU µs / handshake | handshakes/s (wall) | CPU µs / rejected hello (wrong or no SNI) | rejected / handshake | hellos closed without a byte | CPU µs / bare TCP connection |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
     let mut summary = Vec::new();
     for ((label, cert, transport), f) in &rows {
         if transport != "tls" || f.hs_per_cpu_s.is_none() && f.reject_cpu_us.is_none() {
@@ -183,18 +192,24 @@ pub fn render(input: &str) -> (String, Value) {
             _ => "n/a".into(),
         };
         md.push_str(&format!(
-            "| {label} | {cert} | {} | {} | {} | {} | {} | {silent} |\n",
+            "| {label} | {cert} | {} | {} | {} | {} | {} | {silent} | {} |\n",
             fmt(f.hs_per_cpu_s, 0),
             fmt(f.hs_cpu_us(), 0),
             fmt(f.hs_per_s, 0),
             fmt(f.reject_cpu_us, 1),
-            ratio.map(|r| format!("1/{:.1}", 1.0 / r)).unwrap_or("n/a".into()),
+            ratio
+                .map(|r| format!("1/{:.1}", 1.0 / r))
+                .unwrap_or("n/a".into()),
+            fmt(f.connect_cpu_us, 1),
         ));
-        summary.push(json!({"system": label, "cert": cert, "transport": transport,
+        summary.push(
+            json!({"system": label, "cert": cert, "transport": transport,
             "handshakes_per_cpu_s": f.hs_per_cpu_s, "handshakes_per_s": f.hs_per_s,
             "cpu_us_per_handshake": f.hs_cpu_us(), "cpu_us_per_rejected_hello": f.reject_cpu_us,
             "rejected_over_handshake": ratio, "reject_closed_silently": f.reject_silent,
-            "reject_completed": f.reject_completed, "reject_attempts": f.reject_attempts}));
+            "reject_completed": f.reject_completed, "reject_attempts": f.reject_attempts,
+            "cpu_us_per_bare_tcp_connection": f.connect_cpu_us}),
+        );
     }
     md.push('\n');
     md.push_str("| system | certificate | transport | KiB per idle connection, PSS (RSS summed) | connections up | forwarded msgs/s, as fast as possible | CPU µs / forwarded msg | one-way latency p50 / p99 µs (at msgs/s) |\n");
@@ -246,23 +261,61 @@ mod tests {
         let input = [
             "not json".to_string(),
             r#"{"kind":"env"}"#.to_string(),
-            line("handshake", "ecdsa", "tls", json!({
+            line(
+                "handshake",
+                "ecdsa",
+                "tls",
+                json!({
                 "load": {"outcomes": {"completed": 2000}, "completed_per_s": 400.0},
-                "before": {"cpu_us": 1_000_000}, "after": {"cpu_us": 2_000_000}})),
-            line("reject", "ecdsa", "tls", json!({
+                "before": {"cpu_us": 1_000_000}, "after": {"cpu_us": 2_000_000}}),
+            ),
+            line(
+                "reject",
+                "ecdsa",
+                "tls",
+                json!({
                 "load": {"attempts": 10000, "outcomes": {"closed_silently": 10000, "completed": 0}},
-                "before": {"cpu_us": 0}, "after": {"cpu_us": 200_000}})),
-            line("idle", "ecdsa", "tls", json!({
+                "before": {"cpu_us": 0}, "after": {"cpu_us": 200_000}}),
+            ),
+            line(
+                "connect",
+                "ecdsa",
+                "tls",
+                json!({
+                "load": {"attempts": 1000},
+                "before": {"cpu_us": 0}, "after": {"cpu_us": 15_000}}),
+            ),
+            line(
+                "idle",
+                "ecdsa",
+                "tls",
+                json!({
                 "ready": {"opened": 10000},
                 "before": {"pss_kb_sum": 10_000, "rss_kb_sum": 12_000},
-                "after": {"pss_kb_sum": 50_000, "rss_kb_sum": 62_000}})),
-            line("forward", "ecdsa", "tls", json!({
+                "after": {"pss_kb_sum": 50_000, "rss_kb_sum": 62_000}}),
+            ),
+            line(
+                "forward",
+                "ecdsa",
+                "tls",
+                json!({
                 "load": {"duration_s": 2.0}, "sink": {"received": 100_000},
-                "before": {"cpu_us": 0}, "after": {"cpu_us": 1_000_000}})),
-            line("latency", "ecdsa", "tls", json!({"rate": 5000,
-                "sink": {"latency_us": {"p50": 80, "p99": 300}}})),
-            line("latency", "ecdsa", "tcp", json!({"rate": 5000,
-                "sink": {"latency_us": {"p50": 60, "p99": 200}}})),
+                "before": {"cpu_us": 0}, "after": {"cpu_us": 1_000_000}}),
+            ),
+            line(
+                "latency",
+                "ecdsa",
+                "tls",
+                json!({"rate": 5000,
+                "sink": {"latency_us": {"p50": 80, "p99": 300}}}),
+            ),
+            line(
+                "latency",
+                "ecdsa",
+                "tcp",
+                json!({"rate": 5000,
+                "sink": {"latency_us": {"p50": 60, "p99": 200}}}),
+            ),
         ]
         .join("\n");
         let rows = figures(&input);
@@ -272,6 +325,7 @@ mod tests {
         assert_eq!(f.hs_per_cpu_s, Some(2000.0));
         assert_eq!(f.hs_cpu_us(), Some(500.0));
         assert_eq!(f.reject_cpu_us, Some(20.0));
+        assert_eq!(f.connect_cpu_us, Some(15.0));
         assert_eq!(f.idle_pss_bytes, Some(4096.0));
         assert_eq!(f.idle_rss_bytes, Some(5120.0));
         assert_eq!(f.fwd_rate, Some(50_000.0));
@@ -279,16 +333,26 @@ mod tests {
         assert_eq!(f.lat, Some((5000.0, 80.0, 300.0)));
         assert_eq!(rows[1].1.lat, Some((5000.0, 60.0, 200.0)));
         let (md, summary) = render(&input);
-        assert!(md.contains("| sw | ecdsa | 2000 | 500 | 400 | 20.0 | 1/25.0 | 10000 of 10000 (100.0%), 0 completed |"), "{md}");
-        assert!(md.contains("| sw | ecdsa | tls | 4.0 (5.0) | 10000 | 50000 | 10.00 | 80 / 300 (at 5000) |"), "{md}");
+        assert!(md.contains("| sw | ecdsa | 2000 | 500 | 400 | 20.0 | 1/25.0 | 10000 of 10000 (100.0%), 0 completed | 15.0 |"), "{md}");
+        assert!(
+            md.contains(
+                "| sw | ecdsa | tls | 4.0 (5.0) | 10000 | 50000 | 10.00 | 80 / 300 (at 5000) |"
+            ),
+            "{md}"
+        );
         assert_eq!(summary["rows"][0]["rejected_over_handshake"], 0.04);
     }
 
     #[test]
     fn a_counter_that_went_back_gives_no_figure() {
-        let input = line("handshake", "rsa", "tls", json!({
+        let input = line(
+            "handshake",
+            "rsa",
+            "tls",
+            json!({
             "load": {"outcomes": {"completed": 10}},
-            "before": {"cpu_us": 5}, "after": {"cpu_us": 1}}));
+            "before": {"cpu_us": 5}, "after": {"cpu_us": 1}}),
+        );
         assert_eq!(figures(&input)[0].1.hs_per_cpu_s, None);
     }
 }

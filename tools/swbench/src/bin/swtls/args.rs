@@ -10,6 +10,9 @@ pub enum Mode {
     Handshake,
     /// ClientHellos with a wrong server name and with none; counts what the server did with them.
     Reject,
+    /// TCP connections that send nothing and close: what a connection costs
+    /// the server by itself, the floor under `reject`.
+    Connect,
     /// Opens `--connections` TLS connections and holds them until SIGTERM or `--duration`.
     Idle,
     /// INVITEs to the secret domain over `--connections` established TLS connections.
@@ -43,7 +46,8 @@ pub struct Args {
     /// Forward: INVITEs per second over all connections, 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Forward: plain TCP instead of TLS (the reference for TLS's added latency).
+    /// Forward and idle: plain TCP instead of TLS (the reference that shows
+    /// what TLS adds; an idle plain connection sends nothing).
     #[arg(long)]
     pub plain: bool,
     /// Secret domain (Request-URI of the INVITEs, and the default server name).
@@ -74,7 +78,10 @@ impl Args {
     pub fn validate(&self) -> Result<(), String> {
         swbench::net::ensure_loopback(&self.target)?;
         if !(self.duration > 0.0 && self.duration <= 3600.0) {
-            return Err(format!("--duration {} must be within (0, 3600]", self.duration));
+            return Err(format!(
+                "--duration {} must be within (0, 3600]",
+                self.duration
+            ));
         }
         if !(self.timeout > 0.0 && self.timeout <= 60.0) {
             return Err(format!("--timeout {} must be within (0, 60]", self.timeout));
@@ -94,11 +101,9 @@ impl Args {
         for i in 0..self.src_addrs {
             swbench::net::ensure_loopback(&SocketAddr::new(source(self.src_base, i)?, 0))?;
         }
-        for s in self.server_names() {
-            if let Some(name) = s {
-                rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|e| format!("--sni {name}: {e}"))?;
-            }
+        for name in self.server_names().into_iter().flatten() {
+            rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| format!("--sni {name}: {e}"))?;
         }
         Ok(())
     }
@@ -161,7 +166,10 @@ mod tests {
     fn sni_values() {
         assert_eq!(parse_sni("-"), None);
         assert_eq!(parse_sni(""), None);
-        assert_eq!(parse_sni(" PBX.Secret.Example "), Some("pbx.secret.example".into()));
+        assert_eq!(
+            parse_sni(" PBX.Secret.Example "),
+            Some("pbx.secret.example".into())
+        );
     }
 
     #[test]
@@ -169,7 +177,10 @@ mod tests {
         let a = args(&["--mode", "handshake", "--domain", "x.example"]);
         assert_eq!(a.server_names(), vec![Some("x.example".to_string())]);
         let r = args(&["--mode", "reject"]);
-        assert_eq!(r.server_names(), vec![Some("scanner.invalid".to_string()), None]);
+        assert_eq!(
+            r.server_names(),
+            vec![Some("scanner.invalid".to_string()), None]
+        );
         let g = args(&["--mode", "reject", "--sni", "-", "--sni", "a.example"]);
         assert_eq!(g.server_names(), vec![None, Some("a.example".to_string())]);
         assert!(g.validate().is_ok());
@@ -177,19 +188,32 @@ mod tests {
 
     #[test]
     fn refuses_what_leaves_the_machine_or_is_unbounded() {
-        assert!(Args::parse_from(["swtls", "--mode", "idle", "--target", "192.0.2.1:5061"])
+        assert!(
+            Args::parse_from(["swtls", "--mode", "idle", "--target", "192.0.2.1:5061"])
+                .validate()
+                .is_err()
+        );
+        assert!(args(&["--mode", "idle", "--duration", "0"])
             .validate()
             .is_err());
-        assert!(args(&["--mode", "idle", "--duration", "0"]).validate().is_err());
-        assert!(args(&["--mode", "idle", "--src-base", "10.0.0.1"]).validate().is_err());
-        assert!(args(&["--mode", "idle", "--sni", "bad name!"]).validate().is_err());
-        assert!(args(&["--mode", "idle", "--connections", "10000"]).validate().is_ok());
+        assert!(args(&["--mode", "idle", "--src-base", "10.0.0.1"])
+            .validate()
+            .is_err());
+        assert!(args(&["--mode", "idle", "--sni", "bad name!"])
+            .validate()
+            .is_err());
+        assert!(args(&["--mode", "idle", "--connections", "10000"])
+            .validate()
+            .is_ok());
     }
 
     #[test]
     fn sources_count_up() {
         let b: IpAddr = "127.0.0.250".parse().unwrap();
-        assert_eq!(source(b, 7).unwrap(), "127.0.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            source(b, 7).unwrap(),
+            "127.0.1.1".parse::<IpAddr>().unwrap()
+        );
         assert!(source("::1".parse().unwrap(), 1).is_err());
     }
 }

@@ -103,7 +103,12 @@ impl ServerCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -112,7 +117,12 @@ impl ServerCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -295,7 +305,10 @@ pub fn server_closed(mut sock: &TcpStream) -> bool {
 /// Closes `socks` cleanly and waits until the server closed each, or
 /// `deadline_ns`; returns how many the server closed. After a load, the
 /// server has then read (and handled) everything sent before our close.
-pub fn close_all(conns: &mut [(&TcpStream, Option<&mut ClientConnection>)], deadline_ns: u64) -> usize {
+pub fn close_all(
+    conns: &mut [(&TcpStream, Option<&mut ClientConnection>)],
+    deadline_ns: u64,
+) -> usize {
     for (sock, tls) in conns.iter_mut() {
         start_close(sock, tls.as_deref_mut());
     }

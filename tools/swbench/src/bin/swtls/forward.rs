@@ -147,7 +147,9 @@ fn open(args: &Args, i: usize) -> Result<(Link, SocketAddr), String> {
             .map_err(|o| format!("TLS to {} from {src}: {}", args.target, o.key()))?;
         Link::Tls(Box::new(e))
     };
-    link.sock().set_nonblocking(true).map_err(|e| e.to_string())?;
+    link.sock()
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     let local = link.sock().local_addr().map_err(|e| e.to_string())?;
     Ok((link, local))
 }
@@ -297,7 +299,9 @@ pub fn run(args: &Args) -> Result<Value, String> {
     }
     let (mut sent, mut broken, mut drained) = (0u64, 0u64, 0u64);
     for t in threads {
-        let s = t.join().map_err(|_| "a sender thread panicked".to_string())?;
+        let s = t
+            .join()
+            .map_err(|_| "a sender thread panicked".to_string())?;
         sent += s.sent;
         broken += u64::from(s.broken);
         drained += u64::from(s.drained);

@@ -5,6 +5,7 @@
 //! - `handshake`: full handshakes (no resumption) by N client threads;
 //! - `reject`: ClientHellos with a wrong server name and with none, counting
 //!   closes without a byte from the server (SNI gate) apart from handshakes;
+//! - `connect`: TCP connections that send nothing (the floor under `reject`);
 //! - `idle`: opens N connections and holds them until SIGTERM or `--duration`;
 //! - `forward`: INVITEs to the secret domain with `X-Bench-Ts` over M
 //!   established connections (or plain TCP), so swsink measures latency.
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::{json, Value};
+use swbench::hist::Histogram;
 use swbench::{clock, signal};
 
 use args::{Args, Mode};
@@ -90,6 +92,7 @@ fn run_connections(args: &Args) -> Result<Value, String> {
         sndbuf: 0,
     };
     let first = Arc::new(Mutex::new(Value::Null));
+    let mode = args.mode;
     let mut threads = Vec::new();
     for _ in 0..args.concurrency {
         let (cfg, names, next, first) = (cfg.clone(), names.clone(), next.clone(), first.clone());
@@ -97,30 +100,33 @@ fn run_connections(args: &Args) -> Result<Value, String> {
         threads.push(std::thread::spawn(move || {
             let mut counts = empty_counts();
             let mut by_name: BTreeMap<String, Counts> = BTreeMap::new();
+            let (mut hs_hist, mut attempt_hist) = (Histogram::new(), Histogram::new());
             while clock::mono_ns() < deadline && !signal::stopped() {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let t0 = clock::mono_ns();
                 let sni = names.get(i % names.len().max(1)).cloned().flatten();
                 let label = sni.clone().unwrap_or_else(|| "(none)".into());
                 let outcome = match (
                     client::server_name(sni.as_deref(), target),
                     args::source(base, i % nsrc),
                 ) {
-                    (Ok(name), Ok(src)) => {
-                        match client::handshake(&cfg, name, src, target, dial) {
-                            Ok(e) => {
-                                if let Ok(mut f) = first.lock() {
-                                    if f.is_null() {
-                                        *f = negotiated(&e);
-                                    }
+                    (Ok(_), Ok(src)) if mode == Mode::Connect => bare_connection(src, target, dial),
+                    (Ok(name), Ok(src)) => match client::handshake(&cfg, name, src, target, dial) {
+                        Ok(e) => {
+                            hs_hist.record(clock::mono_ns() - t0);
+                            if let Ok(mut f) = first.lock() {
+                                if f.is_null() {
+                                    *f = negotiated(&e);
                                 }
-                                close_politely(e);
-                                Outcome::Completed
                             }
-                            Err(o) => o,
+                            close_politely(e);
+                            Outcome::Completed
                         }
-                    }
+                        Err(o) => o,
+                    },
                     _ => Outcome::ConnectFailed,
                 };
+                attempt_hist.record(clock::mono_ns() - t0);
                 *counts.entry(outcome.key()).or_default() += 1;
                 *by_name
                     .entry(label)
@@ -132,13 +138,18 @@ fn run_connections(args: &Args) -> Result<Value, String> {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            (counts, by_name)
+            (counts, by_name, hs_hist, attempt_hist)
         }));
     }
     let mut total = empty_counts();
     let mut by_name: BTreeMap<String, Counts> = BTreeMap::new();
+    let (mut hs_hist, mut attempt_hist) = (Histogram::new(), Histogram::new());
     for t in threads {
-        let (c, n) = t.join().map_err(|_| "a client thread panicked".to_string())?;
+        let (c, n, h, a) = t
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())?;
+        hs_hist.merge(&h);
+        attempt_hist.merge(&a);
         for (k, v) in c {
             *total.entry(k).or_default() += v;
         }
@@ -160,7 +171,29 @@ fn run_connections(args: &Args) -> Result<Value, String> {
         "attempts_per_s": attempts as f64 / secs.max(1e-9),
         "duration_s": secs,
         "negotiated": negotiated,
+        "handshake_us": hs_hist.summary_us(),
+        "attempt_us": attempt_hist.summary_us(),
     }))
+}
+
+/// connect mode: a TCP connection, our FIN at once, the server's close awaited.
+fn bare_connection(
+    src: std::net::IpAddr,
+    target: std::net::SocketAddr,
+    dial: client::Dial,
+) -> Outcome {
+    match client::tcp(src, target, dial) {
+        Ok(sock) => {
+            client::start_close(&sock, None);
+            // Blocking with the read timeout: false means it timed out.
+            if client::server_closed(&sock) {
+                Outcome::ClosedSilently
+            } else {
+                Outcome::TimedOut
+            }
+        }
+        Err(_) => Outcome::ConnectFailed,
+    }
 }
 
 /// idle: opens `--connections` TLS connections, reports readiness, holds them.
@@ -180,16 +213,34 @@ fn run_idle(args: &Args) -> Result<Value, String> {
     let mut threads = Vec::new();
     for _ in 0..args.concurrency {
         let (cfg, names, next) = (cfg.clone(), names.clone(), next.clone());
-        let (target, base, nsrc) = (args.target, args.src_base, args.src_addrs);
+        let (target, base, nsrc, plain) = (args.target, args.src_base, args.src_addrs, args.plain);
         threads.push(std::thread::spawn(move || {
             let mut held = Vec::new();
+            let mut held_plain = Vec::new();
             let mut counts = empty_counts();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total || signal::stopped() || clock::mono_ns() >= deadline {
                     break;
                 }
-                let sni = names.get(i as usize % names.len().max(1)).cloned().flatten();
+                if plain {
+                    let r = args::source(base, i as usize % nsrc)
+                        .ok()
+                        .and_then(|src| client::tcp(src, target, dial).ok())
+                        .filter(|s| s.set_nonblocking(true).is_ok());
+                    match r {
+                        Some(s) => {
+                            *counts.entry(Outcome::Completed.key()).or_default() += 1;
+                            held_plain.push(s);
+                        }
+                        None => *counts.entry(Outcome::ConnectFailed.key()).or_default() += 1,
+                    }
+                    continue;
+                }
+                let sni = names
+                    .get(i as usize % names.len().max(1))
+                    .cloned()
+                    .flatten();
                 let r = match (
                     client::server_name(sni.as_deref(), target),
                     args::source(base, i as usize % nsrc),
@@ -207,24 +258,29 @@ fn run_idle(args: &Args) -> Result<Value, String> {
                     Err(o) => *counts.entry(o.key()).or_default() += 1,
                 }
             }
-            (held, counts)
+            (held, held_plain, counts)
         }));
     }
     let mut held: Vec<Established> = Vec::new();
+    let mut held_plain: Vec<std::net::TcpStream> = Vec::new();
     let mut counts = empty_counts();
     for t in threads {
-        let (h, c) = t.join().map_err(|_| "a client thread panicked".to_string())?;
+        let (h, p, c) = t
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())?;
         held.extend(h);
+        held_plain.extend(p);
         for (k, v) in c {
             *counts.entry(k).or_default() += v;
         }
     }
     let open_s = (clock::mono_ns() - start) as f64 / 1e9;
-    let ready = json!({"opened": held.len(), "outcomes": counts, "open_s": open_s});
+    let opened = held.len() + held_plain.len();
+    let ready = json!({"opened": opened, "outcomes": counts, "open_s": open_s});
     if let Some(path) = &args.ready_file {
         std::fs::write(path, format!("{ready}\n")).map_err(|e| format!("{path}: {e}"))?;
     }
-    eprintln!("swtls: {} connections up after {open_s:.1} s, holding", held.len());
+    eprintln!("swtls: {opened} connections up after {open_s:.1} s, holding");
     while !signal::stopped() && clock::mono_ns() < deadline {
         clock::sleep_until((clock::mono_ns() + 100_000_000).min(deadline));
     }
@@ -232,13 +288,18 @@ fn run_idle(args: &Args) -> Result<Value, String> {
         .iter_mut()
         .map(client::drain)
         .filter(|r| matches!(r, Ok(true)))
-        .count();
+        .count()
+        + held_plain
+            .iter()
+            .filter(|s| !client::server_closed(s))
+            .count();
     // A clean close of every connection (bounded): no burst of resets for
     // the server to log while the next measurement starts.
     let close_start = clock::mono_ns();
     let mut socks: Vec<_> = held
         .iter_mut()
         .map(|e| (&e.sock, Some(&mut e.tls)))
+        .chain(held_plain.iter().map(|s| (s, None)))
         .collect();
     let closed_by_server = client::close_all(&mut socks, close_start + 10_000_000_000);
     Ok(json!({
@@ -263,7 +324,7 @@ fn main() {
     signal::install();
     clock::minimise_timer_slack();
     let result = match args.mode {
-        Mode::Handshake | Mode::Reject => run_connections(&args),
+        Mode::Handshake | Mode::Reject | Mode::Connect => run_connections(&args),
         Mode::Idle => run_idle(&args),
         Mode::Forward => forward::run(&args),
     };
