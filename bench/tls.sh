@@ -27,7 +27,7 @@
 #
 # Knobs (environment): DURATION (5 s per measurement), SYSTEMS ("sipwarden
 # kamailio"), CERTS ("ecdsa rsa"), IDLE_CONNS (10000), TLS_CONNS (8),
-# LAT_RATE (5000), HS_CONCURRENCY (4), SUT_CPU (0), LOAD_CPU (1),
+# LAT_RATE (5000), HS_CONCURRENCY (4), SRC_ADDRS (16), SUT_CPU (0), LOAD_CPU (1),
 # TLS_PORT (25061), TCP_PORT (25060), INTERNAL_PORT (25070),
 # BACKEND_PORT (25080), OUT, NO_BUILD=1, SIPWARDEN_BIN, HARD_LIMIT (570 s).
 
@@ -54,11 +54,17 @@ INTERNAL_PORT=${INTERNAL_PORT:-25070}
 BACKEND_PORT=${BACKEND_PORT:-25080}
 HARD_LIMIT=${HARD_LIMIT:-570}
 DOMAIN=pbx.secret.example
-# Sources: the admitted load comes from 127.0.0.2 (in sipwarden's
-# allow.cidrs: no rate limit on the forwarded INVITEs); the rejected hellos
-# from 127.0.1.2, outside it (an allowed source may omit the SNI).
+# Sources: the forwarded INVITEs come from 127.0.0.2 (in sipwarden's
+# allow.cidrs: no rate limit on them). Every connection measurement gets
+# SRC_ADDRS fresh source addresses of its own, 127.0.N.2 and up with N
+# counting from 10, outside allow.cidrs (so a hello without SNI is refused):
+# thousands of short connections per second leave TIME_WAIT entries, and a
+# later measurement reusing those addresses and ports would meet them (SYN
+# retransmits, slow rates, inflated CPU per connection).
 LOAD_SRC=127.0.0.2
-SCAN_SRC=127.0.1.2
+SRC_ADDRS=${SRC_ADDRS:-16}
+SRC_NET=10
+next_src() { SRC_NET=$((SRC_NET + 1)); [ "$SRC_NET" -le 254 ] || SRC_NET=11; SRC="127.0.$SRC_NET.2"; }
 OUT=${OUT:-$(mktemp -d /tmp/swbench-tls.XXXXXX)}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
@@ -286,10 +292,11 @@ over_budget() { # SECONDS_NEEDED
 # One connection scenario (handshake or reject) measured on the running system.
 measure_connections() { # SYSTEM CERT MODE
     over_budget $(( ${DURATION%.*} + 5 )) && return
-    local src=$LOAD_SRC before after loadj
-    [ "$3" = handshake ] || src=$SCAN_SRC
+    local before after loadj
+    next_src
     before=$(sample)
-    loadj=$(swtls --mode "$3" --concurrency "$HS_CONCURRENCY" --duration "$DURATION" --src-base "$src" --timeout 5)
+    loadj=$(swtls --mode "$3" --concurrency "$HS_CONCURRENCY" --duration "$DURATION" --src-base "$SRC" \
+        --src-addrs "$SRC_ADDRS" --timeout 5)
     wait_quiet
     after=$(sample)
     record "$1" "$2" tls "$3" 0 "$loadj" null "$before" "$after"
@@ -302,11 +309,13 @@ measure_idle() { # SYSTEM CERT TRANSPORT(tls|tcp)
     [ "$3" = tcp ] && { port=$TCP_PORT; plain=(--plain); }
     rm -f "$ready"
     # Warm-up: lazily built state (session state, worker buffers) counts in "before".
-    swtls --mode handshake --concurrency 2 --duration 1 --src-base "$LOAD_SRC" >/dev/null
+    next_src
+    swtls --mode handshake --concurrency 2 --duration 1 --src-base "$SRC" --src-addrs "$SRC_ADDRS" >/dev/null
     wait_quiet
+    next_src
     before=$(sample)
     taskset -c "$LOAD_CPU" "$REL/swtls" --target "127.0.0.1:$port" --domain "$DOMAIN" --mode idle "${plain[@]}" \
-        --connections "$IDLE_CONNS" --concurrency "$HS_CONCURRENCY" --duration 120 --src-base "$LOAD_SRC" \
+        --connections "$IDLE_CONNS" --concurrency "$HS_CONCURRENCY" --duration 120 --src-base "$SRC" --src-addrs "$SRC_ADDRS" \
         --ready-file "$ready" >"$OUT/idle-load.json" 2>>"$OUT/swtls.err" &
     LOAD_PID=$!
     for i in $(seq 900); do # 90 s at most to open them
