@@ -67,6 +67,16 @@ impl Histogram {
         self.sum += u128::from(ns);
     }
 
+    /// Adds the values of `other` (histograms kept per thread, reported as one).
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+
     /// Number of recorded values.
     pub fn count(&self) -> u64 {
         self.total

@@ -1,5 +1,5 @@
 //! Shared pieces of the sipwarden benchmark tools (`swload`, `swsink`,
-//! `rawrelay`, `swstat`).
+//! `swtls`, `rawrelay`, `swstat`).
 //!
 //! Everything here is built for measuring, not for being a SIP stack: the
 //! parser in [`sip`] understands just enough to answer and route a dialog,
@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod framing;
 pub mod hist;
+pub mod messages;
 pub mod mmsg;
 pub mod net;
 pub mod pacer;

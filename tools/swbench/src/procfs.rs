@@ -146,6 +146,23 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// Proportional set size of a process in kB, from `/proc/PID/smaps_rollup`.
+///
+/// Kamailio's shared memory is one mapping in every process: RSS counts it
+/// once per process, PSS divides each page among the processes mapping it,
+/// so PSS summed over a process tree is what the tree costs the machine.
+pub fn pss_kb(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    parse_pss_kb(&s)
+}
+
+fn parse_pss_kb(rollup: &str) -> Option<u64> {
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// Sockets bound to `port` on `ip` (or the wildcard) in /proc/net/udp and their summed drops.
 pub fn udp_drops(ip: Ipv4Addr, port: u16) -> (u64, u64) {
     let Ok(s) = fs::read_to_string("/proc/net/udp") else {
@@ -190,6 +207,19 @@ mod tests {
         assert!(cpu_us(me).is_some());
         assert!(status_kb(me, "VmHWM").unwrap_or(0) > 0);
         assert!(process_tree(u32::MAX - 1).is_empty());
+    }
+
+    #[test]
+    fn pss_line() {
+        let rollup = "00400000-7ffd rw-p 00000000 00:00 0 [rollup]\n\
+Rss:               12345 kB\n\
+Pss:                6789 kB\n\
+Pss_Dirty:          4000 kB\n\
+Pss_Anon:           3000 kB\n";
+        assert_eq!(parse_pss_kb(rollup), Some(6789));
+        assert_eq!(parse_pss_kb("Rss: 1 kB\nPss_Anon: 2 kB\n"), None);
+        assert_eq!(parse_pss_kb("Pss: x kB\n"), None);
+        assert!(pss_kb(std::process::id()).unwrap_or(0) > 0);
     }
 
     #[test]

@@ -9,7 +9,6 @@
 mod args;
 mod dialog;
 mod exchange;
-mod messages;
 mod tcp;
 mod udp;
 

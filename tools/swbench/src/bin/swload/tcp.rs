@@ -18,7 +18,7 @@ use swbench::pacer::Pacer;
 use swbench::template::Template;
 
 use crate::args::Args;
-use crate::messages::{self, Transport};
+use swbench::messages::{self, Transport};
 
 /// SO_SNDBUF of each load connection (the kernel doubles it).
 const TCP_SNDBUF: usize = 131_072;

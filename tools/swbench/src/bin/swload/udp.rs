@@ -17,7 +17,7 @@ use swbench::template::Template;
 
 use crate::args::{Args, Scenario};
 use crate::exchange::{self, Exchanges};
-use crate::messages::{self, Transport};
+use swbench::messages::{self, Transport};
 
 /// One source socket and its pre-filled batch.
 struct Source {

@@ -2,9 +2,11 @@
 //!
 //! `proc`  samples a process tree (CPU, peak RSS) and the UDP drops of a port,
 //! `get`   pulls one field out of a JSON document (so run.sh needs no jq),
-//! `table` turns the run's JSON lines into the markdown table.
+//! `table` turns the run's JSON lines into the markdown table,
+//! `tls-table` does the same for bench/tls.sh.
 
 mod table;
+mod tls_table;
 
 use std::net::Ipv4Addr;
 
@@ -64,6 +66,14 @@ enum Cmd {
         /// results.jsonl written by run.sh.
         results: String,
     },
+    /// Renders bench/tls.sh's markdown tables from its JSON lines.
+    TlsTable {
+        /// results.jsonl written by tls.sh.
+        results: String,
+        /// Also write the figures as one JSON document to this file.
+        #[arg(long)]
+        json: Option<String>,
+    },
 }
 
 fn proc_sample(pid: u32, ip: Ipv4Addr, port: u16, core: usize) -> Value {
@@ -77,6 +87,7 @@ fn proc_sample(pid: u32, ip: Ipv4Addr, port: u16, core: usize) -> Value {
         .iter()
         .filter_map(|&p| procfs::status_kb(p, "VmRSS"))
         .sum();
+    let pss: u64 = pids.iter().filter_map(|&p| procfs::pss_kb(p)).sum();
     let (sockets, drops) = procfs::udp_drops(ip, port);
     let c = procfs::core_times(core).unwrap_or_default();
     // Everything else, as "pid comm" -> CPU us, to name the noise afterwards.
@@ -93,6 +104,7 @@ fn proc_sample(pid: u32, ip: Ipv4Addr, port: u16, core: usize) -> Value {
         "hwm_kb_sum": hwm.iter().sum::<u64>(),
         "hwm_kb_max": hwm.iter().copied().max().unwrap_or(0),
         "rss_kb_sum": rss,
+        "pss_kb_sum": pss,
         "udp_sockets": sockets,
         "udp_drops": drops,
         "mono_us": swbench::clock::mono_ns() / 1000,
@@ -188,6 +200,14 @@ fn main() {
         }),
         Cmd::MergeLoads { files } => merge_loads(&files).map(|v| v.to_string()),
         Cmd::Table { results } => read_input(&results).map(|s| table::render(&s)),
+        Cmd::TlsTable { results, json } => read_input(&results).and_then(|s| {
+            let (md, summary) = tls_table::render(&s);
+            if let Some(path) = json {
+                std::fs::write(&path, format!("{summary}\n"))
+                    .map_err(|e| format!("{path}: {e}"))?;
+            }
+            Ok(md)
+        }),
     };
     match out {
         Ok(s) => println!("{s}"),

@@ -1,10 +1,10 @@
-//! The messages swload sends, rendered once per source socket.
+//! The messages swload and swtls send, rendered once per source socket.
 //!
 //! Sizes follow the issue's measurements (~900-byte INVITE with SDP): the
 //! proxy's cost depends on how much it has to scan, so a toy 200-byte
 //! request would flatter every system under test.
 
-use swbench::template::Template;
+use crate::template::Template;
 
 use std::net::SocketAddr;
 
@@ -15,6 +15,8 @@ pub enum Transport {
     Udp,
     /// `TCP`
     Tcp,
+    /// `TLS` (swtls: SIP over a TLS connection)
+    Tls,
 }
 
 impl Transport {
@@ -22,6 +24,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -29,6 +32,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -127,7 +131,7 @@ Content-Type: application/sdp\r\n"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swbench::sip;
+    use crate::sip;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
