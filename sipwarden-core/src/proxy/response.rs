@@ -7,6 +7,7 @@ use crate::flow::{Flow, Side};
 use crate::metrics::Event;
 use crate::policy::ban;
 use crate::sip::params;
+use crate::state::Change;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
 use crate::time::UnixMs;
@@ -131,6 +132,13 @@ impl Core {
         {
             Ok(Some(reg)) => {
                 self.tables.mark_dirty();
+                if let Some(token) = &token {
+                    self.tables.feed.push(Change::Registered {
+                        token: token.clone(),
+                        reg: reg.clone(),
+                        at: now,
+                    });
+                }
                 tracing::info!(
                     trunk = %reg.trunk,
                     registrar = %flow.remote,
@@ -140,6 +148,12 @@ impl Core {
             }
             Ok(None) if (200..300).contains(&code) && token.is_some() => {
                 self.tables.mark_dirty();
+                if let Some(token) = &token {
+                    self.tables.feed.push(Change::Unregistered {
+                        token: token.clone(),
+                        at: now,
+                    });
+                }
                 tracing::info!(registrar = %flow.remote, "trunk unregistered");
             }
             Ok(None) => {}
