@@ -558,7 +558,10 @@ mod tests {
             redacted("rediss://user:pw@redis.example:6380"),
             "rediss://***@redis.example:6380"
         );
-        assert_eq!(redacted("redis://127.0.0.1:18379"), "redis://127.0.0.1:18379");
+        assert_eq!(
+            redacted("redis://127.0.0.1:18379"),
+            "redis://127.0.0.1:18379"
+        );
         assert_eq!(redacted("nonsense"), "nonsense");
     }
 

@@ -263,6 +263,28 @@ fn check(path: &Path) -> ExitCode {
                     n => format!(", {n} warning(s)"),
                 }
             );
+            if c.cluster.is_on() {
+                let node = if c.cluster.node.is_empty() {
+                    sipwarden::cluster::host_name()
+                } else {
+                    c.cluster.node.clone()
+                };
+                let servers: Vec<String> = c
+                    .cluster
+                    .redis
+                    .to_vec()
+                    .iter()
+                    .map(|u| sipwarden::cluster::redacted(u))
+                    .collect();
+                println!(
+                    "cluster {:?}: this node is {node:?}, sharing bans and trunk registrations through {}. \
+                     Every node must use the same secret.key_file (a copy of {}): the tokens one node \
+                     writes must verify on the others, and a registration made under another key is rejected.",
+                    c.cluster.name,
+                    servers.join(", "),
+                    c.secret.key_file.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(rejected) => {

@@ -59,7 +59,13 @@ fn trunk_registers(lab: &Lab, granted: u64) {
 
 fn answer_to(fwd: &str, granted: u64) -> String {
     let contact = headers(fwd, "contact")[0].to_string();
-    let uri = contact.split('<').nth(1).unwrap().split('>').next().unwrap();
+    let uri = contact
+        .split('<')
+        .nth(1)
+        .unwrap()
+        .split('>')
+        .next()
+        .unwrap();
     answer(fwd, 200, &format!("Contact: <{uri}>;expires={granted}\r\n"))
 }
 
@@ -118,7 +124,10 @@ fn a_registration_learned_on_one_node_admits_on_the_other() {
     trunk_registers(&a, 600);
     let values = published(&a, "a");
     assert_eq!(values.len(), 1, "one record: the registration");
-    assert_eq!(apply_all(&b, "b", Origin::Channel, &values), vec![Applied::Taken]);
+    assert_eq!(
+        apply_all(&b, "b", Origin::Channel, &values),
+        vec![Applied::Taken]
+    );
 
     let out = b.handle(&public_udp(PROVIDER), &did_invite("after"));
     let s = one_send(&out, Verdict::forward(Reason::Trunk));
@@ -140,7 +149,10 @@ fn a_registration_learned_on_one_node_admits_on_the_other() {
     let values = published(&a, "a");
     let rec = cluster::decode(&values[0], 4096).unwrap();
     assert!(matches!(rec.body, Body::Unreg { .. }), "{rec:?}");
-    assert_eq!(apply_all(&c, "c", Origin::Channel, &values), vec![Applied::Taken]);
+    assert_eq!(
+        apply_all(&c, "c", Origin::Channel, &values),
+        vec![Applied::Taken]
+    );
     let out = c.handle(&public_udp(PROVIDER), &did_invite("unregistered"));
     assert_eq!(out.verdict, Verdict::drop(Reason::NoDomain));
 }
@@ -180,7 +192,10 @@ fn a_ban_on_one_node_drops_on_the_other_and_an_unban_frees_it() {
         },
     );
     let values = published(&a, "a");
-    assert_eq!(apply_all(&b, "b", Origin::Channel, &values), vec![Applied::Taken]);
+    assert_eq!(
+        apply_all(&b, "b", Origin::Channel, &values),
+        vec![Applied::Taken]
+    );
     let out = b.handle(&public_udp(SCANNER), &options_with_domain("banned"));
     assert_eq!(out.verdict, Verdict::drop(Reason::Banned));
     assert_eq!(b.count(Reason::Banned, Disposition::Dropped), 1);
@@ -194,14 +209,19 @@ fn a_ban_on_one_node_drops_on_the_other_and_an_unban_frees_it() {
         },
     );
     let values = published(&b, "b");
-    assert_eq!(apply_all(&a, "a", Origin::Channel, &values), vec![Applied::Taken]);
+    assert_eq!(
+        apply_all(&a, "a", Origin::Channel, &values),
+        vec![Applied::Taken]
+    );
     let out = a.handle(&public_udp(SCANNER), &options_with_domain("free"));
     assert_eq!(out.verdict, Verdict::forward(Reason::Domain));
 }
 
 #[test]
 fn an_automatic_ban_is_published_with_its_trigger_and_end() {
-    let a = Lab::new(&format!("{TRUNK}[ban]\nafter_rejects = 2\nduration = \"10m\"\n"));
+    let a = Lab::new(&format!(
+        "{TRUNK}[ban]\nafter_rejects = 2\nduration = \"10m\"\n"
+    ));
     a.core.tables().feed.enable(10);
     let scan = "OPTIONS sip:100@203.0.113.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bK-1\r\n\
                 From: <sip:x@203.0.113.10>;tag=1\r\nTo: <sip:100@203.0.113.10>\r\nCall-ID: scan\r\n\
@@ -239,15 +259,28 @@ fn a_record_never_stretches_what_it_says() {
     let now = b.now.0;
     let apply = |r: &Record| apply_remote(&b.core, "b", Origin::Channel, b.now, r);
     // Ended before it arrived.
-    assert_eq!(apply(&ban("192.0.2.1", "manual", now - 10, now)), Applied::Expired);
-    assert!(!b.core.tables().bans.is_banned("192.0.2.1".parse().unwrap(), b.now));
+    assert_eq!(
+        apply(&ban("192.0.2.1", "manual", now - 10, now)),
+        Applied::Expired
+    );
+    assert!(!b
+        .core
+        .tables()
+        .bans
+        .is_banned("192.0.2.1".parse().unwrap(), b.now));
     // Ends when it says.
-    assert_eq!(apply(&ban("192.0.2.2", "rejects", now, now + 5_000)), Applied::Taken);
+    assert_eq!(
+        apply(&ban("192.0.2.2", "rejects", now, now + 5_000)),
+        Applied::Taken
+    );
     let bans = b.core.tables().bans.all_bans(b.now);
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].until, UnixMs(now + 5_000));
     // Forever is cut to the longest manual ban.
-    assert_eq!(apply(&ban("192.0.2.3", "manual", now, u64::MAX)), Applied::Taken);
+    assert_eq!(
+        apply(&ban("192.0.2.3", "manual", now, u64::MAX)),
+        Applied::Taken
+    );
     let until = b
         .core
         .tables()
@@ -289,7 +322,12 @@ fn own_records_come_back_only_from_the_hash() {
         apply_all(&restarted, "a", Origin::Channel, &values),
         vec![Applied::Echo]
     );
-    assert!(restarted.core.tables().bans.all_bans(restarted.now).is_empty());
+    assert!(restarted
+        .core
+        .tables()
+        .bans
+        .all_bans(restarted.now)
+        .is_empty());
     assert_eq!(
         apply_all(&restarted, "a", Origin::Stored, &values),
         vec![Applied::Taken]

@@ -163,6 +163,9 @@ SO=(-sf "$(silent_scenario OPTIONS)" -s 100 -key ua sipp-e2e-scan)
 
 start_redis
 for n in a b; do node_config "$n" "$(ip_of $n)"; done
+"$SIPWARDEN" check --config "$RUN/a.toml" > "$RUN/check-a.txt" 2>&1
+check "\`sipwarden check\` of node A's config exits 0 and says that every node must share secret.key_file" \
+    grep -q "Every node must use the same secret.key_file" "$RUN/check-a.txt"
 start_node a
 start_node b
 

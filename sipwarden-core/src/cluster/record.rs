@@ -269,7 +269,12 @@ mod tests {
             ),
         ];
         for (bytes, why) in cases {
-            assert_eq!(decode(bytes, 4096), Err(*why), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                decode(bytes, 4096),
+                Err(*why),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let big = encode(&ban());
         assert_eq!(decode(&big, big.len() - 1), Err(RejectReason::TooLarge));

@@ -536,8 +536,7 @@ fn cluster_rules(cfg: &Config, r: &mut Report) {
     let word = |s: &str| {
         !s.is_empty()
             && s.len() <= 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     };
     if !word(&c.name) {
@@ -556,7 +555,10 @@ fn cluster_rules(cfg: &Config, r: &mut Report) {
         r.error(&[K("cluster"), K("max_outbox")], "between 1 and 10000000");
     }
     if !(1024..=65536).contains(&c.max_value) {
-        r.error(&[K("cluster"), K("max_value")], "between 1024 and 65536 bytes");
+        r.error(
+            &[K("cluster"), K("max_value")],
+            "between 1024 and 65536 bytes",
+        );
     }
     if !(100..=60_000).contains(&c.load_timeout.ms()) {
         r.error(&[K("cluster"), K("load_timeout")], "between 100ms and 60s");
