@@ -327,7 +327,7 @@ impl Link {
             Ok(l) => l,
             Err(e) => return e,
         };
-        if let Err(e) = self.republish(&mut conn).await {
+        if let Err(e) = self.republish(&mut conn, true).await {
             return e;
         }
         let m = self.core.metrics();
@@ -375,7 +375,7 @@ impl Link {
                     }
                 }
                 _ = republish.tick() => {
-                    if let Err(e) = self.republish(&mut conn).await {
+                    if let Err(e) = self.republish(&mut conn, false).await {
                         return e;
                     }
                     if let Err(e) = self.forget_expired(&mut conn).await {
@@ -393,7 +393,7 @@ impl Link {
         if feed.take_resync() {
             self.core.metrics().event(Event::ClusterOverflow);
             tracing::warn!("cluster: the outbox overflowed (cluster.max_outbox); publishing all");
-            self.republish(conn).await?;
+            self.republish(conn, true).await?;
         }
         loop {
             let changes = feed.drain(BATCH);
@@ -439,9 +439,17 @@ impl Link {
         }
     }
 
-    /// Publishes (hash and channel) every ban in force and every live
-    /// registration this node holds.
-    async fn republish(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    /// Writes every ban in force and every live registration this node
+    /// holds to the hashes, and with `announce` on the channel too: after
+    /// an outage or an overflow, when the other nodes may have missed
+    /// them. The periodic re-publish only repairs the hashes: announcing
+    /// every record every few minutes would make each node apply (and
+    /// log) all of them again.
+    async fn republish(
+        &self,
+        conn: &mut MultiplexedConnection,
+        announce: bool,
+    ) -> Result<(), String> {
         let now = now_ms();
         let grace = self.core.settings().config.registration.grace.ms();
         let records = cluster::records_of(self.core.tables(), &self.node, now, grace);
@@ -456,7 +464,9 @@ impl Link {
                     .arg(cluster::field(&rec.body))
                     .arg(&value)
                     .ignore();
-                p.cmd("PUBLISH").arg(&self.channel).arg(&value).ignore();
+                if announce {
+                    p.cmd("PUBLISH").arg(&self.channel).arg(&value).ignore();
+                }
             }
             p.query_async::<()>(conn)
                 .await

@@ -382,3 +382,47 @@ fn without_a_cluster_nothing_is_queued() {
         at: lab.now,
     };
 }
+
+#[test]
+fn status_shows_the_cluster() {
+    use sipwarden_core::control::ClusterContext;
+    let a = node();
+    control(
+        &a,
+        Request::Ban {
+            target: "192.0.2.66".into(),
+            duration: None,
+        },
+    );
+    a.core.metrics().set_cluster_up(true);
+    a.core.metrics().set_cluster_lag(12);
+    let ctx = Context {
+        cluster: Some(ClusterContext {
+            name: "pbx1".into(),
+            node: "edge-a".into(),
+            servers: vec!["redis://***@10.0.0.5:6379".into()],
+        }),
+        ..Context::default()
+    };
+    let r = ctl::answer(&a.core, &ctx, a.now, &Request::Status);
+    let v = serde_json::to_value(&r).unwrap();
+    let c = &v["result"]["cluster"];
+    assert_eq!(c["node"], "edge-a");
+    assert_eq!(c["up"], true);
+    assert_eq!(c["lag_ms"], 12);
+    assert_eq!(c["outbox"], 1, "the ban waits for the link");
+    let m = a.core.metrics().render(&[]);
+    assert!(m.contains("\nsipwarden_cluster_up 1\n"), "{m}");
+    assert!(m.contains("\nsipwarden_cluster_lag_seconds 0.012\n"), "{m}");
+    // Without a cluster: no cluster in status, no cluster gauges.
+    let lone = Lab::new("");
+    let r = ctl::answer(&lone.core, &Context::default(), lone.now, &Request::Status);
+    assert!(serde_json::to_value(&r).unwrap()["result"]
+        .get("cluster")
+        .is_none());
+    assert!(!lone
+        .core
+        .metrics()
+        .render(&[])
+        .contains("sipwarden_cluster_up"));
+}
