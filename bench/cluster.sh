@@ -66,6 +66,8 @@ key_file = "$OUT/secret"
 socket = "$OUT/$1.sock"
 [log]
 level = "info"
+[state]
+path = "$OUT/$1.state"
 [ban]
 max_entries = 100000
 [cluster]
