@@ -27,6 +27,10 @@
 #      on: the DID INVITE to B and a phone's OPTIONS to A are answered.
 #      A manual ban on A made meanwhile (127.0.0.6) reaches B once Redis is
 #      back (empty: restarted without persistence), and Redis holds it again.
+#   6. rediss://: a redis-server with a TLS port (certificates made here with
+#      openssl) and node D (127.0.0.13) with the CA in SSL_CERT_FILE: it
+#      connects and its ban reaches Redis; without the CA the certificate is
+#      refused (logged), sipwarden_cluster_up 0, and the node runs on.
 source "$(dirname "$0")/lib.sh"
 setup cluster
 trunk_transport udp
@@ -39,6 +43,7 @@ ss -Hlnt "sport = :$RPORT" 2>/dev/null | grep -q . \
 A_IP=127.0.0.1
 B_IP=127.0.0.11
 C_IP=127.0.0.12
+D_IP=127.0.0.13
 NAME=e2e
 REDIS_PID=""
 declare -A PID_OF
@@ -83,7 +88,7 @@ EOF
     fi
 }
 
-ip_of() { case $1 in a) echo $A_IP;; b) echo $B_IP;; c) echo $C_IP;; esac; }
+ip_of() { case $1 in a) echo $A_IP;; b) echo $B_IP;; c) echo $C_IP;; d) echo $D_IP;; esac; }
 
 start_node() {
     local node=$1 ip
@@ -316,4 +321,39 @@ log "node a: errors $(gauge "$RUN/m-a-end.txt" sipwarden_cluster_errors_total), 
 check "node a counted the outage (sipwarden_cluster_errors_total >= 1)" [ "$(gauge "$RUN/m-a-end.txt" sipwarden_cluster_errors_total)" -ge 1 ]
 stop_node a
 stop_node b
+
+# 6. rediss://: the link over TLS, the server's certificate checked
+TPORT=$((BASE + 81))
+mkdir -p "$RUN/tls"
+( cd "$RUN/tls" \
+  && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=e2e redis CA" \
+  && openssl req -newkey rsa:2048 -nodes -keyout redis.key -out redis.csr -subj "/CN=127.0.0.1" \
+  && printf 'subjectAltName=IP:127.0.0.1\n' > ext \
+  && openssl x509 -req -in redis.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out redis.pem -days 2 -extfile ext ) \
+    > "$RUN/tls/openssl.log" 2>&1 || die "openssl could not make the test certificates"
+redis-server --port 0 --tls-port "$TPORT" --bind 127.0.0.1 --tls-cert-file "$RUN/tls/redis.pem" \
+    --tls-key-file "$RUN/tls/redis.key" --tls-ca-cert-file "$RUN/tls/ca.pem" --tls-auth-clients no \
+    --save "" --appendonly no --dir "$RUN/tls" --logfile "$RUN/redis-tls.log" --daemonize no &
+PIDS+=("$!")
+wait_bound tcp 127.0.0.1 "$TPORT" "$!" || die "redis-server (TLS) did not listen on 127.0.0.1:$TPORT"
+node_config d "$D_IP" ""
+sed -i "s|^redis = .*|redis = \"rediss://127.0.0.1:$TPORT\"|" "$RUN/d.toml"
+SSL_CERT_FILE=$RUN/tls/ca.pem start_node d
+if node_log_n d "cluster: connected to Redis" 1; then pass "rediss:// with the CA in SSL_CERT_FILE: node d connected over TLS"; else fail "rediss://: node d did not connect"; fi
+node_cli d ban 192.0.2.200 > /dev/null 2>&1
+ok=0
+for i in $(seq 50); do
+    [ "$(timeout 5 redis-cli --tls --cacert "$RUN/tls/ca.pem" -h 127.0.0.1 -p "$TPORT" HEXISTS "$NAME:bans" 192.0.2.200)" = 1 ] && { ok=1; break; }
+    sleep 0.1
+done
+check "a ban made on node d is in the TLS Redis" [ $ok = 1 ]
+stop_node d
+start_node d
+if node_log_n d "invalid peer certificate" 1 10; then
+    pass "without the CA the certificate is refused ($(grep -o 'invalid peer certificate[^ ]*' "$RUN/d.log" | head -1)) and the node runs on"
+else
+    fail "node d without the CA: no 'invalid peer certificate'"
+fi
+check "node d without the CA: sipwarden_cluster_up 0" wait_gauge d sipwarden_cluster_up 0 5
+stop_node d
 finish
