@@ -41,6 +41,9 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Fields read per HSCAN step: the memory a load holds at once.
 const SCAN_COUNT: usize = 500;
+/// How long an unban stays in the hash: a node away for longer publishes
+/// the ban it still holds again when it returns (docs/cluster.md).
+const TOMBSTONE_MS: u64 = 86_400_000;
 
 /// What a load from Redis brought.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -409,14 +412,17 @@ impl Link {
                 };
                 let key = self.key_of(&rec.body);
                 match c {
-                    Change::Ban(_) | Change::Registered { .. } => {
+                    // An unban stays in the hash (a tombstone) so that a
+                    // node that was away when it was made lifts the ban
+                    // when it reconnects, instead of publishing it again.
+                    Change::Ban(_) | Change::Registered { .. } | Change::Unban { .. } => {
                         p.cmd("HSET")
                             .arg(key)
                             .arg(cluster::field(&rec.body))
                             .arg(&value)
                             .ignore();
                     }
-                    Change::Unban { .. } | Change::Unregistered { .. } => {
+                    Change::Unregistered { .. } => {
                         p.cmd("HDEL")
                             .arg(key)
                             .arg(cluster::field(&rec.body))
@@ -498,10 +504,14 @@ impl Link {
                 let mut gone: Vec<&[u8]> = Vec::new();
                 for pair in flat.chunks(2) {
                     let [field, value] = pair else { continue };
-                    let ended = match cluster::decode(value, self.max_value).map(|r| r.body) {
-                        Ok(Body::Ban { until, .. }) => until <= now,
-                        Ok(Body::Reg { expires, .. }) => expires.saturating_add(grace) <= now,
-                        _ => false,
+                    let ended = match cluster::decode(value, self.max_value) {
+                        Ok(r) => match r.body {
+                            Body::Ban { until, .. } => until <= now,
+                            Body::Reg { expires, .. } => expires.saturating_add(grace) <= now,
+                            Body::Unban { .. } => r.at.saturating_add(TOMBSTONE_MS) <= now,
+                            Body::Unreg { .. } => true,
+                        },
+                        Err(_) => false,
                     };
                     if ended {
                         gone.push(field);

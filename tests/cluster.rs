@@ -201,3 +201,51 @@ fn the_periodic_republish_forgets_expired_records_and_repairs_the_hash() {
         redis.cli(&["HEXISTS", "t:bans", "192.0.2.1"]) == "1"
     });
 }
+
+#[test]
+fn an_unban_made_while_a_node_was_away_lifts_its_ban_when_it_returns() {
+    let redis = Redis::start(3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Node B, connected, learns a ban and lifts it; Redis keeps the unban.
+    let b = core(&redis, "node = \"b\"");
+    rt.spawn(link(&b).run());
+    eventually("b connected", || b.metrics().cluster_up() == Some(true));
+    ban(&b, "192.0.2.7");
+    eventually("the ban in Redis", || {
+        redis
+            .cli(&["HGET", "t:bans", "192.0.2.7"])
+            .contains("\"kind\":\"ban\"")
+    });
+    // Node A holds the same ban from before (its state file), and is away.
+    let a = core(&redis, "node = \"a\"");
+    ban(&a, "192.0.2.7");
+    a.tables().feed.drain(10);
+    let r = control::answer(
+        &b,
+        &Context::default(),
+        now_ms(),
+        &Request::Unban {
+            target: "192.0.2.7".into(),
+        },
+    );
+    assert!(r.ok, "{r:?}");
+    eventually("the unban in Redis", || {
+        redis
+            .cli(&["HGET", "t:bans", "192.0.2.7"])
+            .contains("\"kind\":\"unban\"")
+    });
+    // A comes back: it reads the unban before it publishes what it holds.
+    rt.spawn(link(&a).run());
+    eventually("a connected", || a.metrics().cluster_up() == Some(true));
+    assert!(!a
+        .tables()
+        .bans
+        .is_banned("192.0.2.7".parse().unwrap(), now_ms()));
+    assert!(redis
+        .cli(&["HGET", "t:bans", "192.0.2.7"])
+        .contains("\"kind\":\"unban\""));
+    assert!(!b
+        .tables()
+        .bans
+        .is_banned("192.0.2.7".parse().unwrap(), now_ms()));
+}

@@ -426,3 +426,44 @@ fn status_shows_the_cluster() {
         .render(&[])
         .contains("sipwarden_cluster_up"));
 }
+
+#[test]
+fn an_unban_lifts_the_ban_it_was_made_against_not_a_later_one() {
+    let b = node();
+    let unban = |at: UnixMs| Record {
+        v: cluster::VERSION,
+        node: "a".into(),
+        at,
+        body: Body::Unban {
+            target: "192.0.2.66".into(),
+        },
+    };
+    control(
+        &b,
+        Request::Ban {
+            target: "192.0.2.66".into(),
+            duration: None,
+        },
+    );
+    let banned = |lab: &Lab| {
+        lab.core
+            .tables()
+            .bans
+            .is_banned("192.0.2.66".parse().unwrap(), lab.now)
+    };
+    // An unban older than the ban (read back from the hash by a node
+    // that banned the source again since): the ban stays.
+    let older = unban(UnixMs(b.now.0 - 1));
+    assert_eq!(
+        apply_remote(&b.core, "b", Origin::Stored, b.now, &older),
+        Applied::Expired
+    );
+    assert!(banned(&b));
+    // The unban made after it lifts it, from the channel or the hash.
+    let newer = unban(b.now);
+    assert_eq!(
+        apply_remote(&b.core, "b", Origin::Stored, b.now, &newer),
+        Applied::Taken
+    );
+    assert!(!banned(&b));
+}

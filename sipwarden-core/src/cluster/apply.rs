@@ -90,6 +90,17 @@ pub fn apply_remote(core: &Core, own: &str, origin: Origin, now: UnixMs, rec: &R
             let Ok(net) = parse_target(target) else {
                 return Applied::Rejected(RejectReason::Invalid);
             };
+            // An unban lifts the ban it was made against, not one made
+            // after it (the source banned again since): an unban is kept
+            // in the hash as a record of its own, read by every node that
+            // (re)connects.
+            if tables
+                .bans
+                .ban_since(net, now)
+                .is_some_and(|since| since > rec.at)
+            {
+                return Applied::Expired;
+            }
             let l = tables.bans.unban(net, now);
             if l.addresses.is_empty() && !l.network {
                 Applied::Expired
