@@ -18,6 +18,11 @@
 # tools/swbench/Cargo.toml` (bench/run.sh builds both). Uses the benchmark's
 # ports (UDP 5060, 5070, 5080) on 127.0.0.1 and checks first that they are
 # free. Bounded: each scenario takes ~15 s.
+#
+# PORT=N moves the three ports to N, N+10, N+20 (to run beside other
+# benchmarks). CLUSTER_REDIS=redis://127.0.0.1:PORT adds a [cluster] with
+# that Redis (started by the caller), to count what the cluster costs the
+# message path (BENCHMARKS.md, "Cluster").
 
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +31,7 @@ BIN=${SIPWARDEN_BIN:-$REL/sipwarden}
 N=${N:-15000}
 RATE=3000
 SCENARIOS=("$@")
+P_PUB=${PORT:-5060}; P_INT=$((P_PUB + 10)); P_BE=$((P_PUB + 20))
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(flood forward)
 
 die() { echo "bench/callgrind.sh: $*" >&2; exit 1; }
@@ -34,18 +40,18 @@ command -v callgrind_annotate >/dev/null || die "callgrind_annotate not found (p
 for b in "$BIN" "$REL/swload" "$REL/swsink"; do
     [ -x "$b" ] || die "$b not built (cargo build --release; and --manifest-path tools/swbench/Cargo.toml)"
 done
-for p in 5060 5070 5080; do
+for p in $P_PUB $P_INT $P_BE; do
     [ -z "$(ss -Hlnu "sport = :$p" 2>/dev/null)" ] || die "udp port $p is in use"
 done
 
 OUT=$(mktemp -d /tmp/swcallgrind.XXXXXX)
 cat > "$OUT/sipwarden.toml" <<EOF
 [listen]
-public = ["udp:127.0.0.1:5060"]
-internal = "udp:127.0.0.1:5070"
-advertise = "127.0.0.1:5060"
+public = ["udp:127.0.0.1:$P_PUB"]
+internal = "udp:127.0.0.1:$P_INT"
+advertise = "127.0.0.1:$P_PUB"
 [backend]
-address = "udp:127.0.0.1:5080"
+address = "udp:127.0.0.1:$P_BE"
 [filter]
 domains = ["pbx.secret.example"]
 [secret]
@@ -57,6 +63,9 @@ level = "warn"
 [allow]
 cidrs = ["127.0.0.0/8"]
 EOF
+if [ -n "${CLUSTER_REDIS:-}" ]; then
+    printf '[cluster]\nredis = "%s"\nname = "callgrind"\n' "$CLUSTER_REDIS" >> "$OUT/sipwarden.toml"
+fi
 
 # sum_of FILES...: total instructions of the threads that ran the core, and
 # those inside Core::handle(_with).
@@ -79,14 +88,14 @@ for scen in "${SCENARIOS[@]}"; do
         "$BIN" --config "$OUT/sipwarden.toml" > "$d/valgrind.log" 2>&1 &
     vg=$!
     for i in $(seq 100); do
-        ss -Hlnu "sport = :5060" 2>/dev/null | grep -q . && break
+        ss -Hlnu "sport = :$P_PUB" 2>/dev/null | grep -q . && break
         kill -0 "$vg" 2>/dev/null || die "sipwarden exited: $(tail -n 3 "$d/valgrind.log")"
         sleep 0.1
     done
-    timeout 60 "$REL/swsink" --listen 127.0.0.1:5080 --duration 40 > "$d/sink.json" 2>/dev/null &
+    timeout 60 "$REL/swsink" --listen 127.0.0.1:$P_BE --duration 40 > "$d/sink.json" 2>/dev/null &
     sink=$!
     sleep 0.3
-    timeout 60 "$REL/swload" --scenario "$scen" --target 127.0.0.1:5060 --rate "$RATE" \
+    timeout 60 "$REL/swload" --scenario "$scen" --target 127.0.0.1:$P_PUB --rate "$RATE" \
         --duration $((N / RATE)) --max-count "$N" --domain pbx.secret.example \
         --src-addrs 4 --src-ports 2 > "$d/load.json" 2>/dev/null
     sleep 1

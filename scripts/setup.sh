@@ -9,7 +9,7 @@ echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   sip-tester kamailio kamailio-tls-modules sipvicious sipsak tshark iproute2 procps curl ca-certificates tmux \
-  systemd
+  systemd redis-server
 # promtool, from Debian's prometheus package: only its promtool binary
 # (19 MB download, 48 MB on disk, ~5 s). Installing the package would pull
 # in the Prometheus server's web UI libraries (332 MB in all, 218 MB of it

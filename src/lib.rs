@@ -3,6 +3,7 @@
 //! Every decision is the core's (`sipwarden-core`); this crate moves bytes
 //! and carries out what the core returns. ARCHITECTURE.md draws the map.
 
+pub mod cluster;
 pub mod control;
 pub mod files;
 pub mod fuzzing;

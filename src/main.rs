@@ -263,6 +263,28 @@ fn check(path: &Path) -> ExitCode {
                     n => format!(", {n} warning(s)"),
                 }
             );
+            if c.cluster.is_on() {
+                let node = if c.cluster.node.is_empty() {
+                    sipwarden::cluster::host_name()
+                } else {
+                    c.cluster.node.clone()
+                };
+                let servers: Vec<String> = c
+                    .cluster
+                    .redis
+                    .to_vec()
+                    .iter()
+                    .map(|u| sipwarden::cluster::redacted(u))
+                    .collect();
+                println!(
+                    "cluster {:?}: this node is {node:?}, sharing bans and trunk registrations through {}. \
+                     Every node must use the same secret.key_file (a copy of {}): the tokens one node \
+                     writes must verify on the others, and a registration made under another key is rejected.",
+                    c.cluster.name,
+                    servers.join(", "),
+                    c.secret.key_file.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(rejected) => {
@@ -477,16 +499,41 @@ async fn serve(
     let metrics = Arc::new(Metrics::default());
     metrics.loaded(now_ms());
     let state_path = cfg.state.path.clone();
+    let cluster_cfg = cfg.cluster.clone();
     let core = Arc::new(Core::new(
         Settings::new(cfg),
         Keys::new(key),
         metrics.clone(),
     ));
+    let link = if cluster_cfg.is_on() {
+        core.tables().feed.enable(cluster_cfg.max_outbox);
+        metrics.set_cluster_up(false);
+        match sipwarden::cluster::Link::new(core.clone(), &cluster_cfg) {
+            Ok(l) => Some(l),
+            Err(e) => return start_failed(e),
+        }
+    } else {
+        None
+    };
     // Tables first, sockets second: a provider's INVITE arriving right
     // after a restart finds its registration.
+    let shared_loaded = match &link {
+        Some(l) => load_shared(l, cluster_cfg.load_timeout.0).await,
+        None => false,
+    };
     if let Some(p) = &state_path {
-        background::load_state(&core, p);
+        // With the cluster's state loaded, the state file gives the
+        // dialogs only: its bans and registrations may be older than
+        // Redis's (an unban made on another node while this one was down).
+        background::load_state_with(&core, p, !shared_loaded);
     }
+    let cluster_ctx = link
+        .as_ref()
+        .map(|l| sipwarden_core::control::ClusterContext {
+            name: cluster_cfg.name.clone(),
+            node: l.node().to_string(),
+            servers: l.servers().to_vec(),
+        });
     let started = sipwarden::transport::now_ms();
     let server = match Server::start(core.clone()) {
         Ok(s) => s,
@@ -502,7 +549,12 @@ async fn serve(
     } else {
         match sipwarden::control::server::bind(&control_path) {
             Ok((listener, file)) => {
-                let ctx = control_context(started, server.clone(), last_reload.clone());
+                let ctx = control_context(
+                    started,
+                    server.clone(),
+                    last_reload.clone(),
+                    cluster_ctx.clone(),
+                );
                 let task = tokio::spawn(sipwarden::control::server::serve(
                     listener,
                     core.clone(),
@@ -521,11 +573,14 @@ async fn serve(
         return start_failed("cannot install signal handlers");
     };
     let eg = server.egress().clone();
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(background::ticker(eg.clone())),
         tokio::spawn(background::registrar_dns(eg)),
         tokio::spawn(background::state_writer(core.clone())),
     ];
+    if let Some(l) = link {
+        tasks.push(tokio::spawn(l.run()));
+    }
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "sipwarden running");
     // A SIGHUP's outcome, in both places that report it: the metrics
     // (`sipwarden_reloads_total`, the last-load gauges) and `status` (with
@@ -551,6 +606,12 @@ async fn serve(
                     Ok(loaded) => {
                         log_warnings(&loaded.warnings);
                         let c = loaded.config;
+                        if c.cluster.redis.to_vec() != cluster_cfg.redis.to_vec()
+                            || c.cluster.name != cluster_cfg.name
+                            || c.cluster.node != cluster_cfg.node
+                        {
+                            tracing::warn!("cluster.redis, name or node changed: used after a restart only");
+                        }
                         if c.secret.key_file != key_file {
                             tracing::warn!("secret.key_file changed: the new file is used after a restart only");
                         }
@@ -651,6 +712,7 @@ fn control_context(
     started: sipwarden_core::time::UnixMs,
     server: Arc<Server>,
     last_reload: Arc<std::sync::Mutex<Option<sipwarden_core::control::Reload>>>,
+    cluster: Option<sipwarden_core::control::ClusterContext>,
 ) -> sipwarden::control::server::ContextFn {
     Arc::new(move || {
         let s = server.egress().core.settings();
@@ -676,8 +738,42 @@ fn control_context(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            cluster: cluster.clone(),
         }
     })
+}
+
+/// The cluster's shared state into the core, before the public sockets
+/// open, within `cluster.load_timeout`. True when Redis answered with
+/// something: the state file then gives only what the cluster does not
+/// share. False (Redis silent, or empty after a restart of its own): the
+/// node starts from its state file, and publishes it once connected.
+async fn load_shared(link: &sipwarden::cluster::Link, limit: Duration) -> bool {
+    match tokio::time::timeout(limit, link.load()).await {
+        Ok(Ok(l)) => {
+            tracing::info!(
+                node = link.node(),
+                bans = l.bans,
+                registrations = l.registrations,
+                expired = l.expired,
+                rejected = l.rejected,
+                over_cap = l.over_cap,
+                "cluster: shared state loaded from Redis"
+            );
+            !l.is_empty()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cluster: cannot load the shared state from Redis; starting from the state file");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = limit.as_millis() as u64,
+                "cluster: Redis did not answer within cluster.load_timeout; starting from the state file"
+            );
+            false
+        }
+    }
 }
 
 fn new_ticker(every: Duration) -> Option<tokio::time::Interval> {

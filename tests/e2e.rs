@@ -297,3 +297,20 @@ fn e2e_try_it() {
 fn e2e_tls_trunk() {
     run_script("tls_trunk.sh");
 }
+
+/// A cluster of sipwarden nodes sharing bans and trunk registrations
+/// through a redis-server the script starts on its own port: failover
+/// after a SIGKILL (the provider's DID INVITE through the other node is
+/// admitted as `trunk`), a node started later admits before any REGISTER,
+/// garbage in the keys and on the channel is rejected and counted, a ban
+/// on one node drops on the other and an unban there frees it, and with
+/// Redis killed the nodes go on and catch up when it returns empty.
+#[test]
+fn e2e_cluster() {
+    assert!(
+        on_path("redis-server") && on_path("redis-cli"),
+        "e2e_cluster needs redis-server and redis-cli: `scripts/setup.sh` \
+         (Debian: redis-server)"
+    );
+    run_script("cluster.sh");
+}

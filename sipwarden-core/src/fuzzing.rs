@@ -97,6 +97,49 @@ pub fn control_bytes(data: &[u8]) {
     }
 }
 
+/// A cluster value on arbitrary bytes (what Redis returns or the channel
+/// delivers): a record or a rejection, never a panic; a record reads back
+/// from its own bytes; applied to a rig's core, from the hash or the
+/// channel, it never bans beyond the longest manual ban from now, never
+/// stores a registration expiring more than a week ahead, and never stores
+/// one whose token the rig's key did not make.
+pub fn cluster_bytes(data: &[u8]) {
+    use crate::cluster::{self, Applied, Body, Origin};
+    let Ok(rec) = cluster::decode(data, 4096) else {
+        return;
+    };
+    let bytes = cluster::encode(&rec);
+    assert_eq!(cluster::decode(&bytes, usize::MAX), Ok(rec.clone()));
+    let rig = Rig::new(Mode::Enforce);
+    for origin in [Origin::Stored, Origin::Channel] {
+        let applied = cluster::apply_remote(&rig.core, "fuzz", origin, rig.now, &rec);
+        let t = rig.core.tables();
+        for b in t.bans.all_bans(rig.now) {
+            assert!(
+                b.until.0
+                    <= rig
+                        .now
+                        .0
+                        .saturating_add(crate::control::answer::LONGEST_BAN_MS),
+                "{b:?} from {rec:?}"
+            );
+        }
+        if let (Applied::Taken, Body::Reg { token, trunk, .. }) = (applied, &rec.body) {
+            let reg = t
+                .regs
+                .live_regs(rig.now, u64::MAX / 4)
+                .into_iter()
+                .find(|(tok, _)| &**tok == token.as_str())
+                .map(|(_, r)| r);
+            let Some(reg) = reg else {
+                panic!("taken but not stored: {rec:?}");
+            };
+            assert!(reg.expires.0 <= rig.now.0 + 7 * 86_400_000, "{reg:?}");
+            assert_eq!(&*reg.trunk, trunk.as_str());
+        }
+    }
+}
+
 /// The whole core on arbitrary bytes. The first byte picks the flow (bits
 /// 0-2, [`Rig::flow`]), the config (bits 3-4, [`Mode`]) and how long after
 /// the rig's set-up the message arrives (bits 5-6: at once, 30 s, 2 h,

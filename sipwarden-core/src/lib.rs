@@ -11,8 +11,10 @@
 //! on the vocabulary; `state` on `config` and `token`; admission
 //! (`policy`) on the settings, `state` and `metrics`; `proxy`, which
 //! dispatches and forwards, on all of them; `control`, which answers the
-//! control socket's requests, on `proxy` and what is below it.
+//! control socket's requests, on `proxy` and what is below it; `cluster`,
+//! the records nodes share through Redis, on `control` and below.
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod flow;

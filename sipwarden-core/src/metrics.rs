@@ -52,9 +52,14 @@ pub enum Event {
     StateWrites,
     StateErrors,
     TlsConnectFailures,
+    ClusterSent,
+    ClusterReceived,
+    ClusterRejected,
+    ClusterErrors,
+    ClusterOverflow,
 }
 
-const EVENTS: [(Event, &str, &str); 14] = [
+const EVENTS: [(Event, &str, &str); 19] = [
     (
         Event::DropLogsSuppressed,
         "sipwarden_drop_logs_suppressed_total",
@@ -117,6 +122,31 @@ const EVENTS: [(Event, &str, &str); 14] = [
         "sipwarden_tls_connect_failures_total",
         "TLS connections to providers that failed their handshake (certificate not trusted, wrong name, timeout)",
     ),
+    (
+        Event::ClusterSent,
+        "sipwarden_cluster_records_total{direction=\"sent\"}",
+        "Cluster records published to Redis, and applied from it",
+    ),
+    (
+        Event::ClusterReceived,
+        "sipwarden_cluster_records_total{direction=\"received\"}",
+        "",
+    ),
+    (
+        Event::ClusterRejected,
+        "sipwarden_cluster_records_rejected_total",
+        "Values read from the cluster's Redis keys or channel that are no valid record",
+    ),
+    (
+        Event::ClusterErrors,
+        "sipwarden_cluster_errors_total",
+        "Failed Redis commands and connections of the cluster link",
+    ),
+    (
+        Event::ClusterOverflow,
+        "sipwarden_cluster_outbox_overflow_total",
+        "Changes that did not fit in the cluster outbox (a full re-publish carries them)",
+    ),
 ];
 
 /// Shards of the counters. Every message bumps three counters; UDP
@@ -172,6 +202,10 @@ pub struct Metrics {
     /// Control requests by [`CONTROL_REQUESTS`] and result (ok, error):
     /// a few a minute at most, so one counter each, not sharded.
     control: [[AtomicU64; 2]; CONTROL_REQUESTS.len()],
+    /// The cluster link: 0 no cluster, 1 Redis unreachable, 2 connected.
+    cluster_link: std::sync::atomic::AtomicU8,
+    /// The delay of the last record received from another node (ms).
+    cluster_lag_ms: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -181,6 +215,8 @@ impl Default for Metrics {
             reload_ok: AtomicBool::new(true),
             reload_ok_at: AtomicU64::new(0),
             control: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
+            cluster_link: std::sync::atomic::AtomicU8::new(0),
+            cluster_lag_ms: AtomicU64::new(0),
         }
     }
 }
@@ -313,6 +349,29 @@ impl Metrics {
         }
     }
 
+    /// The cluster link is up (`Some(true)`), down (`Some(false)`); `None`
+    /// without a cluster. Set by the program's link.
+    pub fn set_cluster_up(&self, up: bool) {
+        self.cluster_link.store(1 + u8::from(up), Relaxed);
+    }
+
+    /// The link's state: `None` without a cluster.
+    pub fn cluster_up(&self) -> Option<bool> {
+        match self.cluster_link.load(Relaxed) {
+            0 => None,
+            n => Some(n == 2),
+        }
+    }
+
+    /// How long the last record from another node took to arrive (ms).
+    pub fn set_cluster_lag(&self, ms: u64) {
+        self.cluster_lag_ms.store(ms, Relaxed);
+    }
+
+    pub fn cluster_lag(&self) -> u64 {
+        self.cluster_lag_ms.load(Relaxed)
+    }
+
     pub fn events(&self, e: Event) -> u64 {
         self.sum(|s| &s.events[e as usize])
     }
@@ -408,6 +467,21 @@ impl Metrics {
                     self.control[i][j].load(Relaxed)
                 );
             }
+        }
+        if let Some(up) = self.cluster_up() {
+            let lag = self.cluster_lag();
+            let _ = writeln!(
+                o,
+                "# HELP sipwarden_cluster_up Whether the cluster link reaches Redis\n\
+                 # TYPE sipwarden_cluster_up gauge\n\
+                 sipwarden_cluster_up {}\n\
+                 # HELP sipwarden_cluster_lag_seconds How long the last record from another node took to arrive\n\
+                 # TYPE sipwarden_cluster_lag_seconds gauge\n\
+                 sipwarden_cluster_lag_seconds {}.{:03}",
+                u8::from(up),
+                lag / 1000,
+                lag % 1000
+            );
         }
         for g in gauges {
             let _ = writeln!(

@@ -40,6 +40,7 @@ fn ctx(lab: &Lab) -> Context {
         sockets: vec![("public".into(), "udp:203.0.113.10:5060".into())],
         tcp_connections: 2,
         reload: None,
+        cluster: None,
     }
 }
 

@@ -52,3 +52,8 @@ fn core_corpus_replays() {
 fn control_corpus_replays() {
     replay_target("control", sipwarden_core::fuzzing::control_bytes);
 }
+
+#[test]
+fn cluster_corpus_replays() {
+    replay_target("cluster", sipwarden_core::fuzzing::cluster_bytes);
+}

@@ -124,6 +124,22 @@ pub fn status(v: serde_json::Value) -> Result<String, String> {
             o.push('\n');
         }
     }
+    if let Some(c) = &s.cluster {
+        let _ = writeln!(
+            o,
+            "cluster: {} node {} via {}: Redis {}, last lag {} ms, records sent {}, received {}, rejected {}, errors {}, outbox {}",
+            c.name,
+            c.node,
+            c.servers.join(", "),
+            if c.up { "up" } else { "DOWN" },
+            c.lag_ms,
+            c.sent,
+            c.received,
+            c.rejected,
+            c.errors,
+            c.outbox
+        );
+    }
     Ok(o)
 }
 

@@ -466,6 +466,7 @@ pub(crate) mod tests {
                     tcp_connections: 0,
                 },
                 reload: None,
+                cluster: None,
             },
             bans: Bans {
                 bans: vec![ban("203.0.113.9", 3599), ban("198.51.100.0/24", 60)],

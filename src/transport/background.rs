@@ -76,8 +76,20 @@ pub async fn registrar_dns(eg: Arc<Egress>) {
 /// Loads the state file at start. A missing file is normal; a corrupt or
 /// foreign one is reported and ignored, never fatal.
 pub fn load_state(core: &Core, path: &Path) {
+    load_state_with(core, path, true);
+}
+
+/// [`load_state`]; `shared` false leaves out what a cluster shares (bans,
+/// registrations and their addresses), already loaded from Redis.
+pub fn load_state_with(core: &Core, path: &Path, shared: bool) {
     match statefile::read(path, &core.keys().key_id()) {
-        Ok(snap) => {
+        Ok(mut snap) => {
+            if !shared {
+                snap.bans.clear();
+                snap.ban_networks.clear();
+                snap.registrations.clear();
+                snap.sources.clear();
+            }
             let r = core.restore(snap, now_ms());
             tracing::info!(
                 path = %path.display(),

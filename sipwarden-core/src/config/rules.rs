@@ -97,6 +97,7 @@ pub(super) fn rules(cfg: &Config, r: &mut Report) -> Result<Parsed, Reported> {
     filter_rules(cfg, r);
     trunk_rules(cfg, r);
     limit_rules(cfg, r);
+    cluster_rules(cfg, r);
     if let Err(e) = log_level_words(&cfg.log.level) {
         r.error(&[K("log"), K("level")], e);
     }
@@ -520,5 +521,62 @@ fn control_rules(cfg: &Config, r: &mut Report) {
     }
     if cfg.ban.max_cidrs > 65536 {
         r.error(&[K("ban"), K("max_cidrs")], "at most 65536");
+    }
+}
+
+/// `[cluster]`: Redis URLs sipwarden can use, a key prefix and a node name
+/// that fit in a key and a log line, limits that bound memory.
+fn cluster_rules(cfg: &Config, r: &mut Report) {
+    let c = &cfg.cluster;
+    for (i, u) in c.redis.to_vec().iter().enumerate() {
+        let path: Vec<Seg> = match &c.redis {
+            super::OneOrMany::One(_) => vec![K("cluster"), K("redis")],
+            super::OneOrMany::Many(_) => vec![K("cluster"), K("redis"), I(i)],
+        };
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) || u.len() > 1024 {
+            r.error(
+                &path,
+                "a redis://HOST:PORT or rediss://HOST:PORT URL (rediss: TLS)",
+            );
+        }
+    }
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !word(&c.name) {
+        r.error(
+            &[K("cluster"), K("name")],
+            "1 to 64 letters, digits, '-', '_' or '.'",
+        );
+    }
+    if !c.node.is_empty() && !word(&c.node) {
+        r.error(
+            &[K("cluster"), K("node")],
+            "1 to 64 letters, digits, '-', '_' or '.' (or \"\" for the host name)",
+        );
+    }
+    if !(1..=10_000_000).contains(&c.max_outbox) {
+        r.error(&[K("cluster"), K("max_outbox")], "between 1 and 10000000");
+    }
+    if !(1024..=65536).contains(&c.max_value) {
+        r.error(
+            &[K("cluster"), K("max_value")],
+            "between 1024 and 65536 bytes",
+        );
+    }
+    if !(100..=60_000).contains(&c.load_timeout.ms()) {
+        r.error(&[K("cluster"), K("load_timeout")], "between 100ms and 60s");
+    }
+    if !(1000..=86_400_000).contains(&c.republish_interval.ms()) {
+        r.error(
+            &[K("cluster"), K("republish_interval")],
+            "between 1s and 24h",
+        );
+    }
+    if !(100..=300_000).contains(&c.retry_max.ms()) {
+        r.error(&[K("cluster"), K("retry_max")], "between 100ms and 5m");
     }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub control: Control,
     #[serde(default)]
     pub tls: Tls,
+    #[serde(default)]
+    pub cluster: Cluster,
 }
 
 /// One value or a list of values. Deserialized by hand so that a bad
@@ -585,5 +587,55 @@ impl Default for Tls {
             ca_file: None,
             verify: true,
         }
+    }
+}
+
+/// Several nodes sharing bans and trunk registrations through Redis
+/// (`docs/cluster.md`). Off while `redis` names no server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://...` (TLS), or a
+    /// list of them tried in turn; none (the default) = no cluster.
+    pub redis: OneOrMany<String>,
+    /// Prefix of the cluster's keys and channel, so that several clusters
+    /// share one Redis.
+    pub name: String,
+    /// This node's name in the records it publishes; "" = the host name.
+    pub node: String,
+    /// Changes queued toward Redis at most; beyond, a full re-publish
+    /// replaces them.
+    pub max_outbox: usize,
+    /// The longest record (bytes) published or accepted.
+    pub max_value: usize,
+    /// At start, how long the shared state may take to load before the
+    /// node starts from its state file.
+    pub load_timeout: Dur,
+    /// How often every record this node holds is published again (and
+    /// the expired ones removed from Redis).
+    pub republish_interval: Dur,
+    /// The longest wait between two attempts to reach Redis.
+    pub retry_max: Dur,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            redis: OneOrMany::Many(Vec::new()),
+            name: "sipwarden".into(),
+            node: String::new(),
+            max_outbox: 100_000,
+            max_value: 4096,
+            load_timeout: Dur(Duration::from_secs(3)),
+            republish_interval: Dur(Duration::from_secs(300)),
+            retry_max: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl Cluster {
+    /// Whether a cluster is configured (`redis` names a server).
+    pub fn is_on(&self) -> bool {
+        !self.redis.to_vec().is_empty()
     }
 }

@@ -13,6 +13,7 @@ use crate::config::Dur;
 use crate::flow::canonical_ip;
 use crate::proxy::Core;
 use crate::state::bans::{BanInfo, BansFull, Trigger};
+use crate::state::Change;
 use crate::time::UnixMs;
 use crate::verdict::Disposition;
 
@@ -32,6 +33,37 @@ pub struct Context {
     pub tcp_connections: usize,
     /// The last reload, if any.
     pub reload: Option<Reload>,
+    /// This node's cluster, when `[cluster]` names a Redis.
+    pub cluster: Option<ClusterContext>,
+}
+
+/// What the program knows of its cluster link.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterContext {
+    /// `cluster.name`, the key prefix.
+    pub name: String,
+    /// This node's name.
+    pub node: String,
+    /// The Redis URLs, without their passwords.
+    pub servers: Vec<String>,
+}
+
+/// `sipwarden status`'s cluster part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub node: String,
+    pub servers: Vec<String>,
+    /// Redis reached now.
+    pub up: bool,
+    /// How long the last record from another node took (ms).
+    pub lag_ms: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    /// Changes waiting to be published.
+    pub outbox: usize,
 }
 
 /// A reload and what became of it.
@@ -90,6 +122,8 @@ pub struct Status {
     pub tables: TableSizes,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +247,21 @@ fn status(core: &Core, ctx: &Context, now: UnixMs) -> Status {
             tcp_connections: ctx.tcp_connections,
         },
         reload: ctx.reload.clone(),
+        cluster: ctx.cluster.as_ref().map(|c| {
+            use crate::metrics::Event;
+            ClusterStatus {
+                name: c.name.clone(),
+                node: c.node.clone(),
+                servers: c.servers.clone(),
+                up: m.cluster_up().unwrap_or(false),
+                lag_ms: m.cluster_lag(),
+                sent: m.events(Event::ClusterSent),
+                received: m.events(Event::ClusterReceived),
+                rejected: m.events(Event::ClusterRejected),
+                errors: m.events(Event::ClusterErrors),
+                outbox: t.feed.len(),
+            }
+        }),
     }
 }
 
@@ -361,6 +410,12 @@ fn ban(
         ));
     }
     core.tables().mark_dirty();
+    core.tables().feed.push(Change::Ban(BanInfo {
+        net,
+        trigger: Trigger::Manual,
+        since: now,
+        until,
+    }));
     let exempt = if s.is_allowed(net.addr()) {
         Some("in `allow`: never banned".to_string())
     } else {
@@ -416,6 +471,7 @@ fn unban(core: &Core, now: UnixMs, target: &str) -> Result<Unbanned, ErrorBody> 
         return Err(ErrorBody::new(ErrorCode::NotBanned, m));
     }
     core.tables().mark_dirty();
+    core.tables().feed.push(Change::Unban { net, at: now });
     tracing::warn!(
         ban = %text,
         addresses = l.addresses.len(),

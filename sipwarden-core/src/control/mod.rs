@@ -11,5 +11,5 @@
 pub mod answer;
 pub mod protocol;
 
-pub use answer::{answer, refused, trunk_metrics, Context, Reload};
+pub use answer::{answer, refused, trunk_metrics, ClusterContext, ClusterStatus, Context, Reload};
 pub use protocol::{parse, ErrorBody, ErrorCode, Request, Response, MAX_LINE, VERSION};

@@ -15,7 +15,8 @@ use crate::flow::canonical_ip;
 use crate::metrics::{Event, Metrics};
 use crate::settings::Settings;
 use crate::sip::{HeaderName, Message, Method};
-use crate::state::bans::Trigger;
+use crate::state::bans::{BanInfo, Trigger};
+use crate::state::Change;
 use crate::state::Tables;
 use crate::time::UnixMs;
 use crate::verdict::Reason;
@@ -55,7 +56,7 @@ pub fn count_reject(s: &Settings, tables: &Tables, metrics: &Metrics, now: UnixM
         return;
     }
     if let Some(t) = tables.bans.reject(ip, now, &s.ban, !s.monitor) {
-        announce(s, tables, metrics, ip, t);
+        announce(s, tables, metrics, now, ip, t);
     }
 }
 
@@ -74,20 +75,27 @@ pub fn count_auth_failure(
         return;
     }
     if let Some(t) = tables.bans.auth_failure(ip, now, &s.ban, !s.monitor, key) {
-        announce(s, tables, metrics, ip, t);
+        announce(s, tables, metrics, now, ip, t);
     }
 }
 
 /// A source just reached a threshold: banned (kept in the state file),
 /// or in monitor mode only reported.
 #[cold]
-fn announce(s: &Settings, tables: &Tables, metrics: &Metrics, ip: IpAddr, t: Trigger) {
+fn announce(s: &Settings, tables: &Tables, metrics: &Metrics, now: UnixMs, ip: IpAddr, t: Trigger) {
     let minutes = s.ban.duration / 60_000;
     if s.monitor {
         tracing::warn!(source = %ip, trigger = t.as_str(), "would ban (monitor mode)");
     } else {
         // The state file keeps bans: a restart must not free the source.
         tables.mark_dirty();
+        // The other nodes of a cluster drop the source too.
+        tables.feed.push(Change::Ban(BanInfo {
+            net: ip.into(),
+            trigger: t,
+            since: now,
+            until: now + s.ban.duration,
+        }));
         metrics.event(Event::Bans);
         tracing::warn!(source = %ip, trigger = t.as_str(), duration_min = minutes, "banned");
     }

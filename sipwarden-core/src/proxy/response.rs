@@ -9,6 +9,7 @@ use crate::policy::ban;
 use crate::sip::params;
 use crate::sip::text::sockaddr_text;
 use crate::sip::{Editor, HeaderName, Message, Method};
+use crate::state::Change;
 use crate::time::UnixMs;
 use crate::token::Dir;
 use crate::verdict::{Reason, Verdict};
@@ -133,6 +134,13 @@ impl Core {
         {
             Ok(Some(reg)) => {
                 self.tables.mark_dirty();
+                if let Some(token) = &token {
+                    self.tables.feed.push(Change::Registered {
+                        token: token.clone(),
+                        reg: reg.clone(),
+                        at: now,
+                    });
+                }
                 tracing::info!(
                     trunk = %reg.trunk,
                     registrar = %flow.remote,
@@ -142,6 +150,12 @@ impl Core {
             }
             Ok(None) if (200..300).contains(&code) && token.is_some() => {
                 self.tables.mark_dirty();
+                if let Some(token) = &token {
+                    self.tables.feed.push(Change::Unregistered {
+                        token: token.clone(),
+                        at: now,
+                    });
+                }
                 tracing::info!(registrar = %flow.remote, "trunk unregistered");
             }
             Ok(None) => {}

@@ -256,6 +256,24 @@ impl Bans {
         self.cidrs.store(Arc::new(v));
     }
 
+    /// When the ban of `net` in force at `now` began: the address's own
+    /// ban for a host, the network's for a network; `None` when none.
+    pub fn ban_since(&self, net: IpNet, now: UnixMs) -> Option<UnixMs> {
+        let net = net.trunc();
+        if net.prefix_len() == net.max_prefix_len() {
+            self.map
+                .get(&net.addr())
+                .filter(|e| e.banned_until > now)
+                .map(|e| e.banned_at)
+        } else {
+            self.cidrs
+                .load()
+                .iter()
+                .find(|b| b.net == net && b.until > now)
+                .map(|b| b.since)
+        }
+    }
+
     /// Lifts the ban of an address (automatic or not), or of a network
     /// and of every address banned inside it. An address also inside a
     /// banned network stays banned by it: [`Lifted::still_banned_by`].

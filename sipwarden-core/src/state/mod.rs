@@ -7,6 +7,7 @@ use crate::time::UnixMs;
 
 pub mod bans;
 pub mod dialogs;
+pub mod feed;
 pub mod persist;
 pub mod rate;
 pub mod registrations;
@@ -14,6 +15,7 @@ pub mod top;
 
 pub use bans::Bans;
 pub use dialogs::{Dialogs, Lifetimes};
+pub use feed::{Change, Feed};
 pub use rate::Rates;
 pub use registrations::Registrations;
 pub use top::TopSources;
@@ -80,6 +82,8 @@ pub struct Tables {
     pub rates: Rates,
     /// The heaviest sources of the last minute (`sipwarden sources`).
     pub top: TopSources,
+    /// Changes the other nodes of a cluster must learn (off without one).
+    pub feed: Feed,
     /// Set when a table changed in a way the state file keeps
     /// ([`persist`]): a registration, a confirmed or ended dialog, a ban.
     dirty: std::sync::atomic::AtomicBool,
@@ -97,6 +101,7 @@ impl Tables {
             },
             rates: Rates::new(cfg.limits.max_sources),
             top: TopSources::new(cfg.control.top_sources),
+            feed: Feed::default(),
             dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -119,5 +124,6 @@ impl Tables {
         self.bans.set_cap(cfg.ban.max_entries);
         self.bans.set_cidr_cap(cfg.ban.max_cidrs);
         self.rates.set_cap(cfg.limits.max_sources);
+        self.feed.set_cap(cfg.cluster.max_outbox);
     }
 }

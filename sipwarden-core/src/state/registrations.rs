@@ -465,6 +465,18 @@ impl Registrations {
         Restore::Kept
     }
 
+    /// Removes the registration of `token` (another node saw its
+    /// registrar confirm the removal). Returns whether there was one.
+    pub fn remove(&self, token: &str) -> bool {
+        match self.by_token.remove(token) {
+            Some((_, old)) => {
+                self.expiry_changed(&old.trunk, Some(old.expires), None);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn restore_source(&self, ip: IpAddr, trunk: &str, until: UnixMs, now: UnixMs) {
         if until > now {
             self.add_source(
