@@ -285,9 +285,9 @@ impl Rig {
         };
         let (listener, local) = match (side, transport) {
             (Side::Public, Transport::Udp) => (0, "203.0.113.10:5060"),
-            (Side::Public, Transport::Tcp | Transport::Tls) => (1, "203.0.113.10:5060"),
+            (Side::Public, _) => (1, "203.0.113.10:5060"),
             (Side::Internal, Transport::Udp) => (0, "127.0.0.1:5070"),
-            (Side::Internal, Transport::Tcp | Transport::Tls) => (1, "127.0.0.1:5070"),
+            (Side::Internal, _) => (1, "127.0.0.1:5070"),
         };
         Flow {
             side,
@@ -655,7 +655,9 @@ fn describe(s: &Transmit) -> String {
 
 fn framing(flow: &Flow) -> Framing {
     match flow.transport {
-        Transport::Udp => Framing::Datagram,
+        // A WebSocket message holds exactly one SIP message, Content-Length
+        // optional (RFC 7118 5.2): a datagram's framing.
+        Transport::Udp | Transport::Ws | Transport::Wss => Framing::Datagram,
         Transport::Tcp | Transport::Tls => Framing::Stream,
     }
 }

@@ -35,6 +35,8 @@ pub fn counts_as_reject(r: Reason) -> bool {
             | Reason::Malformed
             | Reason::TooLarge
             | Reason::TlsSni
+            | Reason::WsUpgrade
+            | Reason::WsOrigin
     )
 }
 

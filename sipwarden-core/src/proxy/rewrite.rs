@@ -36,6 +36,8 @@ pub fn tcp_param(t: Transport) -> &'static [u8] {
         Transport::Udp => b"",
         Transport::Tcp => b";transport=tcp",
         Transport::Tls => b";transport=tls",
+        Transport::Ws => b";transport=ws",
+        Transport::Wss => b";transport=wss",
     }
 }
 
