@@ -102,7 +102,7 @@ impl Egress {
     fn send_to(self: &Arc<Self>, send: Transmit, dest: SocketAddr) {
         match send.transport {
             Transport::Udp => self.send_udp(&send, dest),
-            Transport::Tcp | Transport::Tls => {
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                 let Transmit {
                     side,
                     transport,
@@ -111,6 +111,8 @@ impl Egress {
                     reuse_only,
                     ..
                 } = send;
+                // A browser is reached only over the connection it opened.
+                let reuse_only = reuse_only || transport.is_websocket();
                 // A failure now (or of the connect, later) sends `on_fail`.
                 let sent = self
                     .tcp
