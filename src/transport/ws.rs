@@ -155,6 +155,12 @@ async fn write_answer<S: AsyncWrite + Unpin>(stream: &mut S, answer: &[u8]) -> b
     ok
 }
 
+/// The first line of a message, for the debug log (bounded, lossy).
+fn first_line(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == b'\r' || c == b'\n').unwrap_or(b.len()).min(120);
+    String::from_utf8_lossy(b.get(..end).unwrap_or_default()).into_owned()
+}
+
 /// The SIP message as a WebSocket message: text when it is UTF-8 (what
 /// browsers expect), binary otherwise (RFC 7118 allows both).
 fn to_message(b: Bytes) -> Message {
@@ -184,6 +190,7 @@ async fn run<S>(
     let ping = eg.core.settings().config.ws.ping_interval.0;
     let mut writer = tokio::spawn(async move {
         let _guard = guard;
+        let flow = flow;
         let mut tick = tokio::time::interval(if ping.is_zero() {
             Duration::from_secs(3600)
         } else {
@@ -194,6 +201,7 @@ async fn run<S>(
             tokio::select! {
                 m = rx.recv() => match m {
                     Some(b) => {
+                        tracing::debug!(remote = %flow.remote, line = %first_line(&b), "SIP over WebSocket out");
                         if sink.send(to_message(b)).await.is_err() {
                             break;
                         }
@@ -245,6 +253,7 @@ async fn run<S>(
             // the browser is there.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
+        tracing::debug!(remote = %flow.remote, line = %first_line(&data), "SIP over WebSocket in");
         let out = eg.core.handle(now_ms(), &flow, data);
         eg.execute(out);
     }
