@@ -52,3 +52,8 @@ fn core_corpus_replays() {
 fn control_corpus_replays() {
     replay_target("control", sipwarden_core::fuzzing::control_bytes);
 }
+
+#[test]
+fn ws_upgrade_corpus_replays() {
+    replay_target("ws_upgrade", sipwarden_core::fuzzing::ws_upgrade_bytes);
+}
