@@ -31,7 +31,6 @@ pub enum Transport {
     Wss,
 }
 
-
 impl Transport {
     /// Every transport, in metric slot order.
     pub const ALL: [Transport; 5] = [

@@ -114,7 +114,11 @@ pub fn ws_upgrade_bytes(data: &[u8]) {
     let sni = (data.first().is_some_and(|b| b & 1 == 1)).then_some("pbx.example.com");
     let flow = Flow {
         side: Side::Public,
-        transport: if sni.is_some() { Transport::Wss } else { Transport::Ws },
+        transport: if sni.is_some() {
+            Transport::Wss
+        } else {
+            Transport::Ws
+        },
         listener: 1,
         local: "203.0.113.10:8443".parse().expect("literal"),
         remote: "198.51.100.9:50000".parse().expect("literal"),
@@ -138,14 +142,24 @@ pub fn ws_upgrade_bytes(data: &[u8]) {
             assert!(ok.ends_with(b"\r\n\r\n"));
         }
         Upgrade::Refuse(r) => {
-            assert!([400, 403, 404, 426, 431].contains(&r.status), "{}", r.status);
+            assert!(
+                [400, 403, 404, 426, 431].contains(&r.status),
+                "{}",
+                r.status
+            );
             assert!(matches!(r.reason, Reason::WsUpgrade | Reason::WsOrigin));
             assert_eq!(counted, 1, "a refusal is counted once");
             let answer = web::refusal(r.status, r.why);
             let text = String::from_utf8(answer).expect("ASCII");
             let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-            assert!(head.starts_with(&format!("HTTP/1.1 {} ", r.status)), "{head}");
-            assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{head}");
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {} ", r.status)),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("Content-Length: {}\r\n", body.len())),
+                "{head}"
+            );
         }
     }
 }

@@ -89,7 +89,8 @@ pub fn parse_head(bytes: &[u8]) -> Head {
 
 /// True when the comma-separated `list` holds `token` (any case).
 pub fn has_token(list: &str, token: &str) -> bool {
-    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// A web origin (RFC 6454) as a browser sends it in `Origin`:
@@ -218,21 +219,32 @@ mod tests {
         assert_eq!(parse_head(b""), Head::Partial);
         assert_eq!(parse_head(b"GET /ws HTTP/1.1\r\nHost: a"), Head::Partial);
         assert_eq!(parse_head(b"\x16\x03\x01\x00"), Head::Invalid);
-        assert_eq!(
-            parse_head(b"REGISTER sip:a SIP/2.0\r\n\r\n"),
-            Head::Invalid
+        assert_eq!(parse_head(b"REGISTER sip:a SIP/2.0\r\n\r\n"), Head::Invalid);
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS + 1)
         );
-        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
         assert_eq!(parse_head(many.as_bytes()), Head::Invalid);
     }
 
     #[test]
     fn origins_as_browsers_send_them() {
         let o = origin_parts("HTTPS://Phone.Example.com").unwrap();
-        assert_eq!((o.scheme.as_str(), o.host.as_str(), o.port), ("https", "phone.example.com", 443));
+        assert_eq!(
+            (o.scheme.as_str(), o.host.as_str(), o.port),
+            ("https", "phone.example.com", 443)
+        );
         assert_eq!(origin_parts("http://127.0.0.1:8000/").unwrap().port, 8000);
         assert_eq!(origin_parts("http://[::1]:81").unwrap().host, "[::1]");
-        for bad in ["null", "", "ftp://a", "https://", "https://a/b", "https://a:x", "a.example"] {
+        for bad in [
+            "null",
+            "",
+            "ftp://a",
+            "https://",
+            "https://a/b",
+            "https://a:x",
+            "a.example",
+        ] {
             assert_eq!(origin_parts(bad), None, "{bad}");
         }
     }

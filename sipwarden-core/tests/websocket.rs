@@ -65,7 +65,10 @@ fn a_browser_registers_and_is_called_down_its_websocket() {
     // Our Via on top, the browser's `.invalid` one kept below with the
     // connection's address and port.
     let vias = headers(&fwd, "via");
-    assert!(vias[0].starts_with("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKsw"), "{vias:?}");
+    assert!(
+        vias[0].starts_with("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKsw"),
+        "{vias:?}"
+    );
     assert_eq!(
         vias[1],
         "Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK5146935;received=198.51.100.40;rport=51234"
@@ -103,20 +106,33 @@ fn a_browser_registers_and_is_called_down_its_websocket() {
     );
     let t = text(s).to_string();
     assert!(t.starts_with("INVITE sip:p6pc1sbt@df7jal23ls0d.invalid;transport=ws SIP/2.0\r\n"));
-    assert!(headers(&t, "via")[0].starts_with("Via: SIP/2.0/WSS "), "{t}");
+    assert!(
+        headers(&t, "via")[0].starts_with("Via: SIP/2.0/WSS "),
+        "{t}"
+    );
     let rr = record_routes(&t);
     assert!(rr[0].contains(";transport=wss"), "{rr:?}");
 
     // The browser's 200 (its Via is ours, with the WSS token) goes to
     // Asterisk.
-    let ok = answer(&t, 200, "Contact: <sip:p6pc1sbt@df7jal23ls0d.invalid;transport=ws>\r\n");
+    let ok = answer(
+        &t,
+        200,
+        "Contact: <sip:p6pc1sbt@df7jal23ls0d.invalid;transport=ws>\r\n",
+    );
     let out = lab.handle(&b, &ok);
     let s = one_send(&out, Verdict::forward(Reason::Response));
-    assert_eq!((s.side, addr(s)), (Side::Internal, "127.0.0.1:5080".parse().unwrap()));
     assert_eq!(
-        lab.core
-            .metrics()
-            .get(Side::Public, Transport::Wss, Reason::Domain, Disposition::Forwarded),
+        (s.side, addr(s)),
+        (Side::Internal, "127.0.0.1:5080".parse().unwrap())
+    );
+    assert_eq!(
+        lab.core.metrics().get(
+            Side::Public,
+            Transport::Wss,
+            Reason::Domain,
+            Disposition::Forwarded
+        ),
         1
     );
 }
@@ -133,11 +149,30 @@ fn a_scanner_over_websocket_is_dropped_as_over_tcp() {
     };
     let out = lab.handle(&browser("198.51.100.66:40000"), &scan("WSS x.invalid"));
     dropped(&out, Reason::NoDomain);
-    let out = lab.handle(&public_tcp("198.51.100.66:40001"), &scan("TCP 198.51.100.66:40001"));
+    let out = lab.handle(
+        &public_tcp("198.51.100.66:40001"),
+        &scan("TCP 198.51.100.66:40001"),
+    );
     dropped(&out, Reason::NoDomain);
     let m = lab.core.metrics();
-    assert_eq!(m.get(Side::Public, Transport::Wss, Reason::NoDomain, Disposition::Dropped), 1);
-    assert_eq!(m.get(Side::Public, Transport::Tcp, Reason::NoDomain, Disposition::Dropped), 1);
+    assert_eq!(
+        m.get(
+            Side::Public,
+            Transport::Wss,
+            Reason::NoDomain,
+            Disposition::Dropped
+        ),
+        1
+    );
+    assert_eq!(
+        m.get(
+            Side::Public,
+            Transport::Tcp,
+            Reason::NoDomain,
+            Disposition::Dropped
+        ),
+        1
+    );
 }
 
 #[test]
@@ -160,15 +195,22 @@ fn refused_upgrades_are_counted_and_ban_the_source() {
     ));
     // Half a head: read on.
     assert_eq!(
-        lab.core.on_ws_upgrade(lab.now, &b, &ok.as_bytes()[..40], sni),
+        lab.core
+            .on_ws_upgrade(lab.now, &b, &ok.as_bytes()[..40], sni),
         Upgrade::More
     );
     let refused = |h: &str| match lab.core.on_ws_upgrade(lab.now, &b, h.as_bytes(), sni) {
         Upgrade::Refuse(r) => (r.status, r.reason),
         other => panic!("{other:?}"),
     };
-    assert_eq!(refused(&head("https://evil.example", "sip")), (403, Reason::WsOrigin));
-    assert_eq!(refused(&head("https://phone.example.com", "chat")), (400, Reason::WsUpgrade));
+    assert_eq!(
+        refused(&head("https://evil.example", "sip")),
+        (403, Reason::WsOrigin)
+    );
+    assert_eq!(
+        refused(&head("https://phone.example.com", "chat")),
+        (400, Reason::WsUpgrade)
+    );
     assert_eq!(lab.count(Reason::WsOrigin, Disposition::Dropped), 1);
     assert_eq!(lab.count(Reason::WsUpgrade, Disposition::Dropped), 1);
     assert!(!lab.core.tables().bans.is_banned(b.remote.ip(), lab.now));

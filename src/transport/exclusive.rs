@@ -40,7 +40,9 @@ pub enum Busy {
 fn probe(spec: &SocketSpec) -> Result<(), Option<std::io::Error>> {
     let (ty, proto) = match spec.transport {
         Transport::Udp => (Type::DGRAM, Protocol::UDP),
-        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => (Type::STREAM, Protocol::TCP),
+        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
+            (Type::STREAM, Protocol::TCP)
+        }
     };
     let s = Socket::new(Domain::for_address(spec.addr), ty, Some(proto)).map_err(Some)?;
     if spec.addr.is_ipv6() {

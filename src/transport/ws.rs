@@ -148,7 +148,10 @@ async fn write_answer<S: AsyncWrite + Unpin>(stream: &mut S, answer: &[u8]) -> b
         stream.write_all(answer).await?;
         stream.flush().await
     };
-    let ok = matches!(tokio::time::timeout(ANSWER_TIMEOUT, write).await, Ok(Ok(())));
+    let ok = matches!(
+        tokio::time::timeout(ANSWER_TIMEOUT, write).await,
+        Ok(Ok(()))
+    );
     if ok && !answer.starts_with(b"HTTP/1.1 101") {
         let _ = tokio::time::timeout(ANSWER_TIMEOUT, stream.shutdown()).await;
     }
@@ -157,7 +160,11 @@ async fn write_answer<S: AsyncWrite + Unpin>(stream: &mut S, answer: &[u8]) -> b
 
 /// The first line of a message, for the debug log (bounded, lossy).
 fn first_line(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == b'\r' || c == b'\n').unwrap_or(b.len()).min(120);
+    let end = b
+        .iter()
+        .position(|&c| c == b'\r' || c == b'\n')
+        .unwrap_or(b.len())
+        .min(120);
     String::from_utf8_lossy(b.get(..end).unwrap_or_default()).into_owned()
 }
 

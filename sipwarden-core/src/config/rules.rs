@@ -386,10 +386,16 @@ fn ws_rules(cfg: &Config, r: &mut Report) {
         r.error(&[K("ws"), K("max_header")], "from 512 to 65536 bytes");
     }
     if w.upgrade_timeout.0.is_zero() || w.upgrade_timeout.0 > std::time::Duration::from_secs(300) {
-        r.error(&[K("ws"), K("upgrade_timeout")], "longer than 0s, at most 300s");
+        r.error(
+            &[K("ws"), K("upgrade_timeout")],
+            "longer than 0s, at most 300s",
+        );
     }
     if w.ping_interval.0 > std::time::Duration::from_secs(3600) {
-        r.error(&[K("ws"), K("ping_interval")], "at most 3600s (0s: no pings)");
+        r.error(
+            &[K("ws"), K("ping_interval")],
+            "at most 3600s (0s: no pings)",
+        );
     }
 }
 

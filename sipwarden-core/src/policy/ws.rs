@@ -16,7 +16,10 @@ pub enum Upgrade {
     More,
     /// Upgrade: answer 101 with the accept value of `key`; the first
     /// `head_len` bytes were the request.
-    Accept { key: String, head_len: usize },
+    Accept {
+        key: String,
+        head_len: usize,
+    },
     Refuse(Refusal),
 }
 
@@ -101,7 +104,12 @@ fn admit(r: &UpgradeRequest, server_name: Option<&str>, s: &Settings) -> Result<
             "Sec-WebSocket-Protocol must offer sip (RFC 7118)",
         );
     }
-    if !origin_allowed(r.origin.as_deref(), host, server_name, ws.origins.as_deref()) {
+    if !origin_allowed(
+        r.origin.as_deref(),
+        host,
+        server_name,
+        ws.origins.as_deref(),
+    ) {
         return no(403, Reason::WsOrigin, "origin not allowed");
     }
     Ok(())
@@ -218,7 +226,10 @@ mod tests {
                 ("Connection", "keep-alive, upgrade"),
             ],
         );
-        assert!(matches!(check_upgrade(&h, None, &s), Upgrade::Accept { .. }));
+        assert!(matches!(
+            check_upgrade(&h, None, &s),
+            Upgrade::Accept { .. }
+        ));
     }
 
     #[test]
@@ -289,7 +300,11 @@ mod tests {
         ));
         // The server name of a wss: connection counts too.
         assert!(matches!(
-            check("https://phone.example.com", "203.0.113.1:8443", Some("phone.example.com")),
+            check(
+                "https://phone.example.com",
+                "203.0.113.1:8443",
+                Some("phone.example.com")
+            ),
             Upgrade::Accept { .. }
         ));
         for bad in ["https://evil.example", "null", "https://example.com", ""] {
@@ -303,7 +318,9 @@ mod tests {
 
     #[test]
     fn with_ws_origins_only_those_pages() {
-        let s = settings("[ws]\norigins = [\"https://phone.example.com\", \"http://127.0.0.1:8000\"]\n");
+        let s = settings(
+            "[ws]\norigins = [\"https://phone.example.com\", \"http://127.0.0.1:8000\"]\n",
+        );
         let check = |origin: &str| check_upgrade(&head("/ws", &[("Origin", origin)]), None, &s);
         for ok in [
             "https://phone.example.com",

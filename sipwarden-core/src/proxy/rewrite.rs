@@ -165,7 +165,12 @@ impl Rfc3581 {
             // One insertion: both go at the end of the Via, in this order.
             (Some(at), Some(_)) => ed.insert(
                 at,
-                &[b";received=", self.ip.as_bytes(), b";rport=", port.as_bytes()],
+                &[
+                    b";received=",
+                    self.ip.as_bytes(),
+                    b";rport=",
+                    port.as_bytes(),
+                ],
             ),
             (Some(at), None) => ed.insert(at, &[b";received=", self.ip.as_bytes()]),
             (None, Some(at)) => ed.insert(at, &[b";rport=", port.as_bytes()]),
