@@ -35,7 +35,9 @@ pub struct UpgradeRequest {
 pub enum Head {
     /// No blank line yet: read more (within `ws.max_header`).
     Partial,
-    Complete(UpgradeRequest),
+    /// Boxed: the request is read once per connection, the enum moved
+    /// around while the head is incomplete.
+    Complete(Box<UpgradeRequest>),
     /// Not an HTTP/1.x request head (or more than [`MAX_HEADERS`] headers).
     Invalid,
 }
@@ -84,7 +86,7 @@ pub fn parse_head(bytes: &[u8]) -> Head {
             join(&mut out.protocols, v);
         }
     }
-    Head::Complete(out)
+    Head::Complete(Box::new(out))
 }
 
 /// True when the comma-separated `list` holds `token` (any case).

@@ -235,7 +235,9 @@ mod tests {
     #[test]
     fn wrong_path_subprotocol_or_handshake_is_refused() {
         let s = settings("");
-        let cases: &[(&str, &[(&str, &str)], u16)] = &[
+        // (target, header changes, status)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+        let cases: &[Case] = &[
             ("/", &[], 404),
             ("/wss", &[], 404),
             ("/ws", &[("Sec-WebSocket-Protocol", "")], 400),
