@@ -113,6 +113,13 @@ impl Egress {
                 } = send;
                 // A browser is reached only over the connection it opened.
                 let reuse_only = reuse_only || transport.is_websocket();
+                // A client on a wss: connection may write WS in its Via:
+                // the response still goes down its (encrypted) connection.
+                // Never the other way: a WSS message never goes out in clear.
+                let transport = match transport {
+                    Transport::Ws if !self.tcp.has(side, transport, dest) => Transport::Wss,
+                    t => t,
+                };
                 // A failure now (or of the connect, later) sends `on_fail`.
                 let sent = self
                     .tcp

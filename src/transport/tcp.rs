@@ -102,6 +102,12 @@ impl TcpConns {
         self.stop.notified()
     }
 
+    /// True when a connection to `remote` is registered under this side
+    /// and transport.
+    pub(super) fn has(&self, side: Side, transport: Transport, remote: SocketAddr) -> bool {
+        self.map.contains_key(&(side, transport, remote))
+    }
+
     pub fn len(&self) -> usize {
         self.count.load(Relaxed)
     }
