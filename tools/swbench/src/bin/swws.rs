@@ -105,13 +105,14 @@ async fn open(
         2 + (i % args.sources.clamp(1, 250)) as u8,
     ));
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    sock.bind(SocketAddr::new(src, 0)).map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(src, 0))
+        .map_err(|e| e.to_string())?;
     let tcp: TcpStream = sock.connect(args.target).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let (io, scheme, host): (Box<dyn Io>, &str, String) = match (tls, &args.tls_name) {
         (Some(c), Some(name)) => {
-            let sn = rustls::pki_types::ServerName::try_from(name.clone())
-                .map_err(|e| e.to_string())?;
+            let sn =
+                rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| e.to_string())?;
             let s = c.connect(sn, tcp).await.map_err(|e| format!("TLS: {e}"))?;
             (Box::new(s), "wss", name.clone())
         }
@@ -132,7 +133,10 @@ async fn open(
 }
 
 /// Opens `n` connections, `parallel` at a time.
-async fn open_all(args: Arc<Args>, tls: Option<tokio_rustls::TlsConnector>) -> (Vec<Conn>, Vec<String>) {
+async fn open_all(
+    args: Arc<Args>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> (Vec<Conn>, Vec<String>) {
     let mut conns = Vec::with_capacity(args.conns);
     let mut errors = Vec::new();
     let mut i = 0;
@@ -170,7 +174,11 @@ async fn drive(mut ws: Conn, conn: usize, args: Arc<Args>, until: Instant, done:
     let mut seq = 0u64;
     for _ in 0..args.window {
         seq += 1;
-        if ws.send(Message::text(options(&args.domain, conn, seq))).await.is_err() {
+        if ws
+            .send(Message::text(options(&args.domain, conn, seq)))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -183,7 +191,11 @@ async fn drive(mut ws: Conn, conn: usize, args: Arc<Args>, until: Instant, done:
             Ok(Some(Ok(Message::Text(t)))) if t.starts_with("SIP/2.0 200") => {
                 done.fetch_add(1, Relaxed);
                 seq += 1;
-                if ws.send(Message::text(options(&args.domain, conn, seq))).await.is_err() {
+                if ws
+                    .send(Message::text(options(&args.domain, conn, seq)))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -214,8 +226,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "idle" => {
             println!("{}", json!({"kind": "ws-idle-up", "up": up}));
             tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
-            Ok(json!({"kind": "ws-idle", "conns": args.conns, "up": up, "errors": errors.len(),
-                      "first_error": first_error, "open_s": open_s}))
+            Ok(
+                json!({"kind": "ws-idle", "conns": args.conns, "up": up, "errors": errors.len(),
+                      "first_error": first_error, "open_s": open_s}),
+            )
         }
         "load" => {
             let done = Arc::new(AtomicU64::new(0));
@@ -231,10 +245,12 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             }
             let secs = start.elapsed().as_secs_f64();
             let n = done.load(Relaxed);
-            Ok(json!({"kind": "ws-load", "conns": up, "window": args.window, "errors": errors.len(),
+            Ok(
+                json!({"kind": "ws-load", "conns": up, "window": args.window, "errors": errors.len(),
                       "first_error": first_error, "answered": n, "seconds": secs,
                       "round_trips_per_s": n as f64 / secs,
-                      "sip_messages_per_s": 2.0 * n as f64 / secs}))
+                      "sip_messages_per_s": 2.0 * n as f64 / secs}),
+            )
         }
         m => Err(format!("--mode {m}: idle or load")),
     }
@@ -242,7 +258,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 
 fn main() {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("swws: {e}");
