@@ -122,8 +122,10 @@ start_sut() {  # start_sut SYSTEM: sets SUT (pid), SUT_PIDS (all its processes),
             ;;
         kamailio-ws)
             mkdir -p "$OUT/kam"
+            # 2 GiB of shared memory: it holds every connection (~65 KiB
+            # each over WebSocket): 256 MB ran out at ~3,300.
             kamailio -f "$ROOT/bench/kamailio-ws.cfg" -DD -E -A NCHILD=2 -A "WS_PORT=$KAM_WS_PORT" \
-                -A "UDP_PORT=$KAM_UDP_PORT" -A "BACKEND_PORT=$BE_PORT" -Y "$OUT/kam" -m 256 \
+                -A "UDP_PORT=$KAM_UDP_PORT" -A "BACKEND_PORT=$BE_PORT" -Y "$OUT/kam" -m 2048 \
                 > "$OUT/kamailio.log" 2>&1 &
             SUT=$!; PIDS+=("$SUT")
             wait_tcp "$KAM_WS_PORT" || { log "kamailio did not start: $(tail -3 "$OUT/kamailio.log")"; exit 1; }
