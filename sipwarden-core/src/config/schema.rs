@@ -595,8 +595,9 @@ pub struct Ws {
     /// The upgrade request must be complete this long after the accept
     /// (after the TLS handshake for `wss:`).
     pub upgrade_timeout: Dur,
-    /// A WebSocket ping goes to the browser after this long without a
-    /// message from it; `0s` sends none.
+    /// A WebSocket ping goes to each browser this often (NAT bindings and
+    /// proxies on the way stay open; the pong counts as traffic for
+    /// `tcp.idle_timeout`); `0s` sends none.
     pub ping_interval: Dur,
 }
 
