@@ -279,6 +279,24 @@ fn e2e_tls() {
     run_script("tls.sh");
 }
 
+/// SIP over WebSocket, the refusals: a Python `websockets` client's
+/// upgrades with the wrong Origin (403), subprotocol (400), path (404), a
+/// plain GET (426) and `wss:` without a server name (closed) never reach
+/// Kamailio; a scanner over WebSocket is dropped `no-domain` like over TCP,
+/// and the refusals ban the source.
+#[test]
+fn e2e_ws() {
+    run_script("ws.sh");
+}
+
+/// A real browser: JsSIP in Debian's Chromium (playwright-core) registers
+/// over `wss:` with digest auth to Kamailio, calls a SIPp UAS and is called
+/// by SIPp through Kamailio and the Path (INVITE, 200, ACK, BYE both ways).
+#[test]
+fn e2e_browser() {
+    run_script("browser.sh");
+}
+
 /// `scripts/try-it.sh`, the README's one-minute demo: with
 /// this build and the e2e ports it exits 0 well within a minute and shows
 /// the phone forwarded, svmap and a request by IP dropped, the counters,

@@ -23,15 +23,32 @@ pub enum Transport {
     /// SIP over TLS on a TCP connection: framed and routed like TCP, with
     /// its own connections, Via token and `transport=tls` parameter.
     Tls,
+    /// SIP over WebSocket (RFC 7118) on a TCP connection: one message per
+    /// WebSocket message, routed over its connection like TCP, with Via
+    /// `SIP/2.0/WS` and `transport=ws`.
+    Ws,
+    /// SIP over secure WebSocket: WebSocket inside TLS (Via `WSS`).
+    Wss,
 }
 
 impl Transport {
+    /// Every transport, in metric slot order.
+    pub const ALL: [Transport; 5] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Ws,
+        Transport::Wss,
+    ];
+
     /// The token used in Via headers and `transport=` parameters.
     pub fn via_token(self) -> &'static [u8] {
         match self {
             Transport::Udp => b"UDP",
             Transport::Tcp => b"TCP",
             Transport::Tls => b"TLS",
+            Transport::Ws => b"WS",
+            Transport::Wss => b"WSS",
         }
     }
 
@@ -40,12 +57,21 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 
-    /// Stream transports share TCP's framing and connection table.
+    /// Connection transports share TCP's connection table and flow
+    /// tokens (WebSocket ones too, though their messages come framed).
     pub fn is_stream(self) -> bool {
         !matches!(self, Transport::Udp)
+    }
+
+    /// WebSocket transports: a message per WebSocket message, reached only
+    /// over a connection the browser opened.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 
     /// The port a URI or Via without one means (RFC 3261 19.1.2).
@@ -53,6 +79,9 @@ impl Transport {
         match self {
             Transport::Tls => 5061,
             Transport::Udp | Transport::Tcp => 5060,
+            // RFC 7118 5.2: the ports of HTTP and HTTPS.
+            Transport::Ws => 80,
+            Transport::Wss => 443,
         }
     }
 
@@ -64,6 +93,10 @@ impl Transport {
             Some(Transport::Tcp)
         } else if t.eq_ignore_ascii_case(b"tls") {
             Some(Transport::Tls)
+        } else if t.eq_ignore_ascii_case(b"ws") {
+            Some(Transport::Ws)
+        } else if t.eq_ignore_ascii_case(b"wss") {
+            Some(Transport::Wss)
         } else {
             None
         }

@@ -140,6 +140,73 @@ pub fn cluster_bytes(data: &[u8]) {
     }
 }
 
+/// The WebSocket upgrade check on arbitrary bytes (the first bytes of a
+/// connection on a `ws:` listener, or of a `wss:` one after the handshake
+/// when the first byte is odd): it never panics; an accepted upgrade ends
+/// its head with the blank line within the bytes and carries a well-formed
+/// key; a refusal is an HTTP status sipwarden answers with, its answer is
+/// well-formed HTTP, and it is counted exactly once (nothing else is).
+pub fn ws_upgrade_bytes(data: &[u8]) {
+    use crate::policy::ws::Upgrade;
+    use crate::web;
+    let _ = web::parse_head(data);
+    if let Ok(t) = std::str::from_utf8(data) {
+        let _ = web::origin_parts(t);
+    }
+    let rig = Rig::new(Mode::Enforce);
+    let sni = (data.first().is_some_and(|b| b & 1 == 1)).then_some("pbx.example.com");
+    let flow = Flow {
+        side: Side::Public,
+        transport: if sni.is_some() {
+            Transport::Wss
+        } else {
+            Transport::Ws
+        },
+        listener: 1,
+        local: "203.0.113.10:8443".parse().expect("literal"),
+        remote: "198.51.100.9:50000".parse().expect("literal"),
+    };
+    let before = counters(rig.core.metrics());
+    let up = rig.core.on_ws_upgrade(rig.now, &flow, data, sni);
+    let after = counters(rig.core.metrics());
+    let total = |c: &Counters| c.iter().map(|x| x.4).sum::<u64>();
+    let counted = total(&after) - total(&before);
+    match up {
+        Upgrade::More => {
+            assert!(data.len() < rig.core.settings().config.ws.max_header);
+            assert_eq!(counted, 0);
+        }
+        Upgrade::Accept { key, head_len } => {
+            assert!(head_len <= data.len() && head_len >= 4, "{head_len}");
+            assert_eq!(data.get(head_len - 4..head_len), Some(&b"\r\n\r\n"[..]));
+            assert_eq!(key.len(), 24, "{key}");
+            assert_eq!(counted, 0);
+            let ok = web::switching_protocols("k");
+            assert!(ok.ends_with(b"\r\n\r\n"));
+        }
+        Upgrade::Refuse(r) => {
+            assert!(
+                [400, 403, 404, 426, 431].contains(&r.status),
+                "{}",
+                r.status
+            );
+            assert!(matches!(r.reason, Reason::WsUpgrade | Reason::WsOrigin));
+            assert_eq!(counted, 1, "a refusal is counted once");
+            let answer = web::refusal(r.status, r.why);
+            let text = String::from_utf8(answer).expect("ASCII");
+            let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {} ", r.status)),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("Content-Length: {}\r\n", body.len())),
+                "{head}"
+            );
+        }
+    }
+}
+
 /// The whole core on arbitrary bytes. The first byte picks the flow (bits
 /// 0-2, [`Rig::flow`]), the config (bits 3-4, [`Mode`]) and how long after
 /// the rig's set-up the message arrives (bits 5-6: at once, 30 s, 2 h,
@@ -328,9 +395,9 @@ impl Rig {
         };
         let (listener, local) = match (side, transport) {
             (Side::Public, Transport::Udp) => (0, "203.0.113.10:5060"),
-            (Side::Public, Transport::Tcp | Transport::Tls) => (1, "203.0.113.10:5060"),
+            (Side::Public, _) => (1, "203.0.113.10:5060"),
             (Side::Internal, Transport::Udp) => (0, "127.0.0.1:5070"),
-            (Side::Internal, Transport::Tcp | Transport::Tls) => (1, "127.0.0.1:5070"),
+            (Side::Internal, _) => (1, "127.0.0.1:5070"),
         };
         Flow {
             side,
@@ -698,7 +765,9 @@ fn describe(s: &Transmit) -> String {
 
 fn framing(flow: &Flow) -> Framing {
     match flow.transport {
-        Transport::Udp => Framing::Datagram,
+        // A WebSocket message holds exactly one SIP message, Content-Length
+        // optional (RFC 7118 5.2): a datagram's framing.
+        Transport::Udp | Transport::Ws | Transport::Wss => Framing::Datagram,
         Transport::Tcp | Transport::Tls => Framing::Stream,
     }
 }

@@ -7,7 +7,8 @@
 //! CLI. ARCHITECTURE.md draws the map.
 //!
 //! The modules depend on each other one way: the vocabulary (`flow`,
-//! `time`, `verdict`) on nothing; `sip` and `token` on `flow`; `metrics`
+//! `time`, `verdict`) on nothing; `sip` and `token` on `flow`; `web` (the
+//! HTTP of a WebSocket upgrade) on nothing; `metrics`
 //! on the vocabulary; `state` on `config` and `token`; admission
 //! (`policy`) on the settings, `state` and `metrics`; `proxy`, which
 //! dispatches and forwards, on all of them; `control`, which answers the
@@ -30,3 +31,4 @@ pub mod state;
 pub mod time;
 pub mod token;
 pub mod verdict;
+pub mod web;

@@ -13,7 +13,7 @@ use crate::time::UnixMs;
 use crate::verdict::{Disposition, Reason, Verdict};
 
 const SIDES: usize = 2;
-const TRANSPORTS: usize = 3;
+const TRANSPORTS: usize = Transport::ALL.len();
 const REASONS: usize = Reason::ALL.len();
 const DISPOSITIONS: usize = Disposition::ALL.len();
 const SLOTS: usize = SIDES * TRANSPORTS * REASONS * DISPOSITIONS;
@@ -243,6 +243,8 @@ fn slot(side: Side, t: Transport, r: Reason, d: Disposition) -> usize {
         Transport::Udp => 0,
         Transport::Tcp => 1,
         Transport::Tls => 2,
+        Transport::Ws => 3,
+        Transport::Wss => 4,
     };
     ((s * TRANSPORTS + t) * REASONS + r.index()) * DISPOSITIONS + d.index()
 }
@@ -280,7 +282,7 @@ impl Metrics {
     pub fn total(&self, r: Reason, d: Disposition) -> u64 {
         let mut n = 0;
         for side in [Side::Public, Side::Internal] {
-            for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for t in Transport::ALL {
                 n += self.get(side, t, r, d);
             }
         }
@@ -304,7 +306,7 @@ impl Metrics {
         }
         let mut out = Vec::with_capacity(SLOTS);
         for side in [Side::Public, Side::Internal] {
-            for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for t in Transport::ALL {
                 for r in Reason::ALL {
                     for d in Disposition::ALL {
                         out.push((side, t, r, d, sums[slot(side, t, r, d)]));
@@ -417,7 +419,7 @@ impl Metrics {
         o.push_str("# HELP sipwarden_messages_total SIP messages by side, transport, reason and what was done with them\n");
         o.push_str("# TYPE sipwarden_messages_total counter\n");
         for side in [Side::Public, Side::Internal] {
-            for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for t in Transport::ALL {
                 for r in Reason::ALL {
                     for d in Disposition::ALL {
                         let v = self.get(side, t, r, d);
@@ -562,6 +564,8 @@ summary_line! {
     Keepalive => "drops.keepalive",
     ForgedToken => "drops.forged-token",
     TlsSni => "drops.tls-sni",
+    WsUpgrade => "drops.ws-upgrade",
+    WsOrigin => "drops.ws-origin",
     DialogRoute => "drops.dialog-route",
     TrunkContact => "drops.trunk-contact",
     Trunk => "drops.trunk",
@@ -765,7 +769,7 @@ mod tests {
     fn every_label_set_has_its_own_slot() {
         let mut seen = vec![false; SLOTS];
         for side in [Side::Public, Side::Internal] {
-            for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for t in Transport::ALL {
                 for r in Reason::ALL {
                     for d in Disposition::ALL {
                         let i = slot(side, t, r, d);

@@ -80,6 +80,9 @@ fn return_bytes(r: Option<ReturnAddr>) -> ([u8; RETURN_LEN], usize) {
         Transport::Udp => 1,
         Transport::Tcp => 2,
         Transport::Tls => 3,
+        // Clear of the address-family bit (4).
+        Transport::Ws => 8,
+        Transport::Wss => 16,
     };
     let n = match r.addr.ip() {
         IpAddr::V4(a) => {
@@ -431,11 +434,8 @@ impl Keys {
         let mut raw = [0u8; 1 + 16 + 2];
         // One bit: stream or datagram. A TLS flow is a stream flow whose
         // listener is a TLS one; `Settings::flow_transport` tells them
-        // apart when the token comes back.
-        let t = match f.transport {
-            Transport::Udp => 0u8,
-            Transport::Tcp | Transport::Tls => 1u8,
-        };
+        // apart when the token comes back (a WebSocket flow the same way).
+        let t = u8::from(f.transport.is_stream());
         let v6 = f.remote.is_ipv6();
         raw[0] = (t << 7) | (u8::from(v6) << 6) | (f.listener & 0x3f);
         let n = match f.remote.ip() {

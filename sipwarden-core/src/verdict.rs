@@ -66,6 +66,13 @@ labelled! {
         /// A TLS ClientHello naming no secret domain (or none at all):
         /// closed before the server says anything.
         Reason::TlsSni => "tls-sni",
+        /// A WebSocket upgrade request refused (method, path, headers,
+        /// subprotocol other than `sip`, too large or too slow): answered
+        /// with a plain HTTP error before any SIP is read.
+        Reason::WsUpgrade => "ws-upgrade",
+        /// A WebSocket upgrade from a web origin not in `ws.origins` (or,
+        /// without that list, not the host the browser connected to).
+        Reason::WsOrigin => "ws-origin",
         // Admission of requests from the public side.
         Reason::DialogRoute => "dialog-route",
         Reason::TrunkContact => "trunk-contact",

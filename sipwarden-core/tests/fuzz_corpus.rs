@@ -57,3 +57,8 @@ fn control_corpus_replays() {
 fn cluster_corpus_replays() {
     replay_target("cluster", sipwarden_core::fuzzing::cluster_bytes);
 }
+
+#[test]
+fn ws_upgrade_corpus_replays() {
+    replay_target("ws_upgrade", sipwarden_core::fuzzing::ws_upgrade_bytes);
+}

@@ -161,6 +161,10 @@ async fn lookup(r: &TokioResolver, key: &Key) -> Result<(Vec<SocketAddr>, Instan
             Transport::Udp => "_sip._udp.",
             Transport::Tcp => "_sip._tcp.",
             Transport::Tls => "_sips._tcp.",
+            // No SRV for WebSocket (RFC 7118): a browser is only reached
+            // over its own connection, never looked up.
+            Transport::Ws => "_sip._tcp.",
+            Transport::Wss => "_sips._tcp.",
         };
         let name = format!("{service}{}.", key.host.trim_end_matches('.'));
         if let Ok(srv) = r.srv_lookup(name.as_str()).await {

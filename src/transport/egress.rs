@@ -107,7 +107,7 @@ impl Egress {
     fn send_to(self: &Arc<Self>, send: Transmit, dest: SocketAddr, host: Option<&str>) {
         match send.transport {
             Transport::Udp => self.send_udp(&send, dest),
-            Transport::Tcp | Transport::Tls => {
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                 let Transmit {
                     side,
                     transport,
@@ -116,6 +116,15 @@ impl Egress {
                     reuse_only,
                     ..
                 } = send;
+                // A browser is reached only over the connection it opened.
+                let reuse_only = reuse_only || transport.is_websocket();
+                // A client on a wss: connection may write WS in its Via:
+                // the response still goes down its (encrypted) connection.
+                // Never the other way: a WSS message never goes out in clear.
+                let transport = match transport {
+                    Transport::Ws if !self.tcp.has(side, transport, dest) => Transport::Wss,
+                    t => t,
+                };
                 // A failure now (or of the connect, later) sends `on_fail`.
                 let to = super::tcp::Peer {
                     side,

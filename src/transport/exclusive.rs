@@ -40,7 +40,9 @@ pub enum Busy {
 fn probe(spec: &SocketSpec) -> Result<(), Option<std::io::Error>> {
     let (ty, proto) = match spec.transport {
         Transport::Udp => (Type::DGRAM, Protocol::UDP),
-        Transport::Tcp | Transport::Tls => (Type::STREAM, Protocol::TCP),
+        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
+            (Type::STREAM, Protocol::TCP)
+        }
     };
     let s = Socket::new(Domain::for_address(spec.addr), ty, Some(proto)).map_err(Some)?;
     if spec.addr.is_ipv6() {
@@ -187,7 +189,7 @@ fn may_hold(e: &NetEntry, spec: &SocketSpec) -> bool {
 fn inodes(spec: &SocketSpec) -> Vec<u64> {
     let base = match spec.transport {
         Transport::Udp => "udp",
-        Transport::Tcp | Transport::Tls => "tcp",
+        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => "tcp",
     };
     let mut v = Vec::new();
     for file in [format!("/proc/net/{base}"), format!("/proc/net/{base}6")] {

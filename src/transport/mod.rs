@@ -1,4 +1,4 @@
-//! Sockets: UDP, TCP and TLS listeners, outgoing TCP connections, DNS, the
+//! Sockets: UDP, TCP, TLS and WebSocket listeners, outgoing TCP connections, DNS, the
 //! metrics endpoint. Everything here moves bytes; decisions are the core's.
 
 pub mod background;
@@ -12,6 +12,7 @@ pub mod server;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod ws;
 
 pub use server::Server;
 

@@ -18,7 +18,7 @@ use super::dns::Dns;
 use super::egress::{Egress, UdpEntry};
 use super::exclusive::{self, BindLock};
 use super::tcp::{accept_loop, TcpConns};
-use super::{http, tls, udp};
+use super::{http, tls, udp, ws};
 
 struct Running {
     side: Side,
@@ -184,7 +184,7 @@ fn bind(spec: &SocketSpec, s: &Settings, peer: Option<SocketAddr>) -> std::io::R
             )?)),
             None => Ok(Bound::Udp(udp::bind_n(spec.addr, workers, rcvbuf)?)),
         },
-        Transport::Tcp | Transport::Tls => {
+        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(spec.addr),
                 socket2::Type::STREAM,
@@ -339,6 +339,9 @@ impl Server {
                     }
                     None
                 }
+                Bound::Tcp(l) if spec.transport.is_websocket() => Some(tokio::spawn(
+                    ws::accept_loop(self.eg.clone(), l, side, spec.transport, listener.clone()),
+                )),
                 Bound::Tcp(l) if spec.transport == Transport::Tls => Some(tokio::spawn(
                     tls::accept_loop(self.eg.clone(), l, side, listener.clone()),
                 )),

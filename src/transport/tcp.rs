@@ -36,7 +36,7 @@ const BUSY_READ: usize = 8192;
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 /// How long a closed connection's writer may take to send what is queued
 /// before it is dropped (a peer that stopped reading must not keep it).
-const WRITER_GRACE: Duration = Duration::from_secs(2);
+pub(super) const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 struct Conn {
     id: u64,
@@ -60,10 +60,10 @@ pub struct TcpConns {
 }
 
 /// Counts a running writer task; the count drops however the task ends.
-struct WriterGuard(Arc<TcpConns>);
+pub(super) struct WriterGuard(Arc<TcpConns>);
 
 impl WriterGuard {
-    fn new(conns: &Arc<TcpConns>) -> WriterGuard {
+    pub(super) fn new(conns: &Arc<TcpConns>) -> WriterGuard {
         conns.writers.fetch_add(1, Relaxed);
         WriterGuard(conns.clone())
     }
@@ -98,6 +98,23 @@ impl TcpConns {
                 return self.writers.load(Relaxed);
             }
         }
+    }
+
+    /// True once shutdown began: readers of every kind stop.
+    pub(super) fn closing(&self) -> bool {
+        self.closing.load(Relaxed)
+    }
+
+    /// Completes at shutdown; made before [`Self::closing`] is read, so a
+    /// shutdown in between still wakes the reader.
+    pub(super) fn stopped(&self) -> tokio::sync::futures::Notified<'_> {
+        self.stop.notified()
+    }
+
+    /// True when a connection to `remote` is registered under this side
+    /// and transport.
+    pub(super) fn has(&self, side: Side, transport: Transport, remote: SocketAddr) -> bool {
+        self.map.contains_key(&(side, transport, remote))
     }
 
     pub fn len(&self) -> usize {
@@ -174,7 +191,7 @@ impl TcpConns {
         (id, tx, rx)
     }
 
-    fn unregister(&self, side: Side, transport: Transport, remote: SocketAddr, id: u64) {
+    pub(super) fn unregister(&self, side: Side, transport: Transport, remote: SocketAddr, id: u64) {
         self.map
             .remove_if(&(side, transport, remote), |_, c| c.id == id);
         self.count.fetch_sub(1, Relaxed);

@@ -93,6 +93,23 @@ pub async fn accept_loop(
 /// `tls.handshake_timeout` with the certificate in force, then SIP as over
 /// TCP.
 async fn serve(eg: Arc<Egress>, stream: TcpStream, flow: Flow) {
+    let Some((tls, _)) = handshake(&eg, stream, &flow).await else {
+        return;
+    };
+    let (rd, wr) = tokio::io::split(tls);
+    let (id, tx, rx) = eg.tcp.register(flow.side, flow.transport, flow.remote);
+    super::tcp::run(eg, rd, wr, flow, id, tx, rx).await;
+}
+
+/// The server side of a TLS handshake behind the server-name gate, for
+/// `tls:` and `wss:` listeners: the stream and the server name it asked
+/// for, or `None` (the connection's place released) when the hello is
+/// late, refused or the handshake fails.
+pub(super) async fn handshake(
+    eg: &Arc<Egress>,
+    stream: TcpStream,
+    flow: &Flow,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>)> {
     let t = eg.core.settings().config.tls.clone();
     let hello = LazyConfigAcceptor::new(Acceptor::default(), stream);
     let start = match tokio::time::timeout(t.hello_timeout.0, hello).await {
@@ -100,38 +117,36 @@ async fn serve(eg: Arc<Egress>, stream: TcpStream, flow: Flow) {
         Ok(Err(e)) => {
             tracing::debug!(remote = %flow.remote, error = %e, "no TLS ClientHello");
             eg.tcp.release();
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(remote = %flow.remote, "no TLS ClientHello in time, closing");
             eg.tcp.release();
-            return;
+            return None;
         }
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     let config = eg.tls.load_full();
-    let admitted = eg.core.on_client_hello(now_ms(), &flow, sni.as_deref());
+    let admitted = eg.core.on_client_hello(now_ms(), flow, sni.as_deref());
     let Some(config) = config.filter(|_| admitted) else {
         // Dropped unanswered: the scanner learns nothing.
         eg.tcp.release();
-        return;
+        return None;
     };
     let tls = match tokio::time::timeout(t.handshake_timeout.0, start.into_stream(config)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(remote = %flow.remote, error = %e, "TLS handshake failed");
             eg.tcp.release();
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(remote = %flow.remote, "TLS handshake not finished in time, closing");
             eg.tcp.release();
-            return;
+            return None;
         }
     };
-    let (rd, wr) = tokio::io::split(tls);
-    let (id, tx, rx) = eg.tcp.register(flow.side, flow.transport, flow.remote);
-    super::tcp::run(eg, rd, wr, flow, id, tx, rx).await;
+    Some((tls, sni))
 }
 
 /// The client side, for providers reached over TLS (a next hop that is

@@ -6,7 +6,7 @@
 set -u
 DIR=$(cd "$(dirname "$0")" && pwd)
 SCRIPTS=("$@")
-[ ${#SCRIPTS[@]} -eq 0 ] && SCRIPTS=(selftest.sh check.sh call_udp.sh backend_restart.sh call_tcp.sh scanner.sh sipvicious.sh reload.sh trunk.sh control.sh top.sh restart.sh nat.sh dialog.sh defence.sh office.sh tls.sh tls_trunk.sh cluster.sh)
+[ ${#SCRIPTS[@]} -eq 0 ] && SCRIPTS=(selftest.sh check.sh call_udp.sh backend_restart.sh call_tcp.sh scanner.sh sipvicious.sh reload.sh trunk.sh control.sh top.sh restart.sh nat.sh dialog.sh defence.sh office.sh tls.sh tls_trunk.sh ws.sh browser.sh cluster.sh)
 if [ -z "${SIPWARDEN_BIN:-}" ]; then
     (cd "$DIR/../.." && timeout 600 cargo build -q) || { echo "cargo build failed" >&2; exit 1; }
 fi

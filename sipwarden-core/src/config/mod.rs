@@ -521,6 +521,45 @@ mod tests {
         assert_eq!(keys(&names), ["tls.server_names", "tls.hello_timeout"]);
     }
 
+    /// `ws:` and `wss:` listeners: `wss:` needs the certificate files, both
+    /// are public only and collide with `tcp:` on one port; a bad
+    /// `ws.path`, origin, header bound or timeout is refused.
+    #[test]
+    fn ws_rules() {
+        let keys = |text: &str| -> Vec<String> {
+            read(text, "t")
+                .map(|_| Vec::new())
+                .unwrap_or_else(|r| r.errors.into_iter().filter_map(|e| e.key).collect())
+        };
+        let base = "[listen]\nadvertise = \"pbx.example.com:5060\"\n";
+        let files = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let ws = format!("{base}public = [\"udp:0.0.0.0:5060\", \"ws:0.0.0.0:8080\"]\n");
+        assert!(keys(&ws).is_empty());
+        let wss = format!("{base}public = [\"wss:0.0.0.0:8443\"]\n");
+        assert_eq!(keys(&wss), ["tls.cert_file", "tls.key_file"]);
+        assert!(keys(&format!("{wss}{files}")).is_empty());
+        let clash = format!("{base}public = [\"tcp:0.0.0.0:8080\", \"ws:127.0.0.1:8080\"]\n");
+        assert_eq!(keys(&clash), ["listen.public"]);
+        let inside = format!("{base}internal = [\"udp:127.0.0.1:5070\", \"ws:127.0.0.1:5071\"]\n");
+        assert_eq!(keys(&inside), ["listen.internal"]);
+        let backend = format!("{base}internal = [\"udp:127.0.0.1:5070\"]\n[backend]\naddress = \"ws:127.0.0.1:5081\"\n");
+        assert!(keys(&backend).contains(&"backend.address".to_string()));
+        let bad = format!(
+            "{base}[ws]\npath = \"ws\"\norigins = [\"https://a.example\", \"a.example\"]\n\
+             max_header = 100\nupgrade_timeout = \"0s\"\nping_interval = \"2h\"\n"
+        );
+        assert_eq!(
+            keys(&bad),
+            [
+                "ws.path",
+                "ws.origins",
+                "ws.max_header",
+                "ws.upgrade_timeout",
+                "ws.ping_interval"
+            ]
+        );
+    }
+
     #[test]
     fn a_missing_key_is_named() {
         let e = err("# comment\n[listen]\npublic = []\n");

@@ -93,6 +93,7 @@ pub(super) fn rules(cfg: &Config, r: &mut Report) -> Result<Parsed, Reported> {
     let backend_listener = backend_rules(cfg, r);
     let domains = domain_rules(cfg, r);
     let tls_names = tls_rules(cfg, r);
+    ws_rules(cfg, r);
     let user_agents = user_agent_rules(cfg, r);
     filter_rules(cfg, r);
     trunk_rules(cfg, r);
@@ -316,30 +317,35 @@ fn tls_rules(cfg: &Config, r: &mut Report) -> Result<DomainSet, Reported> {
         .listen
         .public
         .iter()
-        .any(|s| s.transport == Transport::Tls);
+        .any(|s| matches!(s.transport, Transport::Tls | Transport::Wss));
     if has_tls {
         for (key, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
             if v.is_none() {
                 r.error(
                     &[K("tls"), K(key)],
-                    "listen.public has a tls: socket: name the PEM file of the certificate \
+                    "listen.public has a tls: or wss: socket: name the PEM file of the certificate \
                      (cert_file: the chain, leaf first) and of its private key (key_file)",
                 );
             }
         }
     }
     for (i, s) in cfg.internal().iter().enumerate() {
-        if s.transport == Transport::Tls {
+        if matches!(s.transport, Transport::Tls | Transport::Ws | Transport::Wss) {
             r.error(
                 &[K("listen"), K("internal"), I(i)],
-                "TLS is for the public side: Asterisk is reached over udp: or tcp: on loopback",
+                "TLS and WebSocket are for the public side: Asterisk is reached over udp: or \
+                 tcp: on loopback",
             );
         }
     }
-    if cfg.backend.address.transport == Transport::Tls {
+    if matches!(
+        cfg.backend.address.transport,
+        Transport::Tls | Transport::Ws | Transport::Wss
+    ) {
         r.error(
             &[K("backend"), K("address")],
-            "TLS is for the public side: reach Asterisk over udp: or tcp: on loopback",
+            "TLS and WebSocket are for the public side: reach Asterisk over udp: or tcp: on \
+             loopback",
         );
     }
     for (key, d) in [
@@ -363,6 +369,42 @@ fn tls_rules(cfg: &Config, r: &mut Report) -> Result<DomainSet, Reported> {
             format!("{bad:?} is not a host name (a `*.` prefix is allowed)"),
         )
     })
+}
+
+/// `[ws]`: an absolute path, origins written as browsers send them
+/// (`scheme://host[:port]`, no path), and bounds that a browser's upgrade
+/// fits in.
+fn ws_rules(cfg: &Config, r: &mut Report) {
+    let w = &cfg.ws;
+    if !w.path.starts_with('/') || w.path.contains(['?', '#', ' ']) {
+        r.error(
+            &[K("ws"), K("path")],
+            "an absolute request path such as \"/ws\" (no query, no spaces)",
+        );
+    }
+    for (i, o) in w.origins.iter().flatten().enumerate() {
+        if crate::web::origin_parts(o).is_none() {
+            r.error(
+                &[K("ws"), K("origins"), I(i)],
+                format!("{o:?} is not a web origin: write scheme://host[:port], as a browser sends it in Origin (\"https://phone.example.com\")"),
+            );
+        }
+    }
+    if !(512..=65536).contains(&w.max_header) {
+        r.error(&[K("ws"), K("max_header")], "from 512 to 65536 bytes");
+    }
+    if w.upgrade_timeout.0.is_zero() || w.upgrade_timeout.0 > std::time::Duration::from_secs(300) {
+        r.error(
+            &[K("ws"), K("upgrade_timeout")],
+            "longer than 0s, at most 300s",
+        );
+    }
+    if w.ping_interval.0 > std::time::Duration::from_secs(3600) {
+        r.error(
+            &[K("ws"), K("ping_interval")],
+            "at most 3600s (0s: no pings)",
+        );
+    }
 }
 
 /// `filter.user_agents` as one automaton, case-insensitive, that finds

@@ -58,6 +58,7 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub cluster: Cluster,
+    pub ws: Ws,
 }
 
 /// One value or a list of values. Deserialized by hand so that a bad
@@ -637,5 +638,42 @@ impl Cluster {
     /// Whether a cluster is configured (`redis` names a server).
     pub fn is_on(&self) -> bool {
         !self.redis.to_vec().is_empty()
+    }
+}
+
+/// The `ws:` and `wss:` public listeners (`docs/websocket.md`): browser
+/// softphones (SIP over WebSocket, RFC 7118). The HTTP upgrade request is
+/// checked before any SIP is read: the path, the `sip` subprotocol and the
+/// page's web origin.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ws {
+    /// The request path the upgrade must ask for (query string ignored).
+    pub path: String,
+    /// Web origins allowed to open a connection (`https://phone.example.com`,
+    /// scheme, host and port as the browser sends them in `Origin`). Absent:
+    /// only pages served from the host the browser connected to (the
+    /// `Host` header's host, or the TLS server name).
+    pub origins: Option<Vec<String>>,
+    /// Longest upgrade request head, in bytes.
+    pub max_header: usize,
+    /// The upgrade request must be complete this long after the accept
+    /// (after the TLS handshake for `wss:`).
+    pub upgrade_timeout: Dur,
+    /// A WebSocket ping goes to each browser this often (NAT bindings and
+    /// proxies on the way stay open; the pong counts as traffic for
+    /// `tcp.idle_timeout`); `0s` sends none.
+    pub ping_interval: Dur,
+}
+
+impl Default for Ws {
+    fn default() -> Self {
+        Ws {
+            path: "/ws".to_string(),
+            origins: None,
+            max_header: 8192,
+            upgrade_timeout: Dur(Duration::from_secs(5)),
+            ping_interval: Dur(Duration::from_secs(30)),
+        }
     }
 }

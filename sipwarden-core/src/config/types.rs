@@ -54,7 +54,7 @@ impl FromStr for SocketSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || {
-            format!("{s:?} is not a socket: expected \"udp:IP:PORT\", \"tcp:IP:PORT\" or \"tls:IP:PORT\" (IPv6 as [::1]:5060)")
+            format!("{s:?} is not a socket: expected \"udp:IP:PORT\", \"tcp:IP:PORT\", \"tls:IP:PORT\", \"ws:IP:PORT\" or \"wss:IP:PORT\" (IPv6 as [::1]:5060)")
         };
         let (t, a) = s.split_once(':').ok_or_else(err)?;
         let transport = Transport::from_token(t.as_bytes()).ok_or_else(err)?;

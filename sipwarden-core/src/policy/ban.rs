@@ -36,6 +36,8 @@ pub fn counts_as_reject(r: Reason) -> bool {
             | Reason::Malformed
             | Reason::TooLarge
             | Reason::TlsSni
+            | Reason::WsUpgrade
+            | Reason::WsOrigin
     )
 }
 

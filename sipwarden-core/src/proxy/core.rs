@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::flow::{canonical_ip, Flow, Side, Transport};
 use crate::metrics::{DropLog, Event, Gauge, Metrics};
-use crate::policy::{admission, ban, fast_path, tls};
+use crate::policy::{admission, ban, fast_path, tls, ws};
 use crate::rates::History;
 use crate::sip::{scan, Framing, Message, Method, ScanError};
 use crate::state::persist::{Restored, Snapshot};
@@ -242,6 +242,36 @@ impl Core {
         }
     }
 
+    /// The bytes read so far from a connection on a public `ws:` or
+    /// `wss:` listener ([`ws::check_upgrade`]): read more, upgrade, or
+    /// answer the refusal's HTTP error and close. A refusal is counted
+    /// (`ws-upgrade`, `ws-origin`) and held against the source like a
+    /// rejected message; it is enforced in monitor mode too, since a
+    /// refused upgrade has no SIP to let through.
+    pub fn on_ws_upgrade(
+        &self,
+        now: UnixMs,
+        flow: &Flow,
+        head: &[u8],
+        server_name: Option<&str>,
+    ) -> ws::Upgrade {
+        let s = self.settings.load();
+        let up = ws::check_upgrade(head, server_name, &s);
+        if let ws::Upgrade::Refuse(r) = &up {
+            tracing::debug!(remote = %flow.remote, status = r.status, why = r.why, "WebSocket upgrade refused");
+            self.account(&s, now, flow, Verdict::drop(r.reason), head);
+        }
+        up
+    }
+
+    /// A connection on a public WebSocket listener that sent no complete
+    /// upgrade request within `ws.upgrade_timeout`: counted `ws-upgrade`
+    /// toward a ban (a slow-loris holds a connection place); the transport
+    /// answers 408 and closes.
+    pub fn on_ws_timeout(&self, now: UnixMs, flow: &Flow, head: &[u8]) {
+        self.account_outside(now, flow, Verdict::drop(Reason::WsUpgrade), head);
+    }
+
     /// A CRLF ping on a stream (RFC 5626 4.4.1): answered with a pong on
     /// the same connection.
     pub fn on_ping(&self, now: UnixMs, flow: &Flow) -> Output {
@@ -397,7 +427,9 @@ impl Core {
 
     fn scan(&self, s: &Settings, flow: &Flow, data: Bytes) -> Result<Message, Verdict> {
         let framing = match flow.transport {
-            Transport::Udp => Framing::Datagram,
+            // A WebSocket message holds exactly one SIP message,
+            // Content-Length optional (RFC 7118 5.2): a datagram's framing.
+            Transport::Udp | Transport::Ws | Transport::Wss => Framing::Datagram,
             Transport::Tcp | Transport::Tls => Framing::Stream,
         };
         scan(data, framing, &s.limits).map_err(|e| {

@@ -36,6 +36,8 @@ pub fn tcp_param(t: Transport) -> &'static [u8] {
         Transport::Udp => b"",
         Transport::Tcp => b";transport=tcp",
         Transport::Tls => b";transport=tls",
+        Transport::Ws => b";transport=ws",
+        Transport::Wss => b";transport=wss",
     }
 }
 
@@ -94,6 +96,8 @@ pub struct Rfc3581 {
     received: Option<Span>,
     add_received: Option<usize>,
     rport: Option<Span>,
+    /// Where to add `;rport=PORT` to a WebSocket Via that has none.
+    add_rport: Option<usize>,
     ip: InlineText,
     port: u16,
     /// Where the responses to the request go once the edit is made.
@@ -113,6 +117,13 @@ impl Rfc3581 {
         let add_received = (received.is_none() && (sent_by_differs || rport.is_some()))
             .then_some(via.span.end as usize);
         let rport = rport.map(|p| Span::new(p.start, p.end));
+        // A browser's Via names no reachable host or port (`x.invalid`,
+        // RFC 7118 5.2): the response goes back down the connection, whose
+        // port the Via gets as `rport` so the branch can bind it. Over
+        // WebSocket, that is the only way back.
+        let websocket = Transport::from_token(via.transport).is_some_and(Transport::is_websocket);
+        let add_rport = (websocket && rport.is_none()).then_some(via.span.end as usize);
+        let add_received = add_received.or(add_rport.filter(|_| received.is_none()));
         // What `via_return` reads back: the `received` written (the
         // source's address, which its text parses back to), else the
         // sent-by host; the `rport` written unless it is 0, else the
@@ -125,6 +136,7 @@ impl Rfc3581 {
             };
             let port = match rport {
                 Some(_) if src.port() != 0 => src.port(),
+                _ if add_rport.is_some() => src.port(),
                 _ => via.port.unwrap_or(transport.default_port()),
             };
             Some(ReturnAddr {
@@ -136,6 +148,7 @@ impl Rfc3581 {
             received,
             add_received,
             rport,
+            add_rport,
             ip: ip_s,
             port: src.port(),
             back,
@@ -147,11 +160,23 @@ impl Rfc3581 {
         if let Some(p) = self.received {
             ed.replace(p, &[b"received=", self.ip.as_bytes()]);
         }
-        if let Some(at) = self.add_received {
-            ed.insert(at, &[b";received=", self.ip.as_bytes()]);
+        let port = num_text(u32::from(self.port));
+        match (self.add_received, self.add_rport) {
+            // One insertion: both go at the end of the Via, in this order.
+            (Some(at), Some(_)) => ed.insert(
+                at,
+                &[
+                    b";received=",
+                    self.ip.as_bytes(),
+                    b";rport=",
+                    port.as_bytes(),
+                ],
+            ),
+            (Some(at), None) => ed.insert(at, &[b";received=", self.ip.as_bytes()]),
+            (None, Some(at)) => ed.insert(at, &[b";rport=", port.as_bytes()]),
+            (None, None) => {}
         }
         if let Some(p) = self.rport {
-            let port = num_text(u32::from(self.port));
             ed.replace(p, &[b"rport=", port.as_bytes()]);
         }
     }
