@@ -58,6 +58,7 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub cluster: Cluster,
+    #[serde(default)]
     pub ws: Ws,
 }
 
