@@ -788,6 +788,21 @@ fn a_state_file_without_bans_still_loads() {
     assert_eq!((r.registrations, r.bans, r.bad), (1, 0, 0));
 }
 
+/// The lab with a third public socket, `tls:203.0.113.10:5061` (listener
+/// 2), and `extra` appended. The core reads no certificate: the paths
+/// only satisfy the config's rule.
+fn tls_lab(extra: &str) -> Lab {
+    let lab = Lab::new("");
+    lab.reload_with(&format!(
+        "{}{extra}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        BASE_CFG.replace(
+            "\"tcp:203.0.113.10:5060\"]",
+            "\"tcp:203.0.113.10:5060\", \"tls:203.0.113.10:5061\"]"
+        )
+    ));
+    lab
+}
+
 /// A provider reached over TLS: Asterisk registers with
 /// `;transport=tls`, the REGISTER leaves over TLS with our TLS address in
 /// Via and Contact (not 5060, where no TLS listens), and the provider's
@@ -795,15 +810,7 @@ fn a_state_file_without_bans_still_loads() {
 /// admitted as `trunk`; Asterisk's BYE goes back down that connection.
 #[test]
 fn a_provider_reached_over_tls_calls_back_over_its_connection() {
-    let cfg = format!(
-        "{}{TRUNK}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
-        BASE_CFG.replace(
-            "\"tcp:203.0.113.10:5060\"]",
-            "\"tcp:203.0.113.10:5060\", \"tls:203.0.113.10:5061\"]"
-        )
-    );
-    let lab = Lab::new("");
-    lab.reload_with(&cfg);
+    let lab = tls_lab(TRUNK);
     let reg = register(1, "3600", "").replace(
         "REGISTER sip:sip.provider.example SIP",
         "REGISTER sip:sip.provider.example;transport=tls SIP",
@@ -880,15 +887,7 @@ fn a_provider_reached_over_tls_calls_back_over_its_connection() {
 /// over a connection sipwarden would open.
 #[test]
 fn a_tls_phone_is_reached_only_over_its_own_connection() {
-    let cfg = format!(
-        "{}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
-        BASE_CFG.replace(
-            "\"tcp:203.0.113.10:5060\"]",
-            "\"tcp:203.0.113.10:5060\", \"tls:203.0.113.10:5061\"]"
-        )
-    );
-    let lab = Lab::new("");
-    lab.reload_with(&cfg);
+    let lab = tls_lab("");
     let phone = sipwarden_core::flow::Flow {
         side: Side::Public,
         transport: Transport::Tls,

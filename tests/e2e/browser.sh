@@ -30,17 +30,10 @@ BROWSER_DIR=$REPO/tests/browser
 command -v node > /dev/null || die "node is missing (scripts/setup.sh installs nodejs)"
 [ -d "$BROWSER_DIR/node_modules/playwright-core" ] && [ -s "$BROWSER_DIR/www/jssip.min.js" ] \
     || die "tests/browser is not set up: npm ci and the JsSIP bundle (scripts/setup.sh)"
-for p in "$WSS_PORT" "$PAGE_PORT"; do
-    if ss -Hlnt "sport = :$p" 2>/dev/null | grep -q .; then
-        die "TCP port $p is already in use: $(port_users tcp "$p" | head -1)"
-    fi
-done
+need_free_tcp "$WSS_PORT" "$PAGE_PORT"
 start_kamailio WITH_AUTH
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-    -subj "/CN=secret.example" -addext "subjectAltName=DNS:*.secret.example" \
-    -keyout "$RUN/tls.key" -out "$RUN/tls.pem" > "$RUN/openssl-req.log" 2>&1 \
-    || die "openssl could not make the test certificate: $(cat "$RUN/openssl-req.log")"
+wildcard_cert secret.example tls
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
 sed -i "s|^public = \[\(.*\)\]|public = [\1, \"wss:127.0.0.1:$WSS_PORT\"]|" "$RUN/sipwarden.toml"
 sed -i 's|^level = "info"|level = "info,sipwarden::transport::ws=debug"|' "$RUN/sipwarden.toml"

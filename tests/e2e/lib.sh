@@ -215,6 +215,27 @@ wait_bound() {
     return 1
 }
 
+# need_free_tcp PORT...: the TCP ports a script adds to the common ones
+# (need_free_ports knows those only) are free, or the script stops.
+need_free_tcp() {
+    local p
+    for p in "$@"; do
+        if ss -Hlnt "sport = :$p" 2>/dev/null | grep -q .; then
+            die "TCP port $p is already in use: $(port_users tcp "$p" | head -1)"
+        fi
+    done
+}
+
+# wildcard_cert CN NAME: a self-signed ECDSA P-256 certificate for
+# *.secret.example (the parent of the secret domain, as docs/tls.md
+# advises) with that CN, made here: $RUN/NAME.pem and $RUN/NAME.key.
+wildcard_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=$1" -addext "subjectAltName=DNS:*.secret.example" \
+        -keyout "$RUN/$2.key" -out "$RUN/$2.pem" >> "$RUN/openssl-req.log" 2>&1 \
+        || die "openssl could not make the test certificate: $(tail -3 "$RUN/openssl-req.log")"
+}
+
 # ---------------------------------------------------------------- kamailio
 
 # The Asterisk stand-in, generated from tests/e2e/kamailio.cfg with this

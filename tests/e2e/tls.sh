@@ -20,16 +20,10 @@ source "$(dirname "$0")/lib.sh"
 setup tls
 TLS_PORT=$((BASE + 1))
 PHONE_TLS_IP=127.0.0.9
-# (need_free_ports knows the common ports only)
-if ss -Hlnt "sport = :$TLS_PORT" 2>/dev/null | grep -q .; then
-    die "TCP port $TLS_PORT is already in use: $(port_users tcp "$TLS_PORT" | head -1)"
-fi
+need_free_tcp "$TLS_PORT"
 start_kamailio WITH_AUTH
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-    -subj "/CN=secret.example" -addext "subjectAltName=DNS:*.secret.example" \
-    -keyout "$RUN/tls.key" -out "$RUN/tls.pem" > "$RUN/openssl-req.log" 2>&1 \
-    || die "openssl could not make the test certificate: $(cat "$RUN/openssl-req.log")"
+wildcard_cert secret.example tls
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
 sed -i "s|^public = \[\(.*\)\]|public = [\1, \"tls:127.0.0.1:$TLS_PORT\"]|" "$RUN/sipwarden.toml"
 cat >> "$RUN/sipwarden.toml" <<CFG
@@ -86,23 +80,17 @@ check "metrics: TLS requests admitted by the dialog's route = $DR (the phone's A
 
 echo "-- (3) renewal by SIGHUP"
 cert_cn() { s_client -servername "$DOMAIN" | grep -m1 -E '^subject=' ; }
-newcert() {  # newcert CN DIR: a pair for *.secret.example with that CN
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-        -subj "/CN=$1" -addext "subjectAltName=DNS:*.secret.example" \
-        -keyout "$2/new.key" -out "$2/new.pem" >> "$RUN/openssl-req.log" 2>&1
-}
-mkdir -p "$RUN/renew"
-newcert renewed.secret.example "$RUN/renew" || die "openssl could not make the second certificate"
+wildcard_cert renewed.secret.example renew
 # The new certificate with the old key: refused, the old pair stays.
 cp "$RUN/tls.key" "$RUN/tls.key.orig"
-cp "$RUN/renew/new.pem" "$RUN/tls.pem.tmp" && mv "$RUN/tls.pem.tmp" "$RUN/tls.pem"
+cp "$RUN/renew.pem" "$RUN/tls.pem.tmp" && mv "$RUN/tls.pem.tmp" "$RUN/tls.pem"
 kill -HUP "$SW_PID"
 wait_match "reload refused" "$RUN/sipwarden.log" "$SW_PID"
 check "mismatched pair: reload refused ($(grep -m1 -o 'does not belong[^"]*' "$RUN/sipwarden.log" | head -c 80))" \
     grep -q "reload refused.*does not belong to the certificate" "$RUN/sipwarden.log"
 CN=$(cert_cn); log "after the refused reload: $CN"
 check "the certificate in force stays" grep -q "CN *= *secret.example" <<< "$CN"
-cp "$RUN/renew/new.key" "$RUN/tls.key.tmp" && mv "$RUN/tls.key.tmp" "$RUN/tls.key"
+cp "$RUN/renew.key" "$RUN/tls.key.tmp" && mv "$RUN/tls.key.tmp" "$RUN/tls.key"
 kill -HUP "$SW_PID"
 wait_match "config reloaded" "$RUN/sipwarden.log" "$SW_PID"
 check "matching pair: config reloaded" grep -q "config reloaded" "$RUN/sipwarden.log"

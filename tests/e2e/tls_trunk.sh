@@ -24,11 +24,7 @@ source "$(dirname "$0")/lib.sh"
 setup tls_trunk
 TLS_PORT=$((BASE + 1))
 PROV_TLS=$((BASE + 6))
-for p in "$TLS_PORT" "$PROV_TLS"; do
-    if ss -Hlnt "sport = :$p" 2>/dev/null | grep -q .; then
-        die "TCP port $p is already in use: $(port_users tcp "$p" | head -1)"
-    fi
-done
+need_free_tcp "$TLS_PORT" "$PROV_TLS"
 
 # ---- certificates: a CA, the provider's leaf (IP SAN), sipwarden's leaf
 ossl() { openssl "$@" >> "$RUN/openssl.log" 2>&1 || die "openssl $1 failed: $(tail -3 "$RUN/openssl.log")"; }

@@ -18,17 +18,10 @@ WS_PORT=$((BASE + 3))
 ORIGIN="http://127.0.0.1:$((BASE + 6))"
 PY=/usr/bin/python3
 $PY -c "import websockets" 2> /dev/null || die "python3-websockets is missing (scripts/setup.sh installs it)"
-for p in "$WSS_PORT" "$WS_PORT"; do
-    if ss -Hlnt "sport = :$p" 2>/dev/null | grep -q .; then
-        die "TCP port $p is already in use: $(port_users tcp "$p" | head -1)"
-    fi
-done
+need_free_tcp "$WSS_PORT" "$WS_PORT"
 start_kamailio WITH_AUTH
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-    -subj "/CN=secret.example" -addext "subjectAltName=DNS:*.secret.example" \
-    -keyout "$RUN/tls.key" -out "$RUN/tls.pem" > "$RUN/openssl-req.log" 2>&1 \
-    || die "openssl could not make the test certificate: $(cat "$RUN/openssl-req.log")"
+wildcard_cert secret.example tls
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
 sed -i "s|^public = \[\(.*\)\]|public = [\1, \"wss:127.0.0.1:$WSS_PORT\", \"ws:127.0.0.1:$WS_PORT\"]|" "$RUN/sipwarden.toml"
 cat >> "$RUN/sipwarden.toml" <<CFG
