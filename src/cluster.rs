@@ -189,14 +189,7 @@ impl Link {
         for key in [&self.bans_key, &self.regs_key] {
             let mut cursor = String::from("0");
             loop {
-                let (next, flat): (String, Vec<Vec<u8>>) = redis::cmd("HSCAN")
-                    .arg(key)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(conn)
-                    .await
-                    .map_err(|e| format!("HSCAN {key}: {e}"))?;
+                let (next, flat) = hscan_step(conn, key, &cursor).await?;
                 // Field, value, field, value...
                 for value in flat.iter().skip(1).step_by(2) {
                     self.take(value, Origin::Stored, &mut loaded);
@@ -493,14 +486,7 @@ impl Link {
         for key in [&self.bans_key, &self.regs_key] {
             let mut cursor = String::from("0");
             loop {
-                let (next, flat): (String, Vec<Vec<u8>>) = redis::cmd("HSCAN")
-                    .arg(key)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(conn)
-                    .await
-                    .map_err(|e| format!("HSCAN {key}: {e}"))?;
+                let (next, flat) = hscan_step(conn, key, &cursor).await?;
                 let mut gone: Vec<&[u8]> = Vec::new();
                 for pair in flat.chunks(2) {
                     let [field, value] = pair else { continue };
@@ -562,6 +548,23 @@ impl Link {
 /// tables whole.
 fn feed_lost(feed: &sipwarden_core::state::Feed) {
     feed.ask_resync();
+}
+
+/// One step of HSCAN over `key` from `cursor`: the next cursor ("0" at the
+/// end) and the fields and values, flat (field, value, field, value...).
+async fn hscan_step(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    cursor: &str,
+) -> Result<(String, Vec<Vec<u8>>), String> {
+    redis::cmd("HSCAN")
+        .arg(key)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(SCAN_COUNT)
+        .query_async(conn)
+        .await
+        .map_err(|e| format!("HSCAN {key}: {e}"))
 }
 
 #[cfg(test)]
