@@ -114,10 +114,12 @@ where
 {
     let timeout = eg.core.settings().config.ws.upgrade_timeout.0;
     let deadline = tokio::time::Instant::now() + timeout;
+    // Read into the heap buffer itself: an array here would be part of
+    // the connection's task (this future is in it) for its whole life.
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
     loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+        buf.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Err(_) => {
                 tracing::debug!(remote = %flow.remote, "no WebSocket upgrade in time, closing");
                 eg.core.on_ws_timeout(now_ms(), flow, &buf);
@@ -125,7 +127,7 @@ where
                 return None;
             }
             Ok(Ok(0)) | Ok(Err(_)) => return None,
-            Ok(Ok(n)) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Ok(Ok(_)) => {}
         }
         match eg.core.on_ws_upgrade(now_ms(), flow, &buf, sni) {
             Upgrade::More => {}
