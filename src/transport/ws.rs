@@ -37,7 +37,7 @@ use super::tcp::{WriterGuard, WRITER_GRACE};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read buffer per connection: an idle browser costs little, a message
 /// larger than it is read in several steps.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 /// Accepts connections on a `ws:` or `wss:` listener (`transport`) until
 /// the task is aborted. Each counts toward `tcp.max_connections` from the
