@@ -29,12 +29,7 @@ use super::now_ms;
 /// refused where it is loaded (start, `check`, reload) rather than failing
 /// every handshake.
 pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("{}: no PEM certificate: {e}", cert_file.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", cert_file.display()));
-    }
+    let certs = pem_certs(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("{}: no PEM private key: {e}", key_file.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -58,6 +53,18 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, Stri
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", cert_file.display()))?;
     Ok(Arc::new(cfg))
+}
+
+/// The certificates of a PEM file, at least one: a file without any is
+/// as wrong as one that does not read.
+fn pem_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: no PEM certificate: {e}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", file.display()));
+    }
+    Ok(certs)
 }
 
 /// The server config `[tls]` names, or `None` without a certificate.
@@ -178,13 +185,7 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(f) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(f)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| format!("{}: no PEM certificate: {e}", f.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no PEM certificate", f.display()));
-            }
-            for c in certs {
+            for c in pem_certs(f)? {
                 roots
                     .add(c)
                     .map_err(|e| format!("{}: unusable CA certificate: {e}", f.display()))?;
