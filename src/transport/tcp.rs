@@ -208,7 +208,7 @@ impl TcpConns {
         first: Bytes,
         on_fail: Option<Box<Transmit>>,
     ) -> Result<(), Option<Box<Transmit>>> {
-        if self.closing.load(Relaxed) || !self.reserve(eg) {
+        if self.closing() || !self.reserve(eg) {
             return Err(on_fail);
         }
         let Peer {
@@ -381,10 +381,10 @@ pub(super) async fn run<R, W>(
     let mut buf = BytesMut::with_capacity(QUIET_READ);
     let idle = Duration::from_millis(eg.core.settings().config.tcp.idle_timeout.ms());
     // Created before the flag is read: a shutdown in between still wakes it.
-    let stop = eg.tcp.stop.notified();
+    let stop = eg.tcp.stopped();
     tokio::pin!(stop);
     'conn: loop {
-        if eg.tcp.closing.load(Relaxed) {
+        if eg.tcp.closing() {
             break;
         }
         // A connection quiet for QUIET_AFTER with nothing pending gives
