@@ -85,7 +85,7 @@ pub struct Link {
 }
 
 /// This host's name, the default `cluster.node`.
-pub fn host_name() -> String {
+fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is writable for its whole length, which is passed.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -98,8 +98,22 @@ pub fn host_name() -> String {
     }
 }
 
+/// This node's name in its records: `cluster.node`, or the host name.
+pub fn node_name(cfg: &ClusterConfig) -> String {
+    if cfg.node.is_empty() {
+        host_name()
+    } else {
+        cfg.node.clone()
+    }
+}
+
+/// `cluster.redis` as logs and `status` show it: without passwords.
+pub fn servers(cfg: &ClusterConfig) -> Vec<String> {
+    cfg.redis.to_vec().iter().map(|u| redacted(u)).collect()
+}
+
 /// A Redis URL with its password (userinfo) masked, for logs and status.
-pub fn redacted(url: &str) -> String {
+fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.into();
     };
@@ -120,16 +134,11 @@ impl Link {
                 .map_err(|e| format!("cluster.redis {}: {e}", redacted(u)))?;
             clients.push(c);
         }
-        let node = if cfg.node.is_empty() {
-            host_name()
-        } else {
-            cfg.node.clone()
-        };
         Ok(Link {
             core,
             clients,
-            servers: urls.iter().map(|u| redacted(u)).collect(),
-            node,
+            servers: servers(cfg),
+            node: node_name(cfg),
             bans_key: format!("{}:bans", cfg.name),
             regs_key: format!("{}:regs", cfg.name),
             channel: format!("{}:changes", cfg.name),

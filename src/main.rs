@@ -264,18 +264,8 @@ fn check(path: &Path) -> ExitCode {
                 }
             );
             if c.cluster.is_on() {
-                let node = if c.cluster.node.is_empty() {
-                    sipwarden::cluster::host_name()
-                } else {
-                    c.cluster.node.clone()
-                };
-                let servers: Vec<String> = c
-                    .cluster
-                    .redis
-                    .to_vec()
-                    .iter()
-                    .map(|u| sipwarden::cluster::redacted(u))
-                    .collect();
+                let node = sipwarden::cluster::node_name(&c.cluster);
+                let servers = sipwarden::cluster::servers(&c.cluster);
                 println!(
                     "cluster {:?}: this node is {node:?}, sharing bans and trunk registrations through {}. \
                      Every node must use the same secret.key_file (a copy of {}): the tokens one node \
