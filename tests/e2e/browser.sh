@@ -35,7 +35,7 @@ start_kamailio WITH_AUTH
 
 wildcard_cert secret.example tls
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
-sed -i "s|^public = \[\(.*\)\]|public = [\1, \"wss:127.0.0.1:$WSS_PORT\"]|" "$RUN/sipwarden.toml"
+add_public "$RUN/sipwarden.toml" "wss:127.0.0.1:$WSS_PORT"
 sed -i 's|^level = "info"|level = "info,sipwarden::transport::ws=debug"|' "$RUN/sipwarden.toml"
 cat >> "$RUN/sipwarden.toml" <<CFG
 

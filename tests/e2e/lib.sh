@@ -226,6 +226,14 @@ need_free_tcp() {
     done
 }
 
+# add_public FILE SPEC...: appends sockets (tls:..., ws:..., wss:...) to the
+# listen.public list write_config wrote.
+add_public() {
+    local f=$1 list="" spec; shift
+    for spec in "$@"; do list="$list, \"$spec\""; done
+    sed -i "s|^public = \[\(.*\)\]|public = [\1$list]|" "$f"
+}
+
 # wildcard_cert CN NAME: a self-signed ECDSA P-256 certificate for
 # *.secret.example (the parent of the secret domain, as docs/tls.md
 # advises) with that CN, made here: $RUN/NAME.pem and $RUN/NAME.key.

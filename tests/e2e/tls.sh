@@ -25,7 +25,7 @@ start_kamailio WITH_AUTH
 
 wildcard_cert secret.example tls
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
-sed -i "s|^public = \[\(.*\)\]|public = [\1, \"tls:127.0.0.1:$TLS_PORT\"]|" "$RUN/sipwarden.toml"
+add_public "$RUN/sipwarden.toml" "tls:127.0.0.1:$TLS_PORT"
 cat >> "$RUN/sipwarden.toml" <<CFG
 
 [tls]

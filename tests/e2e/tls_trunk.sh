@@ -75,7 +75,7 @@ wait_bound tcp "$PROVIDER_IP" "$PROV_TLS" && wait_bound udp "$PROVIDER_IP" "$REG
 # ---- sipwarden: a tls: listener (the provider's in-dialog requests), the
 # provider as a trunk, the wrong CA first
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
-sed -i "s|^public = \[\(.*\)\]|public = [\1, \"tls:127.0.0.1:$TLS_PORT\"]|" "$RUN/sipwarden.toml"
+add_public "$RUN/sipwarden.toml" "tls:127.0.0.1:$TLS_PORT"
 trunk_config "$RUN/sipwarden.toml"
 cat >> "$RUN/sipwarden.toml" <<CFG
 

@@ -23,7 +23,7 @@ start_kamailio WITH_AUTH
 
 wildcard_cert secret.example tls
 write_config "$RUN/sipwarden.toml" "$DOMAIN"
-sed -i "s|^public = \[\(.*\)\]|public = [\1, \"wss:127.0.0.1:$WSS_PORT\", \"ws:127.0.0.1:$WS_PORT\"]|" "$RUN/sipwarden.toml"
+add_public "$RUN/sipwarden.toml" "wss:127.0.0.1:$WSS_PORT" "ws:127.0.0.1:$WS_PORT"
 cat >> "$RUN/sipwarden.toml" <<CFG
 
 [tls]
