@@ -41,9 +41,6 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Fields read per HSCAN step: the memory a load holds at once.
 const SCAN_COUNT: usize = 500;
-/// How long an unban stays in the hash: a node away for longer publishes
-/// the ban it still holds again when it returns (docs/cluster.md).
-const TOMBSTONE_MS: u64 = 86_400_000;
 
 /// What a load from Redis brought.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -499,15 +496,8 @@ impl Link {
                 let mut gone: Vec<&[u8]> = Vec::new();
                 for pair in flat.chunks(2) {
                     let [field, value] = pair else { continue };
-                    let ended = match cluster::decode(value, self.max_value) {
-                        Ok(r) => match r.body {
-                            Body::Ban { until, .. } => until <= now,
-                            Body::Reg { expires, .. } => expires.saturating_add(grace) <= now,
-                            Body::Unban { .. } => r.at.saturating_add(TOMBSTONE_MS) <= now,
-                            Body::Unreg { .. } => true,
-                        },
-                        Err(_) => false,
-                    };
+                    let ended = cluster::decode(value, self.max_value)
+                        .is_ok_and(|r| cluster::ended(&r, now, grace));
                     if ended {
                         gone.push(field);
                     }

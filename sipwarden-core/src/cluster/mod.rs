@@ -30,6 +30,24 @@ pub fn field(body: &Body) -> &str {
     }
 }
 
+/// How long an unban stays in the hash (a tombstone): a node away for
+/// longer publishes the ban it still holds again when it returns
+/// (docs/cluster.md).
+pub const TOMBSTONE_MS: u64 = 86_400_000;
+
+/// Whether a record stored in the cluster's hash has ended at `now`, so
+/// that the hash may forget it: a ban past its end, a registration past
+/// its expiry and `grace` (ms), an unban past its tombstone's day; an
+/// unregistration is never worth keeping.
+pub fn ended(rec: &Record, now: UnixMs, grace: u64) -> bool {
+    match rec.body {
+        Body::Ban { until, .. } => until <= now,
+        Body::Reg { expires, .. } => expires.saturating_add(grace) <= now,
+        Body::Unban { .. } => rec.at.saturating_add(TOMBSTONE_MS) <= now,
+        Body::Unreg { .. } => true,
+    }
+}
+
 /// The record of one change of this node's tables.
 pub fn of_change(node: &str, c: &Change) -> Record {
     let (at, body) = match c {
@@ -85,4 +103,68 @@ pub fn records_of(tables: &Tables, node: &str, now: UnixMs, grace: u64) -> Vec<R
             }),
     );
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Transport;
+
+    fn rec(at: u64, body: Body) -> Record {
+        Record {
+            v: VERSION,
+            node: "a".into(),
+            at: UnixMs(at),
+            body,
+        }
+    }
+
+    #[test]
+    fn what_the_hash_may_forget() {
+        let ban = |until| {
+            rec(
+                0,
+                Body::Ban {
+                    target: "192.0.2.7".into(),
+                    trigger: "manual".into(),
+                    since: UnixMs(0),
+                    until: UnixMs(until),
+                },
+            )
+        };
+        assert!(!ended(&ban(1001), UnixMs(1000), 0));
+        assert!(ended(&ban(1000), UnixMs(1000), 0));
+        let reg = |expires| {
+            rec(
+                0,
+                Body::Reg {
+                    token: "t".into(),
+                    trunk: "p".into(),
+                    registrar: "r".into(),
+                    contact: "c".into(),
+                    expires: UnixMs(expires),
+                    registrar_addr: "192.0.2.1:5060".parse().unwrap(),
+                    transport: Transport::Udp,
+                    listener: None,
+                },
+            )
+        };
+        // The registration lives on for its grace.
+        assert!(!ended(&reg(1000), UnixMs(1500), 600));
+        assert!(ended(&reg(1000), UnixMs(1600), 600));
+        // An unban is kept a day, so a node back from away lifts its ban.
+        let unban = rec(
+            5,
+            Body::Unban {
+                target: "192.0.2.7".into(),
+            },
+        );
+        assert!(!ended(&unban, UnixMs(5 + TOMBSTONE_MS - 1), 0));
+        assert!(ended(&unban, UnixMs(5 + TOMBSTONE_MS), 0));
+        assert!(ended(
+            &rec(0, Body::Unreg { token: "t".into() }),
+            UnixMs(0),
+            0
+        ));
+    }
 }
